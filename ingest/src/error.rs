@@ -1,0 +1,123 @@
+//! The ingest error type. [`ApiError`] is what a client sees; [`Error`] is what
+//! stops the service.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use sqi_schemas::event::{ErrorCode, EventError};
+
+/// Errors that stop or prevent the service (never a single request's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kafka client could not be created from the configuration (user error).
+    #[error("kafka configuration: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Binding or serving failed (environment).
+    #[error("i/o: {0}")]
+    Io(std::io::Error),
+}
+
+/// The crate's result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A request-level failure, mapped to the contract's status codes and error body.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the body or its form is unusable.
+    BadRequest(EventError),
+    /// 400: every event in the body was refused; `first` is reported as the
+    /// error and `rejected` lists each event by index.
+    AllRejected {
+        /// The first refusal.
+        first: EventError,
+        /// `{"index", "code", "message", "field"}` for every event.
+        rejected: Vec<serde_json::Value>,
+    },
+    /// 413: the body, after decompression, exceeds the limit.
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 415: a content type or encoding we do not read.
+    UnsupportedMedia(String),
+    /// 503: the broker did not take the events in time; retry with the same ids.
+    Unavailable {
+        /// Seconds the client should wait.
+        retry_after_secs: u64,
+        /// Logged server-side only.
+        detail: String,
+    },
+}
+
+impl ApiError {
+    fn status_code_and_message(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            Self::BadRequest(e) | Self::AllRejected { first: e, .. } => {
+                (StatusCode::BAD_REQUEST, e.code.as_str(), e.message.clone())
+            }
+            Self::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body exceeds {limit} bytes after decompression"),
+            ),
+            Self::UnsupportedMedia(what) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                what.clone(),
+            ),
+            Self::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+                "events could not be stored right now; retry with the same event_ids".to_owned(),
+            ),
+        }
+    }
+}
+
+impl From<EventError> for ApiError {
+    fn from(e: EventError) -> Self {
+        Self::BadRequest(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.status_code_and_message();
+        let mut error = json!({"code": code, "message": message});
+        let mut body = json!({});
+        match &self {
+            Self::BadRequest(e) | Self::AllRejected { first: e, .. } => {
+                if let Some(field) = e.field {
+                    error["field"] = json!(field);
+                }
+            }
+            Self::Unavailable { detail, .. } => tracing::warn!(%detail, "answering 503"),
+            _ => {}
+        }
+        if let Self::AllRejected { rejected, .. } = &self {
+            body["rejected"] = json!(rejected);
+        }
+        body["error"] = error;
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Self::Unavailable {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+impl ApiError {
+    /// A 400 with a code, for failures found outside the event rules.
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::BadRequest(EventError {
+            code,
+            message: message.into(),
+            field: None,
+        })
+    }
+}

@@ -1,0 +1,374 @@
+//! The HTTP surface: routes, body decoding, CORS, health and metrics.
+//!
+//! Decoding never trusts a length: the raw body is read through a limit, and
+//! gzip is inflated through the same limit, so a small bomb cannot grow past it.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use sqi_schemas::event::{self, ErrorCode, Limits};
+use sqi_schemas::record::{Enrichment, EventRecord, normalize};
+
+use crate::config::IngestConfig;
+use crate::enrich;
+use crate::error::ApiError;
+use crate::producer::{EventProducer, ProduceError};
+
+/// Metric names, by the rule `sqi_<component>_<name>_<unit>_total`.
+pub mod metric {
+    /// Requests, labelled by matched route, method and status.
+    pub const REQUESTS: &str = "sqi_ingest_http_requests_total";
+    /// Request latency in seconds, labelled by route.
+    pub const REQUEST_SECONDS: &str = "sqi_ingest_http_request_duration_seconds";
+    /// Events acknowledged by the broker.
+    pub const EVENTS_ACCEPTED: &str = "sqi_ingest_events_accepted_total";
+    /// Events refused, labelled by reason code.
+    pub const EVENTS_REJECTED: &str = "sqi_ingest_events_rejected_total";
+    /// Requests answered 503 because the broker did not acknowledge.
+    pub const PRODUCE_FAILURES: &str = "sqi_ingest_produce_failures_total";
+    /// Messages in the producer's local queue.
+    pub const PRODUCER_QUEUE: &str = "sqi_ingest_producer_queue_messages";
+}
+
+/// Shared request state.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: IngestConfig,
+    limits: Limits,
+    producer: EventProducer,
+    metrics: Option<PrometheusHandle>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// Builds the state for [`router`].
+    pub fn new(config: IngestConfig, producer: EventProducer, metrics: Option<PrometheusHandle>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                limits: config.limits(),
+                config,
+                producer,
+                metrics,
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Readiness goes false; in-flight requests still finish.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The ingest router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events).options(preflight))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .layer(middleware::from_fn(cors_and_metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.inner.shutting_down.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    } else {
+        "ready".into_response()
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    metrics::gauge!(metric::PRODUCER_QUEUE).set(f64::from(state.inner.producer.queue_depth()));
+    match &state.inner.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
+
+/// Any publisher origin may call `/v1/*`: the preflight echoes the origin and
+/// the requested headers so that `fetch` with JSON and `sendBeacon` both work.
+async fn preflight(headers: HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    let requested = headers
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("content-type, content-encoding"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    response
+}
+
+async fn cors_and_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().clone();
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    if route.starts_with("/v1/") {
+        let h = response.headers_mut();
+        match origin {
+            Some(origin) => {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+                h.append(header::VARY, HeaderValue::from_static("Origin"));
+            }
+            None => {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            }
+        }
+    }
+    if method != Method::OPTIONS {
+        let status = response.status().as_u16().to_string();
+        metrics::counter!(metric::REQUESTS, "route" => route.clone(), "method" => method.to_string(), "status" => status)
+            .increment(1);
+        metrics::histogram!(metric::REQUEST_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
+    }
+    response
+}
+
+async fn post_events(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limits = state.inner.limits;
+    let raw = axum::body::to_bytes(body, limits.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge {
+            limit: limits.max_body_bytes,
+        })?;
+    let json = decode_body(&headers, raw, limits.max_body_bytes)?;
+    let batch = event::parse_body(&json, &limits)?;
+
+    let received_at = chrono::Utc::now().timestamp_millis();
+    let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = enrich::client_ip(peer.ip(), forwarded_for, &state.inner.config.trusted_proxies);
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let enrichment = Enrichment {
+        received_at,
+        batch_sent_at: batch.sent_at,
+        device: enrich::device_class(user_agent),
+        ip_prefix: Some(enrich::anonymize(ip)),
+    };
+
+    let mut records: Vec<EventRecord> = Vec::with_capacity(batch.events.len());
+    let mut rejected = Vec::new();
+    for (index, raw_event) in batch.events.iter().enumerate() {
+        match event::validate_raw(raw_event, &limits) {
+            Ok(valid) => records.push(normalize(valid, &enrichment)),
+            Err(error) => {
+                metrics::counter!(metric::EVENTS_REJECTED, "reason" => error.code.as_str()).increment(1);
+                rejected.push((index, error));
+            }
+        }
+    }
+    let rejected_json: Vec<_> = rejected
+        .iter()
+        .map(|(index, e)| json!({"index": index, "code": e.code.as_str(), "message": e.message, "field": e.field}))
+        .collect();
+    if records.is_empty() {
+        // Nothing to store: the request as a whole is a client error, and the
+        // per-index list still tells a batching client what was wrong.
+        let first = rejected
+            .into_iter()
+            .next()
+            .map(|(_, e)| e)
+            .ok_or_else(|| ApiError::bad_request(ErrorCode::EmptyBatch, "the batch has no events"))?;
+        return Err(ApiError::AllRejected {
+            first,
+            rejected: rejected_json,
+        });
+    }
+    if let Err(error) = state.inner.producer.produce(&records).await {
+        metrics::counter!(metric::PRODUCE_FAILURES).increment(1);
+        let retry_after_secs = match error {
+            ProduceError::QueueFull => 1,
+            ProduceError::Delivery(_) => 2,
+        };
+        return Err(ApiError::Unavailable {
+            retry_after_secs,
+            detail: error.to_string(),
+        });
+    }
+    metrics::counter!(metric::EVENTS_ACCEPTED).increment(records.len() as u64);
+    Ok(Json(json!({"accepted": records.len(), "rejected": rejected_json})).into_response())
+}
+
+/// Turns a raw body into JSON bytes: undoes `Content-Encoding: gzip` within the
+/// limit, and unwraps the form `data=<base64>` encoding.
+pub fn decode_body(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let body = match encoding.as_str() {
+        "" | "identity" => raw,
+        "gzip" | "x-gzip" => Bytes::from(gunzip(&raw, limit)?),
+        other => {
+            return Err(ApiError::UnsupportedMedia(format!(
+                "content-encoding `{other}` is not supported; use gzip or none"
+            )));
+        }
+    };
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match media_type.as_str() {
+        "" | "application/json" | "text/plain" => Ok(body),
+        "application/x-www-form-urlencoded" => form_data(&body),
+        other => Err(ApiError::UnsupportedMedia(format!(
+            "content-type `{other}` is not supported; use application/json, text/plain or application/x-www-form-urlencoded"
+        ))),
+    }
+}
+
+fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::MultiGzDecoder::new(compressed).take(limit as u64 + 1);
+    decoder.read_to_end(&mut out).map_err(|e| {
+        ApiError::bad_request(ErrorCode::InvalidBody, format!("the gzip body is corrupt: {e}"))
+    })?;
+    if out.len() > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(out)
+}
+
+fn form_data(body: &[u8]) -> Result<Bytes, ApiError> {
+    let missing = || {
+        ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            "a form body must carry data=<base64 of the JSON>",
+        )
+    };
+    let data = form_urlencoded_value(body, "data").ok_or_else(missing)?;
+    let compact: String = data.chars().filter(|c| !c.is_whitespace()).collect();
+    let trimmed = compact.trim_end_matches('=');
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed))
+        .map(Bytes::from)
+        .map_err(|_| ApiError::bad_request(ErrorCode::InvalidBody, "form `data` is not valid base64"))
+}
+
+fn form_urlencoded_value(body: &[u8], wanted: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (percent_decode(key)? == wanted).then(|| percent_decode(value))?
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn form_base64_and_gzip_decode_to_the_same_json() {
+        let json = br#"{"publisher":"pub-1","type":"pageview","url":"https://e.com/"}"#;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(json);
+        let form = format!("data={}", b64.replace('+', "%2B").replace('=', "%3D"));
+        let decoded = decode_body(
+            &headers(&[("content-type", "application/x-www-form-urlencoded")]),
+            Bytes::from(form),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(&decoded[..], json);
+
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(json).unwrap();
+        let decoded = decode_body(
+            &headers(&[("content-type", "text/plain;charset=UTF-8"), ("content-encoding", "gzip")]),
+            Bytes::from(gz.finish().unwrap()),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(&decoded[..], json);
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_stopped_at_the_limit() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![b' '; 4 << 20]).unwrap();
+        let small = gz.finish().unwrap();
+        assert!(small.len() < 64 * 1024);
+        let result = decode_body(&headers(&[("content-encoding", "gzip")]), Bytes::from(small), 1 << 20);
+        assert!(matches!(result, Err(ApiError::PayloadTooLarge { .. })));
+    }
+
+    #[test]
+    fn unknown_media_and_encodings_are_415() {
+        let r = decode_body(&headers(&[("content-type", "application/xml")]), Bytes::new(), 10);
+        assert!(matches!(r, Err(ApiError::UnsupportedMedia(_))));
+        let r = decode_body(&headers(&[("content-encoding", "br")]), Bytes::new(), 10);
+        assert!(matches!(r, Err(ApiError::UnsupportedMedia(_))));
+        let r = decode_body(
+            &headers(&[("content-type", "application/x-www-form-urlencoded")]),
+            Bytes::from_static(b"data=%%%"),
+            10,
+        );
+        assert!(matches!(r, Err(ApiError::BadRequest(_))));
+    }
+}

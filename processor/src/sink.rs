@@ -1,0 +1,168 @@
+//! Writing a flushed buffer to the lake as Parquet.
+//!
+//! Each file is uploaded whole with one `put`, which object stores make visible
+//! atomically (S3 `PutObject`; the local store writes a temp file and renames),
+//! so a reader never sees a partial file. File names carry the topic, partition
+//! and offset range, so a rewrite of the same range replaces rather than adds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Int32Builder, Int64Builder, MapBuilder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use sqi_schemas::lake::{Lake, Table, hour_partition, window_start};
+
+use crate::error::{Error, Result};
+use crate::window::PartitionBuffer;
+
+/// One file to write: its lake-relative path and contents.
+#[derive(Debug)]
+pub struct LakeFile {
+    /// The path under the lake root.
+    pub path: String,
+    /// The Parquet bytes.
+    pub bytes: Bytes,
+    /// Rows in the file.
+    pub rows: usize,
+}
+
+/// Encodes a buffer into one Parquet file per table and hour.
+pub fn encode(topic: &str, partition: i32, buffer: &PartitionBuffer) -> Result<Vec<LakeFile>> {
+    let name = format!(
+        "{topic}+{partition}+{:020}-{:020}.parquet",
+        buffer.start_offset, buffer.end_offset
+    );
+    let mut files = Vec::new();
+
+    let mut aggregates: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+    for (key, count) in &buffer.aggregates {
+        aggregates.entry(key.window_start).or_default().push((key, *count));
+    }
+    for (window, mut rows) in aggregates {
+        rows.sort();
+        let batch = RecordBatch::try_new(
+            Table::Aggregates.schema(),
+            vec![
+                timestamps(rows.iter().map(|(k, _)| k.window_start)),
+                strings(rows.iter().map(|(k, _)| Some(k.publisher.as_str()))),
+                strings(rows.iter().map(|(k, _)| k.channel.as_deref())),
+                strings(rows.iter().map(|(k, _)| Some(k.event_type.as_str()))),
+                strings(rows.iter().map(|(k, _)| Some(k.device.as_str()))),
+                int64s(rows.iter().map(|(_, c)| *c)),
+            ],
+        )?;
+        files.push(file(Table::Aggregates, window, &name, &batch)?);
+    }
+
+    let mut urls: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+    for (key, count) in &buffer.url_counts {
+        urls.entry(key.window_start).or_default().push((key, *count));
+    }
+    for (window, mut rows) in urls {
+        rows.sort();
+        let batch = RecordBatch::try_new(
+            Table::UrlCounts.schema(),
+            vec![
+                timestamps(rows.iter().map(|(k, _)| k.window_start)),
+                strings(rows.iter().map(|(k, _)| Some(k.publisher.as_str()))),
+                strings(rows.iter().map(|(k, _)| Some(k.url.as_str()))),
+                strings(rows.iter().map(|(k, _)| Some(k.event_type.as_str()))),
+                strings(rows.iter().map(|(k, _)| k.channel.as_deref())),
+                int64s(rows.iter().map(|(_, c)| *c)),
+            ],
+        )?;
+        files.push(file(Table::UrlCounts, window, &name, &batch)?);
+    }
+
+    let mut events: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+    for event in &buffer.events {
+        events.entry(window_start(event.ts)).or_default().push(event);
+    }
+    for (window, rows) in events {
+        let mut props = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for event in &rows {
+            for (k, v) in &event.props {
+                props.keys().append_value(k);
+                props.values().append_value(v);
+            }
+            props.append(true)?;
+        }
+        let mut version = Int32Builder::with_capacity(rows.len());
+        rows.iter().for_each(|e| version.append_value(i32::from(e.v)));
+        let batch = RecordBatch::try_new(
+            Table::Events.schema(),
+            vec![
+                Arc::new(version.finish()),
+                strings(rows.iter().map(|e| Some(e.event_id.as_str()))),
+                strings(rows.iter().map(|e| Some(e.publisher.as_str()))),
+                strings(rows.iter().map(|e| Some(e.event_type.as_str()))),
+                strings(rows.iter().map(|e| e.channel.as_deref())),
+                strings(rows.iter().map(|e| Some(e.url.as_str()))),
+                strings(rows.iter().map(|e| e.referrer.as_deref())),
+                strings(rows.iter().map(|e| e.visitor.as_deref())),
+                timestamps(rows.iter().map(|e| e.ts)),
+                timestamps(rows.iter().map(|e| e.received_at)),
+                strings(rows.iter().map(|e| Some(e.device.as_str()))),
+                strings(rows.iter().map(|e| e.ip_prefix.as_deref())),
+                Arc::new(props.finish()),
+            ],
+        )?;
+        files.push(file(Table::Events, window, &name, &batch)?);
+    }
+    Ok(files)
+}
+
+/// Uploads the files; each becomes visible whole or not at all.
+pub async fn upload(lake: &Lake, files: &[LakeFile]) -> Result<()> {
+    for f in files {
+        lake.store()
+            .put(&lake.path(&f.path), PutPayload::from_bytes(f.bytes.clone()))
+            .await
+            .map_err(Error::Store)?;
+    }
+    Ok(())
+}
+
+fn file(table: Table, window: i64, name: &str, batch: &RecordBatch) -> Result<LakeFile> {
+    Ok(LakeFile {
+        path: format!("{}/{}/{name}", table.prefix(), hour_partition(window)),
+        bytes: parquet_bytes(batch)?,
+        rows: batch.num_rows(),
+    })
+}
+
+/// Encodes one batch as a Parquet file (Snappy, which every reader supports).
+pub fn parquet_bytes(batch: &RecordBatch) -> Result<Bytes> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(properties))?;
+    writer.write(batch)?;
+    let _ = writer.close()?;
+    Ok(Bytes::from(out))
+}
+
+fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    let mut builder = StringBuilder::new();
+    values.for_each(|v| builder.append_option(v));
+    Arc::new(builder.finish())
+}
+
+fn int64s(values: impl Iterator<Item = i64>) -> ArrayRef {
+    let mut builder = Int64Builder::new();
+    values.for_each(|v| builder.append_value(v));
+    Arc::new(builder.finish())
+}
+
+fn timestamps(values: impl Iterator<Item = i64>) -> ArrayRef {
+    let mut builder = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    values.for_each(|v| builder.append_value(v));
+    Arc::new(builder.finish())
+}

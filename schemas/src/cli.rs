@@ -1,0 +1,108 @@
+//! The command-line contract shared by every role (`CONTRACTS.md` §4): the
+//! Kafka and lake flags, each with its `SQI_*` environment variable, and the
+//! value parsers they use. Role-specific flags live with their role.
+
+use std::time::Duration;
+
+use crate::lake::LakeOptions;
+
+/// A `key=value` librdkafka property given with `--kafka-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaProperty {
+    /// The librdkafka property name.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl std::str::FromStr for KafkaProperty {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => Ok(Self {
+                key: key.trim().to_owned(),
+                value: value.to_owned(),
+            }),
+            _ => Err(format!("expected key=value, got `{s}`")),
+        }
+    }
+}
+
+/// Kafka connection settings shared by the roles that talk to the broker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, comma-separated host:port.
+    #[arg(long = "kafka-brokers", env = "SQI_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// The events topic.
+    #[arg(long, env = "SQI_TOPIC", default_value = "share-events")]
+    pub topic: String,
+    /// Extra librdkafka properties; repeatable.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE")]
+    pub extra: Vec<KafkaProperty>,
+}
+
+/// Where the lake is, shared by the roles that read or write it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LakeArgs {
+    /// The lake root: s3://bucket/prefix, file:///path or memory://.
+    #[arg(long = "lake-url", env = "SQI_LAKE_URL")]
+    pub url: String,
+    /// An S3-compatible endpoint, e.g. http://127.0.0.1:5000.
+    #[arg(long = "s3-endpoint", env = "SQI_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+}
+
+impl LakeArgs {
+    /// The object store options these flags describe.
+    pub fn options(&self) -> LakeOptions {
+        LakeOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_options: Vec::new(),
+        }
+    }
+}
+
+/// Parses `250ms`, `2s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms, 2s, 5m or 1h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("`{s}` has an unknown unit; use ms, s, m or h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn kafka_properties_need_a_key() {
+        assert_eq!(
+            "linger.ms=5".parse::<KafkaProperty>(),
+            Ok(KafkaProperty {
+                key: "linger.ms".into(),
+                value: "5".into()
+            })
+        );
+        assert!("=5".parse::<KafkaProperty>().is_err());
+        assert!("nothing".parse::<KafkaProperty>().is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! The normalised event as it travels through Kafka (`CONTRACTS.md` §1, "The Kafka record").
+//!
+//! Ingest builds it with [`normalize`]; the processor reads it back with
+//! [`EventRecord::from_json`], which re-checks every rule so that a record
+//! written by anything else (an older ingest, a hand-made producer) is held to
+//! the same contract and, if it fails, goes to the dead-letter topic with a reason.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::channels;
+use crate::event::{EventType, ValidEvent, is_valid_publisher};
+
+/// The schema version carried in every record's `v`.
+pub const SCHEMA_VERSION: u8 = 1;
+
+/// How far in the future (after skew correction) an event time may be before it is clamped.
+pub const MAX_FUTURE_SKEW_MS: i64 = 23 * 3600 * 1000;
+
+/// The `props` key that keeps a clamped event's original time.
+pub const ORIGINAL_TS_PROP: &str = "_original_ts";
+
+/// The device class derived from the user agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// A desktop or laptop browser.
+    Desktop,
+    /// A phone.
+    Mobile,
+    /// A tablet.
+    Tablet,
+    /// A known crawler or automated client.
+    Bot,
+    /// Anything else, or no user agent.
+    Other,
+}
+
+impl Device {
+    /// The wire and lake spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Desktop => "desktop",
+            Self::Mobile => "mobile",
+            Self::Tablet => "tablet",
+            Self::Bot => "bot",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// The Kafka value: one normalised event, JSON-encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub v: u8,
+    /// The event's id, a hyphenated lower-case UUID.
+    pub event_id: String,
+    /// The publisher id.
+    pub publisher: String,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The canonical channel slug; null for a pageview.
+    pub channel: Option<String>,
+    /// The page URL.
+    pub url: String,
+    /// The referrer.
+    pub referrer: Option<String>,
+    /// The anonymous visitor id.
+    pub visitor: Option<String>,
+    /// Event time after skew correction, epoch ms, UTC.
+    pub ts: i64,
+    /// When ingest received the event, epoch ms, UTC.
+    pub received_at: i64,
+    /// The device class.
+    pub device: Device,
+    /// The client IP anonymised to /24 (IPv4) or /48 (IPv6).
+    pub ip_prefix: Option<String>,
+    /// Free-form properties.
+    pub props: BTreeMap<String, String>,
+}
+
+/// What ingest knows about a request, applied to each of its events.
+#[derive(Debug, Clone)]
+pub struct Enrichment {
+    /// Server receive time, epoch ms.
+    pub received_at: i64,
+    /// The batch-level `sent_at`, epoch ms.
+    pub batch_sent_at: Option<i64>,
+    /// The device class of the request's user agent.
+    pub device: Device,
+    /// The anonymised client IP.
+    pub ip_prefix: Option<String>,
+}
+
+/// Builds the Kafka record from a valid event: assigns a UUIDv7 when the client
+/// sent no id, corrects client clock skew from `sent_at`, and clamps event
+/// times more than [`MAX_FUTURE_SKEW_MS`] ahead, keeping the original in `props`.
+pub fn normalize(event: ValidEvent, enrichment: &Enrichment) -> EventRecord {
+    let received_at = enrichment.received_at;
+    let sent_at = event.sent_at.or(enrichment.batch_sent_at);
+    // The client's clock is off by (its sent_at - our receive time); shifting its
+    // event time by the same amount puts it on our clock.
+    let skew = sent_at.map_or(0, |sent| received_at - sent);
+    let mut props = event.props;
+    let mut ts = event.ts.map_or(received_at, |t| t.saturating_add(skew));
+    if ts > received_at + MAX_FUTURE_SKEW_MS {
+        let original = event.ts.unwrap_or(ts);
+        let _ = props.insert(ORIGINAL_TS_PROP.to_owned(), original.to_string());
+        ts = received_at;
+    }
+    EventRecord {
+        v: SCHEMA_VERSION,
+        event_id: event.event_id.unwrap_or_else(Uuid::now_v7).hyphenated().to_string(),
+        publisher: event.publisher,
+        event_type: event.event_type,
+        channel: event.channel.map(str::to_owned),
+        url: event.url,
+        referrer: event.referrer,
+        visitor: event.visitor,
+        ts,
+        received_at,
+        device: enrichment.device,
+        ip_prefix: enrichment.ip_prefix.clone(),
+        props,
+    }
+}
+
+/// Why a Kafka record cannot be processed; the reason travels to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The value is not JSON of the record's shape.
+    #[error("not a v1 event record: {0}")]
+    Malformed(String),
+    /// The value parses but breaks a rule of the contract.
+    #[error("record violates the contract: {0}")]
+    Invalid(&'static str),
+}
+
+impl EventRecord {
+    /// Encodes the record as the Kafka value.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising a struct of strings, integers and a string map cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes and re-validates a Kafka value.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, RecordError> {
+        let record: Self =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        record.check()?;
+        Ok(record)
+    }
+
+    fn check(&self) -> Result<(), RecordError> {
+        if self.v != SCHEMA_VERSION {
+            return Err(RecordError::Invalid("unsupported schema version"));
+        }
+        if Uuid::parse_str(&self.event_id).is_err() {
+            return Err(RecordError::Invalid("event_id is not a UUID"));
+        }
+        if !is_valid_publisher(&self.publisher) {
+            return Err(RecordError::Invalid("invalid publisher"));
+        }
+        match (&self.channel, self.event_type.needs_channel()) {
+            (None, true) => return Err(RecordError::Invalid("missing channel")),
+            (Some(_), false) => return Err(RecordError::Invalid("pageview with a channel")),
+            (Some(slug), true) if channels::resolve(slug).map(|c| c.slug) != Some(slug.as_str()) => {
+                return Err(RecordError::Invalid("channel is not a canonical slug"));
+            }
+            _ => {}
+        }
+        if self.ts < 0 || self.received_at < 0 {
+            return Err(RecordError::Invalid("negative time"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::validate;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn enrichment(received_at: i64, batch_sent_at: Option<i64>) -> Enrichment {
+        Enrichment {
+            received_at,
+            batch_sent_at,
+            device: Device::Desktop,
+            ip_prefix: Some("203.0.113.0".into()),
+        }
+    }
+
+    #[test]
+    fn a_client_ten_minutes_ahead_is_corrected_by_ten_minutes() {
+        let now = 1_700_000_000_000;
+        let ahead = now + 600_000;
+        let event = validate(&json!({"publisher": "pub-1", "type": "pageview",
+            "url": "https://e.com/", "ts": ahead - 5_000, "sent_at": ahead}))
+        .unwrap();
+        let record = normalize(event, &enrichment(now, None));
+        assert_eq!(record.ts, now - 5_000);
+    }
+
+    #[test]
+    fn batch_sent_at_applies_when_the_event_has_none() {
+        let now = 1_700_000_000_000;
+        let event = validate(&json!({"publisher": "pub-1", "type": "pageview",
+            "url": "https://e.com/", "ts": now - 60_000})).unwrap();
+        let record = normalize(event, &enrichment(now, Some(now - 60_000)));
+        assert_eq!(record.ts, now);
+    }
+
+    #[test]
+    fn far_future_times_are_clamped_and_kept_in_props() {
+        let now = 1_700_000_000_000;
+        let future = now + 48 * 3600 * 1000;
+        let event = validate(&json!({"publisher": "pub-1", "type": "pageview",
+            "url": "https://e.com/", "ts": future})).unwrap();
+        let record = normalize(event, &enrichment(now, None));
+        assert_eq!(record.ts, now);
+        assert_eq!(record.props.get(ORIGINAL_TS_PROP), Some(&future.to_string()));
+    }
+
+    #[test]
+    fn missing_ids_become_uuid_v7_and_client_ids_are_kept() {
+        let event = validate(&json!({"publisher": "pub-1", "type": "pageview", "url": "https://e.com/"})).unwrap();
+        let record = normalize(event, &enrichment(1, None));
+        assert_eq!(Uuid::parse_str(&record.event_id).unwrap().get_version_num(), 7);
+        let id = "0b6f2a5c-5d43-4b8e-9e71-2c1f7c1a9d10";
+        let event = validate(&json!({"publisher": "pub-1", "type": "pageview",
+            "url": "https://e.com/", "event_id": id})).unwrap();
+        assert_eq!(normalize(event, &enrichment(1, None)).event_id, id);
+    }
+
+    #[test]
+    fn the_value_has_the_contract_fields() {
+        let event = validate(&json!({"publisher": "pub-1", "type": "pageview", "url": "https://e.com/"})).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_slice(&normalize(event, &enrichment(1, None)).to_json()).unwrap();
+        for key in [
+            "v", "event_id", "publisher", "type", "channel", "url", "referrer", "visitor", "ts",
+            "received_at", "device", "ip_prefix", "props",
+        ] {
+            assert!(value.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(value["v"], 1);
+        assert!(value["channel"].is_null());
+    }
+
+    #[test]
+    fn records_breaking_the_contract_are_refused() {
+        assert!(matches!(EventRecord::from_json(b"nope"), Err(RecordError::Malformed(_))));
+        let event = validate(&json!({"publisher": "pub-1", "type": "share", "channel": "fb",
+            "url": "https://e.com/"})).unwrap();
+        let mut record = normalize(event, &enrichment(1, None));
+        assert!(EventRecord::from_json(&record.to_json()).is_ok());
+        record.channel = Some("fb".into());
+        assert!(matches!(
+            EventRecord::from_json(&record.to_json()),
+            Err(RecordError::Invalid(_))
+        ));
+        record.channel = None;
+        assert!(EventRecord::from_json(&record.to_json()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip_through_json(
+            publisher in "[A-Za-z0-9_.-]{3,64}",
+            ts in 0i64..4_102_444_800_000,
+            visitor in proptest::option::of("[a-z0-9]{1,64}"),
+            props in prop::collection::btree_map("[a-z]{1,8}", "\\PC{0,16}", 0..16),
+            share in any::<bool>(),
+        ) {
+            let record = EventRecord {
+                v: SCHEMA_VERSION,
+                event_id: Uuid::new_v4().to_string(),
+                publisher,
+                event_type: if share { EventType::Share } else { EventType::Pageview },
+                channel: share.then(|| "facebook".to_owned()),
+                url: "https://example.com/".into(),
+                referrer: None,
+                visitor,
+                ts,
+                received_at: ts,
+                device: Device::Mobile,
+                ip_prefix: None,
+                props,
+            };
+            prop_assert_eq!(EventRecord::from_json(&record.to_json()).unwrap(), record);
+        }
+    }
+}

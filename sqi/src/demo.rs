@@ -1,0 +1,477 @@
+//! `sqi demo`: the whole pipeline in one process on the embedded default.
+//!
+//! librdkafka's in-process mock cluster stands in for Kafka and a local
+//! directory for S3, so nothing needs installing. Synthetic widget traffic goes
+//! through the real ingest HTTP API, the real processor writes the real lake,
+//! the real batch job scores it, and the real report API serves it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
+use chrono::{NaiveDate, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::mocking::MockCluster;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqi_ingest::IngestConfig;
+use sqi_processor::{Processor, ProcessorConfig};
+use sqi_schemas::cli::LakeArgs;
+use sqi_schemas::lake::{Lake, LakeOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::batch;
+use crate::error::{Error, Result};
+use crate::publishers::{self, Publisher};
+use crate::report;
+
+/// `sqi demo` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// How many publishers to simulate.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(10..=20_000))]
+    pub publishers: u32,
+    /// The simulated day (UTC); defaults to yesterday.
+    #[arg(long)]
+    pub day: Option<NaiveDate>,
+    /// Where to put the lake; defaults to a fresh directory under the system temp dir.
+    #[arg(long)]
+    pub lake_dir: Option<PathBuf>,
+    /// Where the report API listens after the table is printed.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub report_listen: std::net::SocketAddr,
+    /// Exit after printing the table instead of serving the report API.
+    #[arg(long)]
+    pub once: bool,
+    /// Seed for the synthetic traffic.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// One printed SQI row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreRow {
+    /// Publisher id.
+    pub publisher: String,
+    /// Category.
+    pub category: String,
+    /// Peer group.
+    pub peer_group: String,
+    /// Pageviews over the window.
+    pub pageviews: i64,
+    /// Shares over the window.
+    pub shares: i64,
+    /// Clickbacks over the window.
+    pub clickbacks: i64,
+    /// The SQI, when eligible.
+    pub sqi: Option<i32>,
+    /// The score z.
+    pub score_z: Option<f64>,
+}
+
+/// What a demo run produced.
+#[derive(Debug, Clone)]
+pub struct DemoOutcome {
+    /// Events acknowledged by ingest.
+    pub accepted: u64,
+    /// The lake directory.
+    pub lake_dir: PathBuf,
+    /// The simulated day.
+    pub day: NaiveDate,
+    /// Every SQI row, best first.
+    pub rows: Vec<ScoreRow>,
+}
+
+const CATEGORIES: [(&str, u32); 6] = [
+    ("news", 30),
+    ("sports", 20),
+    ("food", 17),
+    ("tech", 14),
+    ("lifestyle", 12),
+    ("finance", 7),
+];
+const CHANNELS: [&str; 12] = [
+    "facebook", "twitter", "linkedin", "pinterest", "reddit", "whatsapp", "email", "telegram", "tumblr", "threads",
+    "bluesky", "sms",
+];
+const USER_AGENTS: [(&str, u32); 4] = [
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        58,
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+        32,
+    ),
+    (
+        "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+        6,
+    ),
+    ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", 4),
+];
+
+fn normal(rng: &mut StdRng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+fn weighted<'a>(rng: &mut StdRng, items: &'a [(&'a str, u32)]) -> &'a str {
+    let total: u32 = items.iter().map(|(_, w)| w).sum();
+    let mut pick = rng.random_range(0..total);
+    for (item, weight) in items {
+        if pick < *weight {
+            return item;
+        }
+        pick -= weight;
+    }
+    items[0].0
+}
+
+/// One publisher's simulated day: counts and how they split.
+struct Traffic {
+    publisher: String,
+    pageviews: u32,
+    shares: u32,
+    clickbacks: u32,
+}
+
+fn simulate(rng: &mut StdRng, count: u32, day: NaiveDate) -> (Vec<Publisher>, Vec<Traffic>) {
+    let created = day
+        .checked_sub_days(chrono::Days::new(120))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis());
+    let mut dimension = Vec::new();
+    let mut traffic = Vec::new();
+    for i in 0..count {
+        let category = weighted(rng, &CATEGORIES);
+        let publisher = format!("{category}-{i:05}");
+        // Long-tailed audiences: most above the 1000-pageview eligibility line, some below.
+        let pageviews = (2200.0 * (0.55 * normal(rng)).exp()).round().max(300.0) as u32;
+        let share_rate = 0.02 * (0.6 * normal(rng)).exp();
+        let clickback_rate = 0.35 * (0.5 * normal(rng)).exp();
+        let shares = (f64::from(pageviews) * share_rate).round() as u32;
+        let clickbacks = (f64::from(shares) * clickback_rate).round() as u32;
+        dimension.push(Publisher {
+            publisher: publisher.clone(),
+            domain: Some(format!("{publisher}.example")),
+            category: Some(category.to_owned()),
+            created_at: created,
+        });
+        traffic.push(Traffic {
+            publisher,
+            pageviews,
+            shares,
+            clickbacks,
+        });
+    }
+    (dimension, traffic)
+}
+
+/// Builds the request bodies: batches of up to 200 events sharing a user agent.
+fn requests(rng: &mut StdRng, traffic: &[Traffic], day: NaiveDate) -> Vec<(&'static str, serde_json::Value)> {
+    let day_start = day.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis());
+    let mut bodies = Vec::new();
+    for t in traffic {
+        let mut events = Vec::new();
+        let mut push = |rng: &mut StdRng, kind: &str| {
+            let ts = day_start + rng.random_range(0..86_400_000i64);
+            let path = rng.random_range(0..40);
+            let mut event = json!({
+                "publisher": t.publisher, "type": kind, "ts": ts,
+                "url": format!("https://{}.example/articles/{path}", t.publisher),
+                "visitor": format!("v{}", rng.random_range(0..100_000)),
+            });
+            if kind != "pageview" {
+                event["channel"] = json!(CHANNELS[rng.random_range(0..CHANNELS.len())]);
+            }
+            events.push(event);
+        };
+        (0..t.pageviews).for_each(|_| push(rng, "pageview"));
+        (0..t.shares).for_each(|_| push(rng, "share"));
+        (0..t.clickbacks).for_each(|_| push(rng, "clickback"));
+        for chunk in events.chunks(200) {
+            let agent = USER_AGENTS
+                .iter()
+                .map(|(ua, w)| (*ua, *w))
+                .collect::<Vec<_>>();
+            let ua: &'static str = USER_AGENTS
+                .iter()
+                .find(|(ua, _)| *ua == weighted(rng, &agent))
+                .map_or(USER_AGENTS[0].0, |(ua, _)| ua);
+            bodies.push((ua, json!({ "events": chunk })));
+        }
+    }
+    bodies
+}
+
+/// Runs the demo, printing progress and the SQI table to `out`.
+pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
+    let started = Instant::now();
+    let day = args
+        .day
+        .or_else(|| Utc::now().date_naive().pred_opt())
+        .ok_or_else(|| Error::Invalid("cannot work out yesterday's date".into()))?;
+    let lake_dir = match &args.lake_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("sqi-demo-{}", Utc::now().format("%Y%m%dT%H%M%S"))),
+    };
+    std::fs::create_dir_all(&lake_dir)?;
+    let lake_dir = lake_dir.canonicalize()?;
+    let lake_url = format!("file://{}", lake_dir.display());
+    let lake = Lake::open(&lake_url, &LakeOptions::default())?;
+    writeln!(out, "SQI Engine demo: {} publishers, simulated day {day}", args.publishers)?;
+    writeln!(out, "  lake: {lake_url}")?;
+
+    let topic = "share-events";
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(topic, 4, 1)?;
+    cluster.create_topic("share-events-dlq", 1, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    writeln!(out, "  kafka: in-process mock cluster at {brokers}")?;
+
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let (dimension, traffic) = simulate(&mut rng, args.publishers, day);
+    publishers::write(&lake, &dimension).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let ingest_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let ingest_addr = ingest_listener.local_addr()?;
+    let ingest = tokio::spawn(sqi_ingest::run(
+        IngestConfig::new(brokers.clone(), topic),
+        ingest_listener,
+        None,
+        stopped(stop_rx.clone()),
+    ));
+
+    let lake_args = LakeArgs {
+        url: lake_url.clone(),
+        s3_endpoint: None,
+    };
+    let mut processor_config = ProcessorConfig::new(brokers.clone(), topic, lake_args.clone());
+    processor_config.group_id = "sqi-demo".into();
+    let processor = Processor::new(processor_config, lake.clone())?;
+    let progress = processor.progress();
+    let processing = tokio::spawn(processor.run(None, None, stopped(stop_rx.clone())));
+
+    let bodies = requests(&mut rng, &traffic, day);
+    let total: u64 = traffic
+        .iter()
+        .map(|t| u64::from(t.pageviews + t.shares + t.clickbacks))
+        .sum();
+    writeln!(out, "  sending {total} widget events to http://{ingest_addr}/v1/events ...")?;
+    let accepted = send_all(ingest_addr, bodies).await?;
+    writeln!(out, "  ingest acknowledged {accepted} events in {:.1}s", started.elapsed().as_secs_f64())?;
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while progress.committed_records.load(Ordering::Relaxed) < accepted {
+        if Instant::now() > deadline {
+            return Err(Error::Invalid(format!(
+                "the processor committed only {} of {accepted} events in 300 s",
+                progress.committed_records.load(Ordering::Relaxed)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    writeln!(
+        out,
+        "  processor committed {} events in {} Parquet files",
+        progress.committed_events.load(Ordering::Relaxed),
+        progress.files_written.load(Ordering::Relaxed)
+    )?;
+
+    let outcome = batch::run_day(&lake, day).await?;
+    writeln!(
+        out,
+        "  batch wrote daily/ ({} rows) and sqi/ ({} rows, {} scored) for {day}",
+        outcome.daily_rows, outcome.sqi_rows, outcome.scored
+    )?;
+    let rows = read_scores(&lake, day).await?;
+    print_table(out, &rows)?;
+
+    let _ = stop_tx.send(true);
+    let _ = ingest.await;
+    let _ = processing.await;
+
+    if !args.once {
+        serve_report(args, &lake, &lake_dir, &rows, day, out).await?;
+    }
+    drop(cluster);
+    Ok(DemoOutcome {
+        accepted,
+        lake_dir,
+        day,
+        rows,
+    })
+}
+
+async fn send_all(addr: std::net::SocketAddr, bodies: Vec<(&'static str, serde_json::Value)>) -> Result<u64> {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/v1/events");
+    // Eight concurrent senders, like many pages posting at once, share one queue.
+    let queue = Arc::new(Mutex::new(bodies.into_iter()));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (client, url, queue) = (client.clone(), url.clone(), queue.clone());
+        workers.push(tokio::spawn(async move {
+            let mut accepted = 0u64;
+            loop {
+                let Some((ua, body)) = queue.lock().ok().and_then(|mut q| q.next()) else {
+                    break;
+                };
+                // A 503 means the broker is busy: retrying the same events is safe.
+                for attempt in 0..20 {
+                    let response = client
+                        .post(&url)
+                        .header("user-agent", ua)
+                        .json(&body)
+                        .send()
+                        .await
+                        .map_err(|e| Error::Invalid(format!("ingest request failed: {e}")))?;
+                    if response.status().is_success() {
+                        let answer: serde_json::Value = response
+                            .json()
+                            .await
+                            .map_err(|e| Error::Invalid(format!("ingest answer: {e}")))?;
+                        accepted += answer["accepted"].as_u64().unwrap_or(0);
+                        break;
+                    }
+                    if attempt == 19 {
+                        return Err(Error::Invalid(format!("ingest kept answering {}", response.status())));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Ok::<u64, Error>(accepted)
+        }));
+    }
+    let mut accepted = 0;
+    for worker in workers {
+        accepted += worker
+            .await
+            .map_err(|e| Error::Invalid(format!("traffic worker failed: {e}")))??;
+    }
+    Ok(accepted)
+}
+
+async fn read_scores(lake: &Lake, day: NaiveDate) -> Result<Vec<ScoreRow>> {
+    let batch = batch::compute_sqi(lake, day).await?;
+    let text = |name: &str| batch.column_by_name(name).map(|c| c.as_string::<i32>().clone());
+    let int = |name: &str| batch.column_by_name(name).map(|c| c.as_primitive::<Int64Type>().clone());
+    let (Some(publisher), Some(category), Some(peer_group)) = (text("publisher"), text("category"), text("peer_group"))
+    else {
+        return Err(Error::Invalid("sqi output lacks its text columns".into()));
+    };
+    let (Some(pageviews), Some(shares), Some(clickbacks)) = (int("pageviews"), int("shares"), int("clickbacks")) else {
+        return Err(Error::Invalid("sqi output lacks its count columns".into()));
+    };
+    let (Some(sqi), Some(z)) = (
+        batch.column_by_name("sqi").map(|c| c.as_primitive::<Int32Type>().clone()),
+        batch.column_by_name("score_z").map(|c| c.as_primitive::<Float64Type>().clone()),
+    ) else {
+        return Err(Error::Invalid("sqi output lacks sqi/score_z".into()));
+    };
+    let mut rows: Vec<ScoreRow> = (0..batch.num_rows())
+        .map(|i| ScoreRow {
+            publisher: publisher.value(i).to_owned(),
+            category: category.value(i).to_owned(),
+            peer_group: if peer_group.is_null(i) { String::new() } else { peer_group.value(i).to_owned() },
+            pageviews: pageviews.value(i),
+            shares: shares.value(i),
+            clickbacks: clickbacks.value(i),
+            sqi: (!sqi.is_null(i)).then(|| sqi.value(i)),
+            score_z: (!z.is_null(i)).then(|| z.value(i)),
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.sqi
+            .cmp(&a.sqi)
+            .then_with(|| b.score_z.partial_cmp(&a.score_z).unwrap_or(std::cmp::Ordering::Equal))
+            .then_with(|| a.publisher.cmp(&b.publisher))
+    });
+    Ok(rows)
+}
+
+fn print_table(out: &mut impl Write, rows: &[ScoreRow]) -> Result<()> {
+    let header = format!(
+        "{:>4}  {:<18} {:<10} {:<10} {:>9} {:>7} {:>10} {:>7} {:>4}",
+        "rank", "publisher", "category", "peers", "pageviews", "shares", "clickbacks", "z", "SQI"
+    );
+    let line = |out: &mut dyn Write, rank: usize, r: &ScoreRow| {
+        writeln!(
+            out,
+            "{rank:>4}  {:<18} {:<10} {:<10} {:>9} {:>7} {:>10} {:>7} {:>4}",
+            r.publisher,
+            r.category,
+            r.peer_group,
+            r.pageviews,
+            r.shares,
+            r.clickbacks,
+            r.score_z.map_or("-".to_owned(), |z| format!("{z:+.3}")),
+            r.sqi.map_or("-".to_owned(), |s| s.to_string())
+        )
+    };
+    let scored: Vec<&ScoreRow> = rows.iter().filter(|r| r.sqi.is_some()).collect();
+    writeln!(out, "\nSQI for every publisher ({} scored, {} below 1000 pageviews):", scored.len(), rows.len() - scored.len())?;
+    writeln!(out, "{header}")?;
+    for (i, r) in rows.iter().enumerate() {
+        line(out, i + 1, r)?;
+    }
+    let mut scores: Vec<i32> = scored.iter().filter_map(|r| r.sqi).collect();
+    scores.sort_unstable();
+    if let (Some(min), Some(max)) = (scores.first(), scores.last()) {
+        let median = scores[scores.len() / 2];
+        writeln!(out, "\nscored {}: min {min}, median {median}, max {max} (100 = category median)", scores.len())?;
+    }
+    writeln!(out, "\nTop 10 SQI:")?;
+    writeln!(out, "{header}")?;
+    for (i, r) in scored.iter().take(10).enumerate() {
+        line(out, i + 1, r)?;
+    }
+    Ok(())
+}
+
+async fn serve_report(
+    args: &DemoArgs,
+    lake: &Lake,
+    lake_dir: &std::path::Path,
+    rows: &[ScoreRow],
+    day: NaiveDate,
+    out: &mut impl Write,
+) -> Result<()> {
+    let marketer_key = format!("demo-marketer-{}", uuid::Uuid::new_v4().simple());
+    let example = rows.first().map_or("news-00000".to_owned(), |r| r.publisher.clone());
+    let publisher_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    let keys = json!([
+        {"name": "demo-marketer", "sha256": hex::encode(Sha256::digest(marketer_key.as_bytes())), "scope": "marketer"},
+        {"name": "demo-publisher", "sha256": hex::encode(Sha256::digest(publisher_key.as_bytes())), "scope": format!("publisher:{example}")},
+    ]);
+    let keys_path = lake_dir.join("demo-api-keys.json");
+    std::fs::write(&keys_path, serde_json::to_vec_pretty(&keys).unwrap_or_default())?;
+    let ring = report::KeyRing::load(&keys_path)?;
+    let state = report::ReportState::new(lake.clone(), ring, None).await?;
+    let listener = TcpListener::bind(args.report_listen).await?;
+    let addr = listener.local_addr()?;
+    writeln!(out, "\nReport API: http://{addr}  (Ctrl-C to stop)")?;
+    writeln!(out, "  marketer key:  {marketer_key}")?;
+    writeln!(out, "  publisher key: {publisher_key}  (scope publisher:{example})")?;
+    writeln!(
+        out,
+        "  try: curl -H 'Authorization: Bearer {marketer_key}' 'http://{addr}/v1/publishers/{example}/summary?period=custom&from={day}&to={day}'"
+    )?;
+    out.flush()?;
+    report::serve(state, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}

@@ -1,0 +1,39 @@
+//! The `sqi` library's error type: batch, report, publishers import and demo.
+
+/// Errors of the batch job, the report API, the publishers import and the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The lake could not be opened (user error in the URL or options).
+    #[error(transparent)]
+    Lake(#[from] sqi_schemas::Error),
+    /// A query failed: a corrupt or foreign file in the lake, or an internal error.
+    #[error("query failed: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+    /// Reading or writing the object store failed (external; retry).
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    /// Building Arrow data failed (internal).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Encoding Parquet failed (internal).
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// The input is unusable and the user must fix it (bad CSV, bad key file, bad dates).
+    #[error("{0}")]
+    Invalid(String),
+    /// A Kafka client failed (external).
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A stage of the pipeline failed.
+    #[error(transparent)]
+    Processor(#[from] sqi_processor::Error),
+    /// Ingest failed.
+    #[error(transparent)]
+    Ingest(#[from] sqi_ingest::Error),
+    /// Local I/O failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The crate's result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

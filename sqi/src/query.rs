@@ -1,0 +1,68 @@
+//! DataFusion over the lake: a session with the lake's object store registered
+//! and every table declared with its contract schema and Hive partitions, so
+//! that an empty or young lake still has well-typed (empty) tables.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::execution::options::ParquetReadOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use sqi_schemas::lake::{Lake, Table};
+
+use crate::error::{Error, Result};
+
+/// A DataFusion session over `lake` with the given tables registered.
+pub async fn session(lake: &Lake, tables: &[Table], target_partitions: usize) -> Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_target_partitions(target_partitions.max(1))
+        .with_information_schema(false);
+    let ctx = SessionContext::new_with_config(config);
+    let _ = ctx.register_object_store(&lake.store_url(), lake.store().clone());
+    for table in tables {
+        register(&ctx, lake, *table).await?;
+    }
+    Ok(ctx)
+}
+
+/// Declares one lake table on `ctx` under its prefix name.
+pub async fn register(ctx: &SessionContext, lake: &Lake, table: Table) -> Result<()> {
+    let schema = table.schema();
+    let partitions: Vec<(String, DataType)> = table
+        .partition_columns()
+        .iter()
+        .map(|c| ((*c).to_owned(), DataType::Utf8))
+        .collect();
+    let options = ParquetReadOptions::default()
+        .schema(&schema)
+        .table_partition_cols(partitions)
+        .file_extension(".parquet");
+    ctx.register_parquet(table.prefix(), lake.table_url(table), options)
+        .await?;
+    Ok(())
+}
+
+/// Runs `sql` and returns one batch (possibly empty) with the output schema.
+pub async fn collect_one(ctx: &SessionContext, sql: &str) -> Result<RecordBatch> {
+    let frame = ctx.sql(sql).await?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await?;
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+/// Re-types `batch` column by column to `schema` (matching by name), so that
+/// files carry exactly the contract's types whatever SQL produced.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let column = batch
+                .column_by_name(field.name())
+                .ok_or_else(|| Error::Invalid(format!("query produced no column `{}`", field.name())))?;
+            Ok(cast(column, field.data_type())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
