@@ -86,11 +86,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
             (IpAddr::V4(n), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -143,8 +147,14 @@ mod tests {
     #[test]
     fn ips_are_cut_to_24_and_48_bits() {
         assert_eq!(anonymize("203.0.113.77".parse().unwrap()), "203.0.113.0");
-        assert_eq!(anonymize("2001:db8:abcd:12::1".parse().unwrap()), "2001:db8:abcd::");
-        assert_eq!(anonymize("::ffff:198.51.100.9".parse().unwrap()), "198.51.100.0");
+        assert_eq!(
+            anonymize("2001:db8:abcd:12::1".parse().unwrap()),
+            "2001:db8:abcd::"
+        );
+        assert_eq!(
+            anonymize("::ffff:198.51.100.9".parse().unwrap()),
+            "198.51.100.0"
+        );
     }
 
     #[test]
@@ -153,7 +163,10 @@ mod tests {
         let proxy: IpAddr = "10.1.2.3".parse().unwrap();
         let stranger: IpAddr = "198.51.100.1".parse().unwrap();
         let header = Some("192.0.2.9, 10.9.9.9");
-        assert_eq!(client_ip(proxy, header, &trusted), "192.0.2.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(proxy, header, &trusted),
+            "192.0.2.9".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_ip(stranger, header, &trusted), stranger);
         assert_eq!(client_ip(proxy, None, &trusted), proxy);
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());

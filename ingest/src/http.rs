@@ -59,7 +59,11 @@ struct Inner {
 
 impl AppState {
     /// Builds the state for [`router`].
-    pub fn new(config: IngestConfig, producer: EventProducer, metrics: Option<PrometheusHandle>) -> Self {
+    pub fn new(
+        config: IngestConfig,
+        producer: EventProducer,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 limits: config.limits(),
@@ -117,9 +121,15 @@ async fn preflight(headers: HeaderMap) -> Response {
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .cloned()
         .unwrap_or(HeaderValue::from_static("content-type, content-encoding"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     response
 }
 
@@ -138,11 +148,17 @@ async fn cors_and_metrics(request: Request, next: Next) -> Response {
         match origin {
             Some(origin) => {
                 h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-                h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
                 h.append(header::VARY, HeaderValue::from_static("Origin"));
             }
             None => {
-                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
             }
         }
     }
@@ -150,7 +166,8 @@ async fn cors_and_metrics(request: Request, next: Next) -> Response {
         let status = response.status().as_u16().to_string();
         metrics::counter!(metric::REQUESTS, "route" => route.clone(), "method" => method.to_string(), "status" => status)
             .increment(1);
-        metrics::histogram!(metric::REQUEST_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(metric::REQUEST_SECONDS, "route" => route)
+            .record(started.elapsed().as_secs_f64());
     }
     response
 }
@@ -172,8 +189,14 @@ async fn post_events(
 
     let received_at = chrono::Utc::now().timestamp_millis();
     let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let ip = enrich::client_ip(peer.ip(), forwarded_for, &state.inner.config.trusted_proxies);
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let ip = enrich::client_ip(
+        peer.ip(),
+        forwarded_for,
+        &state.inner.config.trusted_proxies,
+    );
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
     let enrichment = Enrichment {
         received_at,
         batch_sent_at: batch.sent_at,
@@ -187,7 +210,8 @@ async fn post_events(
         match event::validate_raw(raw_event, &limits) {
             Ok(valid) => records.push(normalize(valid, &enrichment)),
             Err(error) => {
-                metrics::counter!(metric::EVENTS_REJECTED, "reason" => error.code.as_str()).increment(1);
+                metrics::counter!(metric::EVENTS_REJECTED, "reason" => error.code.as_str())
+                    .increment(1);
                 rejected.push((index, error));
             }
         }
@@ -199,11 +223,9 @@ async fn post_events(
     if records.is_empty() {
         // Nothing to store: the request as a whole is a client error, and the
         // per-index list still tells a batching client what was wrong.
-        let first = rejected
-            .into_iter()
-            .next()
-            .map(|(_, e)| e)
-            .ok_or_else(|| ApiError::bad_request(ErrorCode::EmptyBatch, "the batch has no events"))?;
+        let first = rejected.into_iter().next().map(|(_, e)| e).ok_or_else(|| {
+            ApiError::bad_request(ErrorCode::EmptyBatch, "the batch has no events")
+        })?;
         return Err(ApiError::AllRejected {
             first,
             rejected: rejected_json,
@@ -244,7 +266,13 @@ pub fn decode_body(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Byte
     let media_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     match media_type.as_str() {
         "" | "application/json" | "text/plain" => Ok(body),
@@ -259,7 +287,10 @@ fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     let mut decoder = flate2::read::MultiGzDecoder::new(compressed).take(limit as u64 + 1);
     decoder.read_to_end(&mut out).map_err(|e| {
-        ApiError::bad_request(ErrorCode::InvalidBody, format!("the gzip body is corrupt: {e}"))
+        ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            format!("the gzip body is corrupt: {e}"),
+        )
     })?;
     if out.len() > limit {
         return Err(ApiError::PayloadTooLarge { limit });
@@ -281,7 +312,9 @@ fn form_data(body: &[u8]) -> Result<Bytes, ApiError> {
         .decode(trimmed)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed))
         .map(Bytes::from)
-        .map_err(|_| ApiError::bad_request(ErrorCode::InvalidBody, "form `data` is not valid base64"))
+        .map_err(|_| {
+            ApiError::bad_request(ErrorCode::InvalidBody, "form `data` is not valid base64")
+        })
 }
 
 fn form_urlencoded_value(body: &[u8], wanted: &str) -> Option<String> {
@@ -340,7 +373,10 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(json).unwrap();
         let decoded = decode_body(
-            &headers(&[("content-type", "text/plain;charset=UTF-8"), ("content-encoding", "gzip")]),
+            &headers(&[
+                ("content-type", "text/plain;charset=UTF-8"),
+                ("content-encoding", "gzip"),
+            ]),
             Bytes::from(gz.finish().unwrap()),
             1 << 20,
         )
@@ -354,13 +390,21 @@ mod tests {
         gz.write_all(&vec![b' '; 4 << 20]).unwrap();
         let small = gz.finish().unwrap();
         assert!(small.len() < 64 * 1024);
-        let result = decode_body(&headers(&[("content-encoding", "gzip")]), Bytes::from(small), 1 << 20);
+        let result = decode_body(
+            &headers(&[("content-encoding", "gzip")]),
+            Bytes::from(small),
+            1 << 20,
+        );
         assert!(matches!(result, Err(ApiError::PayloadTooLarge { .. })));
     }
 
     #[test]
     fn unknown_media_and_encodings_are_415() {
-        let r = decode_body(&headers(&[("content-type", "application/xml")]), Bytes::new(), 10);
+        let r = decode_body(
+            &headers(&[("content-type", "application/xml")]),
+            Bytes::new(),
+            10,
+        );
         assert!(matches!(r, Err(ApiError::UnsupportedMedia(_))));
         let r = decode_body(&headers(&[("content-encoding", "br")]), Bytes::new(), 10);
         assert!(matches!(r, Err(ApiError::UnsupportedMedia(_))));

@@ -33,7 +33,9 @@ pub struct EventProducer {
 
 impl std::fmt::Debug for EventProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventProducer").field("topic", &self.topic).finish()
+        f.debug_struct("EventProducer")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -104,7 +106,11 @@ impl EventProducer {
             match result {
                 Ok(Ok(_)) => {}
                 Ok(Err((error, _))) => return Err(ProduceError::Delivery(error.to_string())),
-                Err(_) => return Err(ProduceError::Delivery("producer dropped the message".into())),
+                Err(_) => {
+                    return Err(ProduceError::Delivery(
+                        "producer dropped the message".into(),
+                    ));
+                }
             }
         }
         Ok(())

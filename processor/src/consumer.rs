@@ -16,7 +16,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use sqi_schemas::lake::Lake;
@@ -68,10 +70,10 @@ impl ClientContext for RebalanceContext {}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            if let Ok(mut revoked) = self.revoked.lock() {
-                revoked.extend(partitions.elements().iter().map(|e| e.partition()));
-            }
+        if let Rebalance::Revoke(partitions) = rebalance
+            && let Ok(mut revoked) = self.revoked.lock()
+        {
+            revoked.extend(partitions.elements().iter().map(|e| e.partition()));
         }
     }
 }
@@ -88,7 +90,9 @@ pub struct Processor {
 
 impl std::fmt::Debug for Processor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Processor").field("group", &self.config.group_id).finish()
+        f.debug_struct("Processor")
+            .field("group", &self.config.group_id)
+            .finish()
     }
 }
 
@@ -171,12 +175,19 @@ impl Processor {
         ready.store(false, Ordering::SeqCst);
         self.flush(&mut buffers).await;
         if !buffers.is_empty() {
-            tracing::warn!(partitions = buffers.len(), "shutting down with unflushed data; it will be re-read");
+            tracing::warn!(
+                partitions = buffers.len(),
+                "shutting down with unflushed data; it will be re-read"
+            );
         }
         Ok(())
     }
 
-    async fn handle(&self, message: &BorrowedMessage<'_>, buffers: &mut BTreeMap<i32, PartitionBuffer>) {
+    async fn handle(
+        &self,
+        message: &BorrowedMessage<'_>,
+        buffers: &mut BTreeMap<i32, PartitionBuffer>,
+    ) {
         metrics::counter!(metric::RECORDS).increment(1);
         let offset = message.offset();
         let parsed = match message.payload() {
@@ -216,7 +227,10 @@ impl Processor {
         };
         for partition in revoked {
             if buffers.remove(&partition).is_some() {
-                tracing::info!(partition, "partition revoked; its uncommitted buffer is dropped");
+                tracing::info!(
+                    partition,
+                    "partition revoked; its uncommitted buffer is dropped"
+                );
             }
         }
     }
@@ -254,14 +268,24 @@ impl Processor {
                 .progress
                 .files_written
                 .fetch_add(files.len() as u64, Ordering::Relaxed);
-            offsets.add_partition_offset(topic, *partition, Offset::Offset(buffer.end_offset + 1))?;
+            offsets.add_partition_offset(
+                topic,
+                *partition,
+                Offset::Offset(buffer.end_offset + 1),
+            )?;
             events += buffer.len() as u64;
             records += (buffer.end_offset - buffer.start_offset + 1) as u64;
         }
         self.consumer.commit(&offsets, CommitMode::Sync)?;
         metrics::counter!(metric::EVENTS_COMMITTED).increment(events);
-        let _ = self.progress.committed_events.fetch_add(events, Ordering::Relaxed);
-        let _ = self.progress.committed_records.fetch_add(records, Ordering::Relaxed);
+        let _ = self
+            .progress
+            .committed_events
+            .fetch_add(events, Ordering::Relaxed);
+        let _ = self
+            .progress
+            .committed_records
+            .fetch_add(records, Ordering::Relaxed);
         tracing::debug!(events, records, "flushed and committed");
         Ok(())
     }
@@ -290,9 +314,11 @@ fn admin_router(state: AdminState) -> Router {
             "/metrics",
             get(|State(s): State<AdminState>| async move {
                 match s.metrics {
-                    Some(handle) => {
-                        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
-                    }
+                    Some(handle) => (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        handle.render(),
+                    )
+                        .into_response(),
                     None => Response::new(axum::body::Body::from("")),
                 }
             }),

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int32Builder, Int64Builder, MapBuilder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, Int32Builder, Int64Builder, MapBuilder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -42,7 +43,10 @@ pub fn encode(topic: &str, partition: i32, buffer: &PartitionBuffer) -> Result<V
 
     let mut aggregates: BTreeMap<i64, Vec<_>> = BTreeMap::new();
     for (key, count) in &buffer.aggregates {
-        aggregates.entry(key.window_start).or_default().push((key, *count));
+        aggregates
+            .entry(key.window_start)
+            .or_default()
+            .push((key, *count));
     }
     for (window, mut rows) in aggregates {
         rows.sort();
@@ -62,7 +66,9 @@ pub fn encode(topic: &str, partition: i32, buffer: &PartitionBuffer) -> Result<V
 
     let mut urls: BTreeMap<i64, Vec<_>> = BTreeMap::new();
     for (key, count) in &buffer.url_counts {
-        urls.entry(key.window_start).or_default().push((key, *count));
+        urls.entry(key.window_start)
+            .or_default()
+            .push((key, *count));
     }
     for (window, mut rows) in urls {
         rows.sort();
@@ -82,7 +88,10 @@ pub fn encode(topic: &str, partition: i32, buffer: &PartitionBuffer) -> Result<V
 
     let mut events: BTreeMap<i64, Vec<_>> = BTreeMap::new();
     for event in &buffer.events {
-        events.entry(window_start(event.ts)).or_default().push(event);
+        events
+            .entry(window_start(event.ts))
+            .or_default()
+            .push(event);
     }
     for (window, rows) in events {
         let mut props = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
@@ -94,7 +103,8 @@ pub fn encode(topic: &str, partition: i32, buffer: &PartitionBuffer) -> Result<V
             props.append(true)?;
         }
         let mut version = Int32Builder::with_capacity(rows.len());
-        rows.iter().for_each(|e| version.append_value(i32::from(e.v)));
+        rows.iter()
+            .for_each(|e| version.append_value(i32::from(e.v)));
         let batch = RecordBatch::try_new(
             Table::Events.schema(),
             vec![

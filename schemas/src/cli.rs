@@ -32,7 +32,11 @@ impl std::str::FromStr for KafkaProperty {
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Bootstrap brokers, comma-separated host:port.
-    #[arg(long = "kafka-brokers", env = "SQI_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "SQI_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub brokers: String,
     /// The events topic.
     #[arg(long, env = "SQI_TOPIC", default_value = "share-events")]

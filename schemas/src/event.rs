@@ -44,7 +44,9 @@ pub const MAX_VISITOR_BYTES: usize = 64;
 pub const MAX_PROPS: usize = 16;
 
 /// The three kinds of event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
     /// A page was viewed with the widget on it.
@@ -228,7 +230,11 @@ pub fn parse_body<'a>(body: &'a [u8], limits: &Limits) -> Result<Batch<'a>, Even
             }
         }
     } else if trimmed.is_empty() {
-        return Err(EventError::new(ErrorCode::InvalidJson, None, "body is empty"));
+        return Err(EventError::new(
+            ErrorCode::InvalidJson,
+            None,
+            "body is empty",
+        ));
     } else {
         // Valid JSON of the wrong shape gets a shape error, anything else a JSON error.
         return Err(match serde_json::from_str::<Value>(text) {
@@ -241,7 +247,11 @@ pub fn parse_body<'a>(body: &'a [u8], limits: &Limits) -> Result<Batch<'a>, Even
         });
     };
     if batch.events.is_empty() {
-        return Err(EventError::new(ErrorCode::EmptyBatch, Some("events"), "the batch has no events"));
+        return Err(EventError::new(
+            ErrorCode::EmptyBatch,
+            Some("events"),
+            "the batch has no events",
+        ));
     }
     if batch.events.len() > limits.max_events {
         return Err(EventError::new(
@@ -354,7 +364,11 @@ pub fn validate(value: &Value) -> Result<ValidEvent, EventError> {
         (false, None) => None,
         (true, Some(value)) => {
             let name = value.as_str().ok_or_else(|| {
-                EventError::new(ErrorCode::UnknownChannel, Some("channel"), "channel must be a string")
+                EventError::new(
+                    ErrorCode::UnknownChannel,
+                    Some("channel"),
+                    "channel must be a string",
+                )
             })?;
             let channel = channels::resolve(name).ok_or_else(|| {
                 EventError::new(
@@ -383,7 +397,11 @@ pub fn validate(value: &Value) -> Result<ValidEvent, EventError> {
                 .as_str()
                 .and_then(|s| Uuid::parse_str(s).ok())
                 .ok_or_else(|| {
-                    EventError::new(ErrorCode::InvalidEventId, Some("event_id"), "event_id must be a UUID")
+                    EventError::new(
+                        ErrorCode::InvalidEventId,
+                        Some("event_id"),
+                        "event_id must be a UUID",
+                    )
                 })?,
         ),
     };
@@ -430,8 +448,7 @@ pub fn validate(value: &Value) -> Result<ValidEvent, EventError> {
 /// Whether `s` meets the publisher rule: 3 to 64 of `[A-Za-z0-9_.-]`.
 pub fn is_valid_publisher(s: &str) -> bool {
     (3..=64).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
@@ -510,9 +527,11 @@ pub const MAX_CLIENT_TIME_MS: i64 = 4_102_444_800_000;
 pub fn parse_time(value: &Value, field: &'static str) -> Result<Option<i64>, EventError> {
     let ms = match value {
         Value::Null => return Ok(None),
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| f.floor() as i64)
+        }),
         Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
             .ok()
             .map(|t| t.timestamp_millis()),
@@ -523,7 +542,9 @@ pub fn parse_time(value: &Value, field: &'static str) -> Result<Option<i64>, Eve
         _ => Err(EventError::new(
             ErrorCode::InvalidTimestamp,
             Some(field),
-            format!("`{field}` must be an RFC 3339 time or epoch milliseconds between 2000 and 2100"),
+            format!(
+                "`{field}` must be an RFC 3339 time or epoch milliseconds between 2000 and 2100"
+            ),
         )),
     }
 }
@@ -533,6 +554,51 @@ fn truncate(s: &str, max: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// The JSON Schema (draft 2020-12) of one HTTP event, built from the same
+/// constants the validator uses. `docs/event.schema.json` is this, and a test
+/// fails when the two drift apart.
+pub fn json_schema() -> Value {
+    let mut channels: Vec<&str> = channels::all()
+        .iter()
+        .flat_map(|c| std::iter::once(c.slug).chain(c.aliases.iter().copied()))
+        .collect();
+    channels.sort_unstable();
+    let time = serde_json::json!({
+        "oneOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "integer", "minimum": MIN_CLIENT_TIME_MS, "exclusiveMaximum": MAX_CLIENT_TIME_MS,
+             "description": "epoch milliseconds"}
+        ]
+    });
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://github.com/sqi-engine/sqi-engine/docs/event.schema.json",
+        "title": "SQI Engine share event",
+        "description": "One event as POSTed to /v1/events (alone, in an array, or in {\"sent_at\", \"events\"}). Channel names are matched case-insensitively; the enum lists the lower-case slugs and aliases. Unknown fields are ignored.",
+        "type": "object",
+        "required": ["publisher", "type", "url"],
+        "properties": {
+            "publisher": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{3,64}$"},
+            "type": {"enum": ["pageview", "share", "clickback"]},
+            "channel": {"type": ["string", "null"], "enum": channels.iter().map(|c| Value::from(*c)).chain(std::iter::once(Value::Null)).collect::<Vec<_>>()},
+            "url": {"type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", "maxLength": MAX_URL_BYTES},
+            "event_id": {"type": ["string", "null"], "format": "uuid"},
+            "ts": time,
+            "sent_at": time,
+            "referrer": {"type": ["string", "null"], "maxLength": MAX_URL_BYTES},
+            "visitor": {"type": ["string", "null"], "maxLength": MAX_VISITOR_BYTES},
+            "props": {"type": ["object", "null"], "maxProperties": MAX_PROPS, "additionalProperties": {"type": "string"}}
+        },
+        "allOf": [
+            {
+                "if": {"properties": {"type": {"const": "pageview"}}},
+                "then": {"properties": {"channel": {"type": "null"}}},
+                "else": {"required": ["channel"], "properties": {"channel": {"type": "string"}}}
+            }
+        ]
+    })
 }
 
 #[cfg(test)]
@@ -570,32 +636,76 @@ mod tests {
         };
         assert_eq!(code_of(json!(5)), ErrorCode::InvalidEvent);
         assert_eq!(code_of(without("publisher")), ErrorCode::MissingField);
-        assert_eq!(code_of(with("publisher", json!("ab"))), ErrorCode::InvalidPublisher);
-        assert_eq!(code_of(with("publisher", json!("a".repeat(65)))), ErrorCode::InvalidPublisher);
-        assert_eq!(code_of(with("publisher", json!("bad pub"))), ErrorCode::InvalidPublisher);
-        assert_eq!(code_of(with("publisher", json!(12345))), ErrorCode::InvalidPublisher);
+        assert_eq!(
+            code_of(with("publisher", json!("ab"))),
+            ErrorCode::InvalidPublisher
+        );
+        assert_eq!(
+            code_of(with("publisher", json!("a".repeat(65)))),
+            ErrorCode::InvalidPublisher
+        );
+        assert_eq!(
+            code_of(with("publisher", json!("bad pub"))),
+            ErrorCode::InvalidPublisher
+        );
+        assert_eq!(
+            code_of(with("publisher", json!(12345))),
+            ErrorCode::InvalidPublisher
+        );
         assert_eq!(code_of(without("type")), ErrorCode::MissingField);
         assert_eq!(code_of(with("type", json!("like"))), ErrorCode::InvalidType);
         assert_eq!(code_of(without("channel")), ErrorCode::MissingChannel);
-        assert_eq!(code_of(with("channel", json!("myface"))), ErrorCode::UnknownChannel);
         assert_eq!(
-            code_of(json!({"publisher": "pub-1", "type": "pageview", "channel": "x", "url": "https://e.com/"})),
+            code_of(with("channel", json!("myface"))),
+            ErrorCode::UnknownChannel
+        );
+        assert_eq!(
+            code_of(
+                json!({"publisher": "pub-1", "type": "pageview", "channel": "x", "url": "https://e.com/"})
+            ),
             ErrorCode::UnexpectedChannel
         );
         assert_eq!(code_of(without("url")), ErrorCode::MissingField);
-        assert_eq!(code_of(with("url", json!("/relative"))), ErrorCode::InvalidUrl);
-        assert_eq!(code_of(with("url", json!("ftp://e.com/x"))), ErrorCode::InvalidUrl);
+        assert_eq!(
+            code_of(with("url", json!("/relative"))),
+            ErrorCode::InvalidUrl
+        );
+        assert_eq!(
+            code_of(with("url", json!("ftp://e.com/x"))),
+            ErrorCode::InvalidUrl
+        );
         let long_url = format!("https://e.com/{}", "a".repeat(MAX_URL_BYTES));
         assert_eq!(code_of(with("url", json!(long_url))), ErrorCode::InvalidUrl);
-        assert_eq!(code_of(with("event_id", json!("nope"))), ErrorCode::InvalidEventId);
-        assert_eq!(code_of(with("ts", json!("yesterday"))), ErrorCode::InvalidTimestamp);
+        assert_eq!(
+            code_of(with("event_id", json!("nope"))),
+            ErrorCode::InvalidEventId
+        );
+        assert_eq!(
+            code_of(with("ts", json!("yesterday"))),
+            ErrorCode::InvalidTimestamp
+        );
         assert_eq!(code_of(with("ts", json!(5))), ErrorCode::InvalidTimestamp);
-        assert_eq!(code_of(with("sent_at", json!(true))), ErrorCode::InvalidTimestamp);
-        assert_eq!(code_of(with("referrer", json!(7))), ErrorCode::InvalidReferrer);
-        assert_eq!(code_of(with("visitor", json!("v".repeat(65)))), ErrorCode::InvalidVisitor);
-        assert_eq!(code_of(with("props", json!({"a": 1}))), ErrorCode::InvalidProps);
+        assert_eq!(
+            code_of(with("sent_at", json!(true))),
+            ErrorCode::InvalidTimestamp
+        );
+        assert_eq!(
+            code_of(with("referrer", json!(7))),
+            ErrorCode::InvalidReferrer
+        );
+        assert_eq!(
+            code_of(with("visitor", json!("v".repeat(65)))),
+            ErrorCode::InvalidVisitor
+        );
+        assert_eq!(
+            code_of(with("props", json!({"a": 1}))),
+            ErrorCode::InvalidProps
+        );
         let many: Map<String, Value> = (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
-        assert_eq!(code_of(with("props", Value::Object(many))), ErrorCode::InvalidProps);
+        assert_eq!(
+            code_of(with("props", Value::Object(many))),
+            ErrorCode::InvalidProps
+        );
     }
 
     #[test]
@@ -613,8 +723,14 @@ mod tests {
     fn times_parse_from_rfc3339_and_epoch_ms() {
         let ms = 1_700_000_000_000i64;
         assert_eq!(parse_time(&json!(ms), "ts"), Ok(Some(ms)));
-        assert_eq!(parse_time(&json!("2023-11-14T22:13:20Z"), "ts"), Ok(Some(ms)));
-        assert_eq!(parse_time(&json!("2023-11-14T23:13:20+01:00"), "ts"), Ok(Some(ms)));
+        assert_eq!(
+            parse_time(&json!("2023-11-14T22:13:20Z"), "ts"),
+            Ok(Some(ms))
+        );
+        assert_eq!(
+            parse_time(&json!("2023-11-14T23:13:20+01:00"), "ts"),
+            Ok(Some(ms))
+        );
     }
 
     #[test]
@@ -676,8 +792,14 @@ mod tests {
             any::<i64>().prop_map(|n| json!(n)),
             any::<f64>().prop_map(|f| json!(f)),
             "[a-z:/.x -]{0,30}".prop_map(Value::String),
-            prop_oneof![Just("pageview"), Just("share"), Just("clickback"), Just("x"), Just("https://e.com/")]
-                .prop_map(|s| Value::String(s.to_owned())),
+            prop_oneof![
+                Just("pageview"),
+                Just("share"),
+                Just("clickback"),
+                Just("x"),
+                Just("https://e.com/")
+            ]
+            .prop_map(|s| Value::String(s.to_owned())),
         ];
         leaf.prop_recursive(3, 32, 6, |inner| {
             prop_oneof![
@@ -738,49 +860,4 @@ mod tests {
             prop_assert_eq!(&parsed.publisher, &publisher);
         }
     }
-}
-
-/// The JSON Schema (draft 2020-12) of one HTTP event, built from the same
-/// constants the validator uses. `docs/event.schema.json` is this, and a test
-/// fails when the two drift apart.
-pub fn json_schema() -> Value {
-    let mut channels: Vec<&str> = channels::all()
-        .iter()
-        .flat_map(|c| std::iter::once(c.slug).chain(c.aliases.iter().copied()))
-        .collect();
-    channels.sort_unstable();
-    let time = serde_json::json!({
-        "oneOf": [
-            {"type": "string", "format": "date-time"},
-            {"type": "integer", "minimum": MIN_CLIENT_TIME_MS, "exclusiveMaximum": MAX_CLIENT_TIME_MS,
-             "description": "epoch milliseconds"}
-        ]
-    });
-    serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://github.com/sqi-engine/sqi-engine/docs/event.schema.json",
-        "title": "SQI Engine share event",
-        "description": "One event as POSTed to /v1/events (alone, in an array, or in {\"sent_at\", \"events\"}). Channel names are matched case-insensitively; the enum lists the lower-case slugs and aliases. Unknown fields are ignored.",
-        "type": "object",
-        "required": ["publisher", "type", "url"],
-        "properties": {
-            "publisher": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{3,64}$"},
-            "type": {"enum": ["pageview", "share", "clickback"]},
-            "channel": {"type": ["string", "null"], "enum": channels.iter().map(|c| Value::from(*c)).chain(std::iter::once(Value::Null)).collect::<Vec<_>>()},
-            "url": {"type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", "maxLength": MAX_URL_BYTES},
-            "event_id": {"type": ["string", "null"], "format": "uuid"},
-            "ts": time,
-            "sent_at": time,
-            "referrer": {"type": ["string", "null"], "maxLength": MAX_URL_BYTES},
-            "visitor": {"type": ["string", "null"], "maxLength": MAX_VISITOR_BYTES},
-            "props": {"type": ["object", "null"], "maxProperties": MAX_PROPS, "additionalProperties": {"type": "string"}}
-        },
-        "allOf": [
-            {
-                "if": {"properties": {"type": {"const": "pageview"}}},
-                "then": {"properties": {"channel": {"type": "null"}}},
-                "else": {"required": ["channel"], "properties": {"channel": {"type": "string"}}}
-            }
-        ]
-    })
 }

@@ -336,12 +336,18 @@ mod tests {
 
     #[test]
     fn lake_urls_resolve_paths_under_their_root() {
-        let lake = Lake::open("s3://bucket/some/prefix", &LakeOptions {
-            s3_endpoint: Some("http://127.0.0.1:1".into()),
-            s3_options: vec![("aws_region".into(), "us-east-1".into())],
-        })
+        let lake = Lake::open(
+            "s3://bucket/some/prefix",
+            &LakeOptions {
+                s3_endpoint: Some("http://127.0.0.1:1".into()),
+                s3_options: vec![("aws_region".into(), "us-east-1".into())],
+            },
+        )
         .unwrap();
-        assert_eq!(lake.path("aggregates/dt=x/a.parquet").as_ref(), "some/prefix/aggregates/dt=x/a.parquet");
+        assert_eq!(
+            lake.path("aggregates/dt=x/a.parquet").as_ref(),
+            "some/prefix/aggregates/dt=x/a.parquet"
+        );
         assert_eq!(lake.table_url(Table::Sqi), "s3://bucket/some/prefix/sqi/");
         assert_eq!(lake.store_url().as_str(), "s3://bucket/");
         let memory = Lake::open("memory://", &LakeOptions::default()).unwrap();
@@ -352,7 +358,10 @@ mod tests {
     fn bad_lake_urls_say_why() {
         for url in ["not a url", "ftp://x/y", "s3:///nobucket"] {
             let error = Lake::open(url, &LakeOptions::default()).unwrap_err();
-            assert!(matches!(error, Error::InvalidLakeUrl { .. }), "{url}: {error}");
+            assert!(
+                matches!(error, Error::InvalidLakeUrl { .. }),
+                "{url}: {error}"
+            );
         }
     }
 

@@ -114,7 +114,11 @@ pub fn normalize(event: ValidEvent, enrichment: &Enrichment) -> EventRecord {
     }
     EventRecord {
         v: SCHEMA_VERSION,
-        event_id: event.event_id.unwrap_or_else(Uuid::now_v7).hyphenated().to_string(),
+        event_id: event
+            .event_id
+            .unwrap_or_else(Uuid::now_v7)
+            .hyphenated()
+            .to_string(),
         publisher: event.publisher,
         event_type: event.event_type,
         channel: event.channel.map(str::to_owned),
@@ -168,7 +172,9 @@ impl EventRecord {
         match (&self.channel, self.event_type.needs_channel()) {
             (None, true) => return Err(RecordError::Invalid("missing channel")),
             (Some(_), false) => return Err(RecordError::Invalid("pageview with a channel")),
-            (Some(slug), true) if channels::resolve(slug).map(|c| c.slug) != Some(slug.as_str()) => {
+            (Some(slug), true)
+                if channels::resolve(slug).map(|c| c.slug) != Some(slug.as_str()) =>
+            {
                 return Err(RecordError::Invalid("channel is not a canonical slug"));
             }
             _ => {}
@@ -211,7 +217,8 @@ mod tests {
     fn batch_sent_at_applies_when_the_event_has_none() {
         let now = 1_700_000_000_000;
         let event = validate(&json!({"publisher": "pub-1", "type": "pageview",
-            "url": "https://e.com/", "ts": now - 60_000})).unwrap();
+            "url": "https://e.com/", "ts": now - 60_000}))
+        .unwrap();
         let record = normalize(event, &enrichment(now, Some(now - 60_000)));
         assert_eq!(record.ts, now);
     }
@@ -221,31 +228,54 @@ mod tests {
         let now = 1_700_000_000_000;
         let future = now + 48 * 3600 * 1000;
         let event = validate(&json!({"publisher": "pub-1", "type": "pageview",
-            "url": "https://e.com/", "ts": future})).unwrap();
+            "url": "https://e.com/", "ts": future}))
+        .unwrap();
         let record = normalize(event, &enrichment(now, None));
         assert_eq!(record.ts, now);
-        assert_eq!(record.props.get(ORIGINAL_TS_PROP), Some(&future.to_string()));
+        assert_eq!(
+            record.props.get(ORIGINAL_TS_PROP),
+            Some(&future.to_string())
+        );
     }
 
     #[test]
     fn missing_ids_become_uuid_v7_and_client_ids_are_kept() {
-        let event = validate(&json!({"publisher": "pub-1", "type": "pageview", "url": "https://e.com/"})).unwrap();
+        let event =
+            validate(&json!({"publisher": "pub-1", "type": "pageview", "url": "https://e.com/"}))
+                .unwrap();
         let record = normalize(event, &enrichment(1, None));
-        assert_eq!(Uuid::parse_str(&record.event_id).unwrap().get_version_num(), 7);
+        assert_eq!(
+            Uuid::parse_str(&record.event_id).unwrap().get_version_num(),
+            7
+        );
         let id = "0b6f2a5c-5d43-4b8e-9e71-2c1f7c1a9d10";
         let event = validate(&json!({"publisher": "pub-1", "type": "pageview",
-            "url": "https://e.com/", "event_id": id})).unwrap();
+            "url": "https://e.com/", "event_id": id}))
+        .unwrap();
         assert_eq!(normalize(event, &enrichment(1, None)).event_id, id);
     }
 
     #[test]
     fn the_value_has_the_contract_fields() {
-        let event = validate(&json!({"publisher": "pub-1", "type": "pageview", "url": "https://e.com/"})).unwrap();
+        let event =
+            validate(&json!({"publisher": "pub-1", "type": "pageview", "url": "https://e.com/"}))
+                .unwrap();
         let value: serde_json::Value =
             serde_json::from_slice(&normalize(event, &enrichment(1, None)).to_json()).unwrap();
         for key in [
-            "v", "event_id", "publisher", "type", "channel", "url", "referrer", "visitor", "ts",
-            "received_at", "device", "ip_prefix", "props",
+            "v",
+            "event_id",
+            "publisher",
+            "type",
+            "channel",
+            "url",
+            "referrer",
+            "visitor",
+            "ts",
+            "received_at",
+            "device",
+            "ip_prefix",
+            "props",
         ] {
             assert!(value.get(key).is_some(), "missing {key}");
         }
@@ -255,9 +285,15 @@ mod tests {
 
     #[test]
     fn records_breaking_the_contract_are_refused() {
-        assert!(matches!(EventRecord::from_json(b"nope"), Err(RecordError::Malformed(_))));
-        let event = validate(&json!({"publisher": "pub-1", "type": "share", "channel": "fb",
-            "url": "https://e.com/"})).unwrap();
+        assert!(matches!(
+            EventRecord::from_json(b"nope"),
+            Err(RecordError::Malformed(_))
+        ));
+        let event = validate(
+            &json!({"publisher": "pub-1", "type": "share", "channel": "fb",
+            "url": "https://e.com/"}),
+        )
+        .unwrap();
         let mut record = normalize(event, &enrichment(1, None));
         assert!(EventRecord::from_json(&record.to_json()).is_ok());
         record.channel = Some("fb".into());

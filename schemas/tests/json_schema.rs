@@ -5,8 +5,16 @@ use std::path::PathBuf;
 
 #[test]
 fn published_json_schema_matches_the_rules() {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "docs", "event.schema.json"].iter().collect();
-    let generated = serde_json::to_string_pretty(&sqi_schemas::event::json_schema()).unwrap() + "\n";
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "docs",
+        "event.schema.json",
+    ]
+    .iter()
+    .collect();
+    let generated =
+        serde_json::to_string_pretty(&sqi_schemas::event::json_schema()).unwrap() + "\n";
     if std::env::var_os("SQI_BLESS").is_some() {
         std::fs::write(&path, &generated).unwrap();
     }

@@ -48,10 +48,12 @@ impl BatchArgs {
     pub fn days(&self) -> Result<Vec<NaiveDate>> {
         match (self.date, self.from, self.to) {
             (Some(d), _, _) => Ok(vec![d]),
-            (None, Some(from), Some(to)) if from <= to => Ok(from.iter_days().take_while(|d| *d <= to).collect()),
-            (None, Some(from), Some(to)) => Err(Error::Invalid(format!(
-                "--from {from} is after --to {to}"
-            ))),
+            (None, Some(from), Some(to)) if from <= to => {
+                Ok(from.iter_days().take_while(|d| *d <= to).collect())
+            }
+            (None, Some(from), Some(to)) => {
+                Err(Error::Invalid(format!("--from {from} is after --to {to}")))
+            }
             _ => Err(Error::Invalid("give --date D or --from D1 --to D2".into())),
         }
     }
@@ -116,11 +118,19 @@ pub async fn run_day(lake: &Lake, date: NaiveDate) -> Result<DayOutcome> {
 }
 
 /// Puts a day's single output file, then removes anything else in its partition.
-pub async fn write_day(lake: &Lake, table: Table, date: NaiveDate, batch: &arrow::array::RecordBatch) -> Result<()> {
+pub async fn write_day(
+    lake: &Lake,
+    table: Table,
+    date: NaiveDate,
+    batch: &arrow::array::RecordBatch,
+) -> Result<()> {
     let dir = format!("{}/{}", table.prefix(), day_partition(date));
-    let bytes = sqi_processor::sink::parquet_bytes(batch).map_err(sqi_processor::Error::from)?;
+    let bytes = sqi_processor::sink::parquet_bytes(batch)?;
     let target = lake.path(&format!("{dir}/{DAY_FILE}"));
-    let _ = lake.store().put(&target, PutPayload::from_bytes(bytes)).await?;
+    let _ = lake
+        .store()
+        .put(&target, PutPayload::from_bytes(bytes))
+        .await?;
     let prefix = lake.path(&dir);
     let stale: Vec<_> = lake
         .store()
@@ -157,7 +167,10 @@ mod tests {
     #[test]
     fn placeholders_resolve_to_the_window() {
         let date = NaiveDate::from_ymd_opt(2024, 3, 28).unwrap();
-        let sql = render("{{window_from}} {{date}} {{next_day}} {{provisional_after}}", date);
+        let sql = render(
+            "{{window_from}} {{date}} {{next_day}} {{provisional_after}}",
+            date,
+        );
         assert_eq!(sql, "2024-03-01 2024-03-28 2024-03-29 2024-02-29");
         for template in [INPUTS_SQL, SCORE_SQL, DAILY_SQL] {
             assert!(!render(template, date).contains("{{"));

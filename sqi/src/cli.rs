@@ -30,7 +30,13 @@ pub enum LogFormat {
 #[command(name = "sqi", version, about, propagate_version = true)]
 pub struct Cli {
     /// Log format.
-    #[arg(long, env = "SQI_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "SQI_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// What to run.
     #[command(subcommand)]
@@ -75,7 +81,9 @@ pub enum PublishersCommand {
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
@@ -101,7 +109,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let lake = Lake::open(&config.lake.url, &config.lake.options())?;
             let admin = TcpListener::bind(config.listen).await?;
             let processor = Processor::new(config, lake)?;
-            processor.run(Some(admin), metrics, shutdown_signal()).await?;
+            processor
+                .run(Some(admin), metrics, shutdown_signal())
+                .await?;
         }
         Command::Batch(args) => {
             let _ = batch::run(&args, |day| {

@@ -97,8 +97,18 @@ const CATEGORIES: [(&str, u32); 6] = [
     ("finance", 7),
 ];
 const CHANNELS: [&str; 12] = [
-    "facebook", "twitter", "linkedin", "pinterest", "reddit", "whatsapp", "email", "telegram", "tumblr", "threads",
-    "bluesky", "sms",
+    "facebook",
+    "twitter",
+    "linkedin",
+    "pinterest",
+    "reddit",
+    "whatsapp",
+    "email",
+    "telegram",
+    "tumblr",
+    "threads",
+    "bluesky",
+    "sms",
 ];
 const USER_AGENTS: [(&str, u32); 4] = [
     (
@@ -113,7 +123,10 @@ const USER_AGENTS: [(&str, u32); 4] = [
         "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
         6,
     ),
-    ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", 4),
+    (
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        4,
+    ),
 ];
 
 fn normal(rng: &mut StdRng) -> f64 {
@@ -175,8 +188,14 @@ fn simulate(rng: &mut StdRng, count: u32, day: NaiveDate) -> (Vec<Publisher>, Ve
 }
 
 /// Builds the request bodies: batches of up to 200 events sharing a user agent.
-fn requests(rng: &mut StdRng, traffic: &[Traffic], day: NaiveDate) -> Vec<(&'static str, serde_json::Value)> {
-    let day_start = day.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis());
+fn requests(
+    rng: &mut StdRng,
+    traffic: &[Traffic],
+    day: NaiveDate,
+) -> Vec<(&'static str, serde_json::Value)> {
+    let day_start = day
+        .and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp_millis());
     let mut bodies = Vec::new();
     for t in traffic {
         let mut events = Vec::new();
@@ -220,13 +239,19 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
         .ok_or_else(|| Error::Invalid("cannot work out yesterday's date".into()))?;
     let lake_dir = match &args.lake_dir {
         Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("sqi-demo-{}", Utc::now().format("%Y%m%dT%H%M%S"))),
+        None => {
+            std::env::temp_dir().join(format!("sqi-demo-{}", Utc::now().format("%Y%m%dT%H%M%S")))
+        }
     };
     std::fs::create_dir_all(&lake_dir)?;
     let lake_dir = lake_dir.canonicalize()?;
     let lake_url = format!("file://{}", lake_dir.display());
     let lake = Lake::open(&lake_url, &LakeOptions::default())?;
-    writeln!(out, "SQI Engine demo: {} publishers, simulated day {day}", args.publishers)?;
+    writeln!(
+        out,
+        "SQI Engine demo: {} publishers, simulated day {day}",
+        args.publishers
+    )?;
     writeln!(out, "  lake: {lake_url}")?;
 
     let topic = "share-events";
@@ -269,9 +294,16 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
         .iter()
         .map(|t| u64::from(t.pageviews + t.shares + t.clickbacks))
         .sum();
-    writeln!(out, "  sending {total} widget events to http://{ingest_addr}/v1/events ...")?;
+    writeln!(
+        out,
+        "  sending {total} widget events to http://{ingest_addr}/v1/events ..."
+    )?;
     let accepted = send_all(ingest_addr, bodies).await?;
-    writeln!(out, "  ingest acknowledged {accepted} events in {:.1}s", started.elapsed().as_secs_f64())?;
+    writeln!(
+        out,
+        "  ingest acknowledged {accepted} events in {:.1}s",
+        started.elapsed().as_secs_f64()
+    )?;
 
     let deadline = Instant::now() + Duration::from_secs(300);
     while progress.committed_records.load(Ordering::Relaxed) < accepted {
@@ -315,7 +347,10 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
     })
 }
 
-async fn send_all(addr: std::net::SocketAddr, bodies: Vec<(&'static str, serde_json::Value)>) -> Result<u64> {
+async fn send_all(
+    addr: std::net::SocketAddr,
+    bodies: Vec<(&'static str, serde_json::Value)>,
+) -> Result<u64> {
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/v1/events");
     // Eight concurrent senders, like many pages posting at once, share one queue.
@@ -325,10 +360,7 @@ async fn send_all(addr: std::net::SocketAddr, bodies: Vec<(&'static str, serde_j
         let (client, url, queue) = (client.clone(), url.clone(), queue.clone());
         workers.push(tokio::spawn(async move {
             let mut accepted = 0u64;
-            loop {
-                let Some((ua, body)) = queue.lock().ok().and_then(|mut q| q.next()) else {
-                    break;
-                };
+            while let Some((ua, body)) = take_next(&queue) {
                 // A 503 means the broker is busy: retrying the same events is safe.
                 for attempt in 0..20 {
                     let response = client
@@ -347,7 +379,10 @@ async fn send_all(addr: std::net::SocketAddr, bodies: Vec<(&'static str, serde_j
                         break;
                     }
                     if attempt == 19 {
-                        return Err(Error::Invalid(format!("ingest kept answering {}", response.status())));
+                        return Err(Error::Invalid(format!(
+                            "ingest kept answering {}",
+                            response.status()
+                        )));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -364,20 +399,40 @@ async fn send_all(addr: std::net::SocketAddr, bodies: Vec<(&'static str, serde_j
     Ok(accepted)
 }
 
+/// Pops one item; the lock is released before the caller awaits anything.
+fn take_next<T>(queue: &Mutex<std::vec::IntoIter<T>>) -> Option<T> {
+    queue.lock().ok()?.next()
+}
+
 async fn read_scores(lake: &Lake, day: NaiveDate) -> Result<Vec<ScoreRow>> {
     let batch = batch::compute_sqi(lake, day).await?;
-    let text = |name: &str| batch.column_by_name(name).map(|c| c.as_string::<i32>().clone());
-    let int = |name: &str| batch.column_by_name(name).map(|c| c.as_primitive::<Int64Type>().clone());
-    let (Some(publisher), Some(category), Some(peer_group)) = (text("publisher"), text("category"), text("peer_group"))
+    let text = |name: &str| {
+        batch
+            .column_by_name(name)
+            .map(|c| c.as_string::<i32>().clone())
+    };
+    let int = |name: &str| {
+        batch
+            .column_by_name(name)
+            .map(|c| c.as_primitive::<Int64Type>().clone())
+    };
+    let (Some(publisher), Some(category), Some(peer_group)) =
+        (text("publisher"), text("category"), text("peer_group"))
     else {
         return Err(Error::Invalid("sqi output lacks its text columns".into()));
     };
-    let (Some(pageviews), Some(shares), Some(clickbacks)) = (int("pageviews"), int("shares"), int("clickbacks")) else {
+    let (Some(pageviews), Some(shares), Some(clickbacks)) =
+        (int("pageviews"), int("shares"), int("clickbacks"))
+    else {
         return Err(Error::Invalid("sqi output lacks its count columns".into()));
     };
     let (Some(sqi), Some(z)) = (
-        batch.column_by_name("sqi").map(|c| c.as_primitive::<Int32Type>().clone()),
-        batch.column_by_name("score_z").map(|c| c.as_primitive::<Float64Type>().clone()),
+        batch
+            .column_by_name("sqi")
+            .map(|c| c.as_primitive::<Int32Type>().clone()),
+        batch
+            .column_by_name("score_z")
+            .map(|c| c.as_primitive::<Float64Type>().clone()),
     ) else {
         return Err(Error::Invalid("sqi output lacks sqi/score_z".into()));
     };
@@ -385,7 +440,11 @@ async fn read_scores(lake: &Lake, day: NaiveDate) -> Result<Vec<ScoreRow>> {
         .map(|i| ScoreRow {
             publisher: publisher.value(i).to_owned(),
             category: category.value(i).to_owned(),
-            peer_group: if peer_group.is_null(i) { String::new() } else { peer_group.value(i).to_owned() },
+            peer_group: if peer_group.is_null(i) {
+                String::new()
+            } else {
+                peer_group.value(i).to_owned()
+            },
             pageviews: pageviews.value(i),
             shares: shares.value(i),
             clickbacks: clickbacks.value(i),
@@ -396,7 +455,11 @@ async fn read_scores(lake: &Lake, day: NaiveDate) -> Result<Vec<ScoreRow>> {
     rows.sort_by(|a, b| {
         b.sqi
             .cmp(&a.sqi)
-            .then_with(|| b.score_z.partial_cmp(&a.score_z).unwrap_or(std::cmp::Ordering::Equal))
+            .then_with(|| {
+                b.score_z
+                    .partial_cmp(&a.score_z)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
             .then_with(|| a.publisher.cmp(&b.publisher))
     });
     Ok(rows)
@@ -422,7 +485,12 @@ fn print_table(out: &mut impl Write, rows: &[ScoreRow]) -> Result<()> {
         )
     };
     let scored: Vec<&ScoreRow> = rows.iter().filter(|r| r.sqi.is_some()).collect();
-    writeln!(out, "\nSQI for every publisher ({} scored, {} below 1000 pageviews):", scored.len(), rows.len() - scored.len())?;
+    writeln!(
+        out,
+        "\nSQI for every publisher ({} scored, {} below 1000 pageviews):",
+        scored.len(),
+        rows.len() - scored.len()
+    )?;
     writeln!(out, "{header}")?;
     for (i, r) in rows.iter().enumerate() {
         line(out, i + 1, r)?;
@@ -431,7 +499,11 @@ fn print_table(out: &mut impl Write, rows: &[ScoreRow]) -> Result<()> {
     scores.sort_unstable();
     if let (Some(min), Some(max)) = (scores.first(), scores.last()) {
         let median = scores[scores.len() / 2];
-        writeln!(out, "\nscored {}: min {min}, median {median}, max {max} (100 = category median)", scores.len())?;
+        writeln!(
+            out,
+            "\nscored {}: min {min}, median {median}, max {max} (100 = category median)",
+            scores.len()
+        )?;
     }
     writeln!(out, "\nTop 10 SQI:")?;
     writeln!(out, "{header}")?;
@@ -450,21 +522,29 @@ async fn serve_report(
     out: &mut impl Write,
 ) -> Result<()> {
     let marketer_key = format!("demo-marketer-{}", uuid::Uuid::new_v4().simple());
-    let example = rows.first().map_or("news-00000".to_owned(), |r| r.publisher.clone());
+    let example = rows
+        .first()
+        .map_or("news-00000".to_owned(), |r| r.publisher.clone());
     let publisher_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let keys = json!([
         {"name": "demo-marketer", "sha256": hex::encode(Sha256::digest(marketer_key.as_bytes())), "scope": "marketer"},
         {"name": "demo-publisher", "sha256": hex::encode(Sha256::digest(publisher_key.as_bytes())), "scope": format!("publisher:{example}")},
     ]);
     let keys_path = lake_dir.join("demo-api-keys.json");
-    std::fs::write(&keys_path, serde_json::to_vec_pretty(&keys).unwrap_or_default())?;
+    std::fs::write(
+        &keys_path,
+        serde_json::to_vec_pretty(&keys).unwrap_or_default(),
+    )?;
     let ring = report::KeyRing::load(&keys_path)?;
     let state = report::ReportState::new(lake.clone(), ring, None).await?;
     let listener = TcpListener::bind(args.report_listen).await?;
     let addr = listener.local_addr()?;
     writeln!(out, "\nReport API: http://{addr}  (Ctrl-C to stop)")?;
     writeln!(out, "  marketer key:  {marketer_key}")?;
-    writeln!(out, "  publisher key: {publisher_key}  (scope publisher:{example})")?;
+    writeln!(
+        out,
+        "  publisher key: {publisher_key}  (scope publisher:{example})"
+    )?;
     writeln!(
         out,
         "  try: curl -H 'Authorization: Bearer {marketer_key}' 'http://{addr}/v1/publishers/{example}/summary?period=custom&from={day}&to={day}'"

@@ -44,9 +44,12 @@ pub fn parse_csv(text: &str) -> Result<Vec<Publisher>> {
         .clone();
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let Some(publisher_col) = column("publisher") else {
-        return Err(Error::Invalid("line 1: the header has no `publisher` column".into()));
+        return Err(Error::Invalid(
+            "line 1: the header has no `publisher` column".into(),
+        ));
     };
-    let (domain_col, category_col, created_col) = (column("domain"), column("category"), column("created_at"));
+    let (domain_col, category_col, created_col) =
+        (column("domain"), column("category"), column("created_at"));
     let mut problems = Vec::new();
     let mut seen = HashSet::new();
     let mut rows = Vec::new();
@@ -68,7 +71,9 @@ pub fn parse_csv(text: &str) -> Result<Vec<Publisher>> {
             continue;
         }
         if !seen.insert(publisher.to_owned()) {
-            problems.push(format!("line {line}: publisher `{publisher}` appears twice"));
+            problems.push(format!(
+                "line {line}: publisher `{publisher}` appears twice"
+            ));
             continue;
         }
         let created_at = match field(created_col) {
@@ -134,7 +139,7 @@ pub async fn write(lake: &Lake, rows: &[Publisher]) -> Result<()> {
             Arc::new(created.finish()),
         ],
     )?;
-    let bytes = sqi_processor::sink::parquet_bytes(&batch).map_err(sqi_processor::Error::from)?;
+    let bytes = sqi_processor::sink::parquet_bytes(&batch)?;
     let _ = lake
         .store()
         .put(&lake.path(PUBLISHERS_FILE), PutPayload::from_bytes(bytes))
@@ -148,7 +153,10 @@ mod tests {
 
     #[test]
     fn a_good_csv_parses() {
-        let rows = parse_csv("publisher,domain,category,created_at\npub-1,a.com,News,2024-01-02\npub-2,,,\n").unwrap();
+        let rows = parse_csv(
+            "publisher,domain,category,created_at\npub-1,a.com,News,2024-01-02\npub-2,,,\n",
+        )
+        .unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].category.as_deref(), Some("news"));
         assert_eq!(rows[0].created_at, Some(1_704_153_600_000));
@@ -157,11 +165,21 @@ mod tests {
 
     #[test]
     fn every_bad_row_is_reported_by_line() {
-        let error = parse_csv("publisher,created_at\nok-1,2024-01-01\nx,2024-01-01\nok-2,yesterday\nok-1,\n")
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("line 3") && error.contains("line 4") && error.contains("line 5"), "{error}");
-        assert!(parse_csv("name\nfoo\n").unwrap_err().to_string().contains("no `publisher`"));
+        let error = parse_csv(
+            "publisher,created_at\nok-1,2024-01-01\nx,2024-01-01\nok-2,yesterday\nok-1,\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("line 3") && error.contains("line 4") && error.contains("line 5"),
+            "{error}"
+        );
+        assert!(
+            parse_csv("name\nfoo\n")
+                .unwrap_err()
+                .to_string()
+                .contains("no `publisher`")
+        );
         assert!(parse_csv("publisher,category\npub-1,a,b\n").is_err());
     }
 }

@@ -14,7 +14,11 @@ use sqi_schemas::lake::{Lake, Table};
 use crate::error::{Error, Result};
 
 /// A DataFusion session over `lake` with the given tables registered.
-pub async fn session(lake: &Lake, tables: &[Table], target_partitions: usize) -> Result<SessionContext> {
+pub async fn session(
+    lake: &Lake,
+    tables: &[Table],
+    target_partitions: usize,
+) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(target_partitions.max(1))
         .with_information_schema(false);
@@ -58,9 +62,9 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .fields()
         .iter()
         .map(|field| {
-            let column = batch
-                .column_by_name(field.name())
-                .ok_or_else(|| Error::Invalid(format!("query produced no column `{}`", field.name())))?;
+            let column = batch.column_by_name(field.name()).ok_or_else(|| {
+                Error::Invalid(format!("query produced no column `{}`", field.name()))
+            })?;
             Ok(cast(column, field.data_type())?)
         })
         .collect::<Result<Vec<_>>>()?;

@@ -24,8 +24,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqi_schemas::event::is_valid_publisher;
 use sqi_schemas::cli::LakeArgs;
+use sqi_schemas::event::is_valid_publisher;
 use sqi_schemas::lake::{Lake, Table, day_partition};
 
 use crate::error::{Error, Result};
@@ -79,8 +79,8 @@ struct KeyEntry {
 impl KeyRing {
     /// Parses the key file's JSON.
     pub fn parse(json: &str) -> Result<Self> {
-        let entries: Vec<KeyEntry> = serde_json::from_str(json)
-            .map_err(|e| Error::Invalid(format!("API key file: {e}")))?;
+        let entries: Vec<KeyEntry> =
+            serde_json::from_str(json).map_err(|e| Error::Invalid(format!("API key file: {e}")))?;
         let mut by_hash = HashMap::new();
         for entry in entries {
             let hash = entry.sha256.to_ascii_lowercase();
@@ -92,7 +92,9 @@ impl KeyRing {
             }
             let scope = match entry.scope.split_once(':') {
                 None if entry.scope == "marketer" => Scope::Marketer,
-                Some(("publisher", id)) if is_valid_publisher(id) => Scope::Publisher(id.to_owned()),
+                Some(("publisher", id)) if is_valid_publisher(id) => {
+                    Scope::Publisher(id.to_owned())
+                }
                 _ => {
                     return Err(Error::Invalid(format!(
                         "API key file: key `{}` has scope `{}`; use `marketer` or `publisher:<id>`",
@@ -100,18 +102,22 @@ impl KeyRing {
                     )));
                 }
             };
-            let _ = by_hash.insert(hash, ApiKey {
-                name: entry.name,
-                scope,
-            });
+            let _ = by_hash.insert(
+                hash,
+                ApiKey {
+                    name: entry.name,
+                    scope,
+                },
+            );
         }
         Ok(Self { by_hash })
     }
 
     /// Loads the key file.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Invalid(format!("cannot read API key file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Invalid(format!("cannot read API key file {}: {e}", path.display()))
+        })?;
         Self::parse(&text)
     }
 
@@ -170,9 +176,10 @@ impl IntoResponse for ReportError {
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            let _ = response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            let _ = response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -274,8 +281,14 @@ impl Period {
     pub fn previous(self) -> Self {
         let len = self.days();
         Self {
-            from: self.from.checked_sub_days(Days::new(len)).unwrap_or(self.from),
-            to: self.from.checked_sub_days(Days::new(1)).unwrap_or(self.from),
+            from: self
+                .from
+                .checked_sub_days(Days::new(len))
+                .unwrap_or(self.from),
+            to: self
+                .from
+                .checked_sub_days(Days::new(1))
+                .unwrap_or(self.from),
         }
     }
 }
@@ -288,11 +301,17 @@ fn bad(field: &'static str, message: impl Into<String>) -> ReportError {
 }
 
 /// Resolves `period` (and `from`/`to` for `custom`) to days ending `today`, inclusive.
-pub fn resolve_period(params: &PeriodParams, today: NaiveDate) -> Result<(String, Period), ReportError> {
+pub fn resolve_period(
+    params: &PeriodParams,
+    today: NaiveDate,
+) -> Result<(String, Period), ReportError> {
     match params.tz.as_deref() {
         None | Some("UTC") | Some("Etc/UTC") => {}
         Some(other) => {
-            return Err(bad("tz", format!("timezone `{other}` is not supported yet; use UTC")));
+            return Err(bad(
+                "tz",
+                format!("timezone `{other}` is not supported yet; use UTC"),
+            ));
         }
     }
     let name = params.period.clone().unwrap_or_else(|| "28d".to_owned());
@@ -308,9 +327,9 @@ pub fn resolve_period(params: &PeriodParams, today: NaiveDate) -> Result<(String
         "90d" => last_days(90),
         "custom" => {
             let date = |field: &'static str, value: &Option<String>| {
-                let text = value
-                    .as_deref()
-                    .ok_or_else(|| bad(field, format!("period=custom needs `{field}` (YYYY-MM-DD)")))?;
+                let text = value.as_deref().ok_or_else(|| {
+                    bad(field, format!("period=custom needs `{field}` (YYYY-MM-DD)"))
+                })?;
                 NaiveDate::parse_from_str(text, "%Y-%m-%d")
                     .map_err(|_| bad(field, format!("`{text}` is not a date (YYYY-MM-DD)")))
             };
@@ -370,21 +389,26 @@ impl Totals {
 }
 
 /// Sums a publisher's events by type over `period` from the hourly aggregates.
-pub async fn totals(ctx: &SessionContext, publisher: &str, period: Period, include_bots: bool) -> Result<Totals> {
-    let mut frame = ctx
-        .table(Table::Aggregates.prefix())
-        .await?
-        .filter(
-            col("dt")
-                .gt_eq(lit(period.from.to_string()))
-                .and(col("dt").lt_eq(lit(period.to.to_string())))
-                .and(col("publisher").eq(lit(publisher))),
-        )?;
+pub async fn totals(
+    ctx: &SessionContext,
+    publisher: &str,
+    period: Period,
+    include_bots: bool,
+) -> Result<Totals> {
+    let mut frame = ctx.table(Table::Aggregates.prefix()).await?.filter(
+        col("dt")
+            .gt_eq(lit(period.from.to_string()))
+            .and(col("dt").lt_eq(lit(period.to.to_string())))
+            .and(col("publisher").eq(lit(publisher))),
+    )?;
     if !include_bots {
         frame = frame.filter(col("device").not_eq(lit("bot")))?;
     }
     let batches = frame
-        .aggregate(vec![col("event_type")], vec![sum(col("events")).alias("events")])?
+        .aggregate(
+            vec![col("event_type")],
+            vec![sum(col("events")).alias("events")],
+        )?
         .collect()
         .await?;
     let mut totals = Totals::default();
@@ -409,7 +433,11 @@ pub async fn totals(ctx: &SessionContext, publisher: &str, period: Period, inclu
 }
 
 /// The publisher's most recent SQI row on or before `to`, as JSON.
-pub async fn latest_sqi(ctx: &SessionContext, publisher: &str, to: NaiveDate) -> Result<Option<Value>> {
+pub async fn latest_sqi(
+    ctx: &SessionContext,
+    publisher: &str,
+    to: NaiveDate,
+) -> Result<Option<Value>> {
     let batches = ctx
         .table(Table::Sqi.prefix())
         .await?
@@ -468,12 +496,18 @@ async fn data_as_of(lake: &Lake, to: NaiveDate) -> Result<Option<DateTime<Utc>>>
         let Some(day) = to.checked_sub_days(Days::new(back)) else {
             break;
         };
-        let prefix = lake.path(&format!("{}/{}", Table::Aggregates.prefix(), day_partition(day)));
+        let prefix = lake.path(&format!(
+            "{}/{}",
+            Table::Aggregates.prefix(),
+            day_partition(day)
+        ));
         let newest = lake
             .store()
             .list(Some(&prefix))
             .try_fold(None, |newest: Option<DateTime<Utc>>, meta| async move {
-                Ok(Some(newest.map_or(meta.last_modified, |n| n.max(meta.last_modified))))
+                Ok(Some(
+                    newest.map_or(meta.last_modified, |n| n.max(meta.last_modified)),
+                ))
             })
             .await?;
         if newest.is_some() {
@@ -491,14 +525,22 @@ async fn summary(
 ) -> Result<Response, ReportError> {
     authorize(&state, &headers, &publisher)?;
     if !is_valid_publisher(&publisher) {
-        return Err(bad("publisher", "publisher must be 3 to 64 characters of [A-Za-z0-9_.-]"));
+        return Err(bad(
+            "publisher",
+            "publisher must be 3 to 64 characters of [A-Za-z0-9_.-]",
+        ));
     }
     let (name, period) = resolve_period(&params, Utc::now().date_naive())?;
     let include_bots = parse_bool("include_bots", params.include_bots.as_deref())?;
     let compare = match params.compare.as_deref() {
         None => false,
         Some("previous_period") => true,
-        Some(other) => return Err(bad("compare", format!("unknown compare `{other}`; use previous_period"))),
+        Some(other) => {
+            return Err(bad(
+                "compare",
+                format!("unknown compare `{other}`; use previous_period"),
+            ));
+        }
     };
     let current = totals(&state.ctx, &publisher, period, include_bots).await?;
     let mut body = json!({
@@ -512,7 +554,8 @@ async fn summary(
     if compare {
         let previous_period = period.previous();
         let previous = totals(&state.ctx, &publisher, previous_period, include_bots).await?;
-        let change = |now: i64, before: i64| (before != 0).then(|| (now - before) as f64 / before as f64);
+        let change =
+            |now: i64, before: i64| (before != 0).then(|| (now - before) as f64 / before as f64);
         body["previous"] = previous.to_json();
         body["previous"]["from"] = json!(previous_period.from.to_string());
         body["previous"]["to"] = json!(previous_period.to.to_string());
@@ -522,8 +565,14 @@ async fn summary(
             "clickbacks": change(current.clickbacks, previous.clickbacks),
         });
     }
-    body["sqi"] = latest_sqi(&state.ctx, &publisher, period.to).await?.unwrap_or(Value::Null);
-    body["data_as_of"] = json!(data_as_of(&state.lake, period.to).await?.map(|t| t.to_rfc3339()));
+    body["sqi"] = latest_sqi(&state.ctx, &publisher, period.to)
+        .await?
+        .unwrap_or(Value::Null);
+    body["data_as_of"] = json!(
+        data_as_of(&state.lake, period.to)
+            .await?
+            .map(|t| t.to_rfc3339())
+    );
     Ok(Json(body).into_response())
 }
 
@@ -544,10 +593,20 @@ mod tests {
     fn periods_are_inclusive_and_previous_is_equal_length() {
         let today = NaiveDate::from_ymd_opt(2024, 3, 10).unwrap();
         let (_, p) = resolve_period(&params("7d", None, None), today).unwrap();
-        assert_eq!((p.from.to_string(), p.to.to_string()), ("2024-03-04".into(), "2024-03-10".into()));
+        assert_eq!(
+            (p.from.to_string(), p.to.to_string()),
+            ("2024-03-04".into(), "2024-03-10".into())
+        );
         let prev = p.previous();
-        assert_eq!((prev.from.to_string(), prev.to.to_string()), ("2024-02-26".into(), "2024-03-03".into()));
-        let (_, c) = resolve_period(&params("custom", Some("2024-01-01"), Some("2024-01-01")), today).unwrap();
+        assert_eq!(
+            (prev.from.to_string(), prev.to.to_string()),
+            ("2024-02-26".into(), "2024-03-03".into())
+        );
+        let (_, c) = resolve_period(
+            &params("custom", Some("2024-01-01"), Some("2024-01-01")),
+            today,
+        )
+        .unwrap();
         assert_eq!(c.days(), 1);
     }
 
@@ -559,9 +618,15 @@ mod tests {
             other => panic!("expected 400, got {other:?}"),
         };
         assert_eq!(field(params("fortnight", None, None)), "period");
-        assert_eq!(field(params("custom", Some("2024-13-01"), Some("2024-01-02"))), "from");
+        assert_eq!(
+            field(params("custom", Some("2024-13-01"), Some("2024-01-02"))),
+            "from"
+        );
         assert_eq!(field(params("custom", Some("2024-01-01"), None)), "to");
-        assert_eq!(field(params("custom", Some("2024-02-01"), Some("2024-01-02"))), "from");
+        assert_eq!(
+            field(params("custom", Some("2024-02-01"), Some("2024-01-02"))),
+            "from"
+        );
         let mut tz = params("7d", None, None);
         tz.tz = Some("Mars/Olympus".into());
         assert_eq!(field(tz), "tz");
@@ -574,9 +639,17 @@ mod tests {
             r#"[{{"name":"a","sha256":"{hash}","scope":"publisher:pub-1"}}]"#
         ))
         .unwrap();
-        assert_eq!(ring.find("secret-1").map(|k| k.scope.clone()), Some(Scope::Publisher("pub-1".into())));
+        assert_eq!(
+            ring.find("secret-1").map(|k| k.scope.clone()),
+            Some(Scope::Publisher("pub-1".into()))
+        );
         assert!(ring.find("secret-2").is_none());
         assert!(KeyRing::parse(r#"[{"name":"a","sha256":"abc","scope":"marketer"}]"#).is_err());
-        assert!(KeyRing::parse(&format!(r#"[{{"name":"a","sha256":"{hash}","scope":"admin"}}]"#)).is_err());
+        assert!(
+            KeyRing::parse(&format!(
+                r#"[{{"name":"a","sha256":"{hash}","scope":"admin"}}]"#
+            ))
+            .is_err()
+        );
     }
 }

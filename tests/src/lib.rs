@@ -48,12 +48,19 @@ impl Services {
             .expect("admin client");
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let results = admin
-            .create_topics(&[topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+            .create_topics(
+                &[topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
             .await
             .expect("create topic");
         for result in results {
             if let Err((topic, code)) = result {
-                assert_eq!(code, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "create {topic}");
+                assert_eq!(
+                    code,
+                    rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                    "create {topic}"
+                );
             }
         }
     }
@@ -61,11 +68,18 @@ impl Services {
     /// Creates a bucket on moto.
     pub async fn create_bucket(&self, bucket: &str) {
         let response = reqwest::Client::new()
-            .put(format!("{}/{bucket}", self.s3_endpoint.trim_end_matches('/')))
+            .put(format!(
+                "{}/{bucket}",
+                self.s3_endpoint.trim_end_matches('/')
+            ))
             .send()
             .await
             .expect("moto reachable");
-        assert!(response.status().is_success(), "create bucket: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "create bucket: {}",
+            response.status()
+        );
     }
 
     /// The lake options for moto, with explicit dummy credentials (no env mutation).
@@ -84,14 +98,18 @@ impl Services {
     pub async fn fresh_lake(&self) -> (String, Lake) {
         let bucket = unique("lake");
         self.create_bucket(&bucket).await;
-        let lake = Lake::open(&format!("s3://{bucket}/lake"), &self.lake_options()).expect("open lake");
+        let lake =
+            Lake::open(&format!("s3://{bucket}/lake"), &self.lake_options()).expect("open lake");
         (bucket, lake)
     }
 }
 
 /// A name no other test uses: lower-case, DNS- and topic-safe.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// A shutdown switch for in-process roles.
@@ -145,6 +163,9 @@ pub fn python_check(script: &str, args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!("{script} printed no JSON ({e}):\n{}", String::from_utf8_lossy(&output.stdout))
+        panic!(
+            "{script} printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
     })
 }

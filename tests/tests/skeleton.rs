@@ -18,9 +18,17 @@ use sqi_schemas::cli::LakeArgs;
 const DESKTOP: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 const BOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
-/// (publisher, pageviews, [(channel, shares, clickbacks)])
-const PLAN: [(&str, u32, &[(&str, u32, u32)]); 3] = [
-    ("alpha.com", 1500, &[("facebook", 40, 15), ("twitter", 20, 5)]),
+/// (channel, shares, clickbacks)
+type ChannelPlan = (&'static str, u32, u32);
+/// (publisher, pageviews, channels)
+type PublisherPlan = (&'static str, u32, &'static [ChannelPlan]);
+
+const PLAN: [PublisherPlan; 3] = [
+    (
+        "alpha.com",
+        1500,
+        &[("facebook", 40, 15), ("twitter", 20, 5)],
+    ),
     ("beta.org", 1100, &[("linkedin", 10, 1), ("email", 5, 0)]),
     ("gamma.net", 300, &[("reddit", 10, 2)]),
 ];
@@ -31,7 +39,12 @@ fn day() -> NaiveDate {
 }
 
 fn event(publisher: &str, kind: &str, channel: Option<&str>, n: u32) -> Value {
-    let ts = day().and_hms_opt(10, 0, 0).unwrap().and_utc().timestamp_millis() + i64::from(n) * 1000;
+    let ts = day()
+        .and_hms_opt(10, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis()
+        + i64::from(n) * 1000;
     let mut e = json!({"publisher": publisher, "type": kind, "url": format!("https://{publisher}/story/{}", n % 7), "ts": ts});
     if let Some(c) = channel {
         // Aliases and odd case must normalise to the catalog slug.
@@ -66,21 +79,37 @@ fn planned_events() -> Vec<(&'static str, Value)> {
 fn expected_sums() -> BTreeMap<(String, Option<String>, String, String), i64> {
     let mut sums = BTreeMap::new();
     for (publisher, pageviews, channels) in PLAN {
-        let _ = sums.insert((publisher.into(), None, "pageview".into(), "desktop".into()), i64::from(pageviews));
+        let _ = sums.insert(
+            (publisher.into(), None, "pageview".into(), "desktop".into()),
+            i64::from(pageviews),
+        );
         for (channel, shares, clickbacks) in channels {
             let _ = sums.insert(
-                (publisher.into(), Some((*channel).into()), "share".into(), "desktop".into()),
+                (
+                    publisher.into(),
+                    Some((*channel).into()),
+                    "share".into(),
+                    "desktop".into(),
+                ),
                 i64::from(*shares),
             );
             if *clickbacks > 0 {
                 let _ = sums.insert(
-                    (publisher.into(), Some((*channel).into()), "clickback".into(), "desktop".into()),
+                    (
+                        publisher.into(),
+                        Some((*channel).into()),
+                        "clickback".into(),
+                        "desktop".into(),
+                    ),
                     i64::from(*clickbacks),
                 );
             }
         }
     }
-    let _ = sums.insert(("alpha.com".into(), None, "pageview".into(), "bot".into()), i64::from(ALPHA_BOT_PAGEVIEWS));
+    let _ = sums.insert(
+        ("alpha.com".into(), None, "pageview".into(), "bot".into()),
+        i64::from(ALPHA_BOT_PAGEVIEWS),
+    );
     sums
 }
 
@@ -134,14 +163,24 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
     let planned = planned_events();
     let mut accepted = 0u64;
     for ua in [DESKTOP, BOT] {
-        let mine: Vec<Value> = planned.iter().filter(|(u, _)| *u == ua).map(|(_, e)| e.clone()).collect();
+        let mine: Vec<Value> = planned
+            .iter()
+            .filter(|(u, _)| *u == ua)
+            .map(|(_, e)| e.clone())
+            .collect();
         for chunk in mine.chunks(100) {
             let mut batch = chunk.to_vec();
-            batch.push(json!({"publisher": "alpha.com", "type": "share", "url": "https://alpha.com/"}));
-            let (status, answer) = post(&client, &url, ua, json!({"events": batch}).to_string()).await;
+            batch.push(
+                json!({"publisher": "alpha.com", "type": "share", "url": "https://alpha.com/"}),
+            );
+            let (status, answer) =
+                post(&client, &url, ua, json!({"events": batch}).to_string()).await;
             assert_eq!(status, 200, "{answer}");
             assert_eq!(answer["accepted"].as_u64(), Some(chunk.len() as u64));
-            assert_eq!(answer["rejected"][0]["index"].as_u64(), Some(chunk.len() as u64));
+            assert_eq!(
+                answer["rejected"][0]["index"].as_u64(),
+                Some(chunk.len() as u64)
+            );
             assert_eq!(answer["rejected"][0]["code"], "missing_channel");
             accepted += chunk.len() as u64;
         }
@@ -160,13 +199,19 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
     let processing = tokio::spawn(processor.run(None, None, shutdown.signal()));
     let deadline = Instant::now() + Duration::from_secs(90);
     while progress.committed_records.load(Ordering::Relaxed) < accepted {
-        assert!(Instant::now() < deadline, "processor committed {:?} of {accepted}", progress.committed_records);
+        assert!(
+            Instant::now() < deadline,
+            "processor committed {:?} of {accepted}",
+            progress.committed_records
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(progress.committed_events.load(Ordering::Relaxed), accepted);
 
     // Counts summed from `aggregates` equal the events posted, key by key.
-    let ctx = sqi::query::session(&lake, &[sqi_schemas::lake::Table::Aggregates], 2).await.unwrap();
+    let ctx = sqi::query::session(&lake, &[sqi_schemas::lake::Table::Aggregates], 2)
+        .await
+        .unwrap();
     let rows = sqi::query::collect_one(
         &ctx,
         "SELECT publisher, channel, event_type, device, SUM(events) AS events FROM aggregates GROUP BY 1, 2, 3, 4",
@@ -182,7 +227,15 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
         let n = rows.column(4).as_primitive::<Int64Type>();
         for i in 0..rows.num_rows() {
             let channel = (!c.is_null(i)).then(|| c.value(i).to_owned());
-            let _ = lake_sums.insert((p.value(i).to_owned(), channel, t.value(i).to_owned(), d.value(i).to_owned()), n.value(i));
+            let _ = lake_sums.insert(
+                (
+                    p.value(i).to_owned(),
+                    channel,
+                    t.value(i).to_owned(),
+                    d.value(i).to_owned(),
+                ),
+                n.value(i),
+            );
         }
     }
     assert_eq!(lake_sums, expected_sums());
@@ -197,12 +250,20 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
 
     // The report API answers with the same numbers, bots excluded.
     let raw_key = "skeleton-marketer-key";
-    let keys = report::KeyRing::parse(&json!([{"name": "t", "sha256": sha256_hex(raw_key), "scope": "marketer"}]).to_string()).unwrap();
-    let state = report::ReportState::new(lake.clone(), keys, None).await.unwrap();
+    let keys = report::KeyRing::parse(
+        &json!([{"name": "t", "sha256": sha256_hex(raw_key), "scope": "marketer"}]).to_string(),
+    )
+    .unwrap();
+    let state = report::ReportState::new(lake.clone(), keys, None)
+        .await
+        .unwrap();
     let (report_listener, report_addr) = listener().await;
     let serving = tokio::spawn(report::serve(state, report_listener, shutdown.signal()));
     let summary = |publisher: &str, extra: &str| {
-        format!("http://{report_addr}/v1/publishers/{publisher}/summary?period=custom&from={d}&to={d}{extra}", d = day())
+        format!(
+            "http://{report_addr}/v1/publishers/{publisher}/summary?period=custom&from={d}&to={d}{extra}",
+            d = day()
+        )
     };
     for (publisher, pageviews, channels) in PLAN {
         let answer: Value = client
@@ -216,9 +277,21 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
             .unwrap();
         let shares: u32 = channels.iter().map(|c| c.1).sum();
         let clickbacks: u32 = channels.iter().map(|c| c.2).sum();
-        assert_eq!(answer["pageviews"].as_u64(), Some(u64::from(pageviews)), "{answer}");
-        assert_eq!(answer["shares"].as_u64(), Some(u64::from(shares)), "{answer}");
-        assert_eq!(answer["clickbacks"].as_u64(), Some(u64::from(clickbacks)), "{answer}");
+        assert_eq!(
+            answer["pageviews"].as_u64(),
+            Some(u64::from(pageviews)),
+            "{answer}"
+        );
+        assert_eq!(
+            answer["shares"].as_u64(),
+            Some(u64::from(shares)),
+            "{answer}"
+        );
+        assert_eq!(
+            answer["clickbacks"].as_u64(),
+            Some(u64::from(clickbacks)),
+            "{answer}"
+        );
         assert!(answer["data_as_of"].is_string(), "{answer}");
         let sqi = &answer["sqi"];
         if pageviews >= 1000 {
@@ -240,14 +313,24 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
         .json()
         .await
         .unwrap();
-    assert_eq!(with_bots["pageviews"].as_u64(), Some(1500 + u64::from(ALPHA_BOT_PAGEVIEWS)));
+    assert_eq!(
+        with_bots["pageviews"].as_u64(),
+        Some(1500 + u64::from(ALPHA_BOT_PAGEVIEWS))
+    );
     let unauthorized = client.get(summary("alpha.com", "")).send().await.unwrap();
     assert_eq!(unauthorized.status(), 401);
 
     // Tools nobody here wrote: DuckDB and pyarrow read the lake from moto.
     let checked = python_check(
         "check_lake.py",
-        &["--endpoint", &services.s3_endpoint, "--bucket", &bucket, "--prefix", "lake"],
+        &[
+            "--endpoint",
+            &services.s3_endpoint,
+            "--bucket",
+            &bucket,
+            "--prefix",
+            "lake",
+        ],
     );
     let columns = |table: &str| -> Vec<String> {
         checked["tables"][table]["columns"]
@@ -257,17 +340,81 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
             .map(|c| c[0].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(columns("aggregates"), ["window_start", "publisher", "channel", "event_type", "device", "events"]);
-    assert_eq!(columns("url_counts"), ["window_start", "publisher", "url", "event_type", "channel", "events"]);
+    assert_eq!(
+        columns("aggregates"),
+        [
+            "window_start",
+            "publisher",
+            "channel",
+            "event_type",
+            "device",
+            "events"
+        ]
+    );
+    assert_eq!(
+        columns("url_counts"),
+        [
+            "window_start",
+            "publisher",
+            "url",
+            "event_type",
+            "channel",
+            "events"
+        ]
+    );
     assert_eq!(
         columns("events"),
-        ["v", "event_id", "publisher", "type", "channel", "url", "referrer", "visitor", "ts", "received_at", "device", "ip_prefix", "props"]
+        [
+            "v",
+            "event_id",
+            "publisher",
+            "type",
+            "channel",
+            "url",
+            "referrer",
+            "visitor",
+            "ts",
+            "received_at",
+            "device",
+            "ip_prefix",
+            "props"
+        ]
     );
-    assert_eq!(columns("daily"), ["date", "publisher", "channel", "event_type", "device", "events"]);
-    assert_eq!(columns("publishers"), ["publisher", "domain", "category", "created_at"]);
+    assert_eq!(
+        columns("daily"),
+        [
+            "date",
+            "publisher",
+            "channel",
+            "event_type",
+            "device",
+            "events"
+        ]
+    );
+    assert_eq!(
+        columns("publishers"),
+        ["publisher", "domain", "category", "created_at"]
+    );
     assert_eq!(
         columns("sqi"),
-        ["date", "publisher", "category", "peer_group", "peer_count", "pageviews", "shares", "clickbacks", "share_rate", "clickback_rate", "social_traffic_ratio", "score_z", "sqi", "reason", "provisional", "sqi_version"]
+        [
+            "date",
+            "publisher",
+            "category",
+            "peer_group",
+            "peer_count",
+            "pageviews",
+            "shares",
+            "clickbacks",
+            "share_rate",
+            "clickback_rate",
+            "social_traffic_ratio",
+            "score_z",
+            "sqi",
+            "reason",
+            "provisional",
+            "sqi_version"
+        ]
     );
     assert_eq!(checked["misplaced_aggregate_rows"], 0);
     assert_eq!(checked["event_ids"], json!([accepted, accepted]));
@@ -290,9 +437,16 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
     assert_eq!(duck_sums, expected_sums());
 
     // confluent-kafka reads the topic and sees the normalised JSON values.
-    let records = python_check("read_topic.py", &[&services.kafka_brokers, &topic, &accepted.to_string(), "60"]);
+    let records = python_check(
+        "read_topic.py",
+        &[&services.kafka_brokers, &topic, &accepted.to_string(), "60"],
+    );
     let records = records.as_array().unwrap();
-    assert_eq!(records.len() as u64, accepted, "independent reader saw a different count");
+    assert_eq!(
+        records.len() as u64,
+        accepted,
+        "independent reader saw a different count"
+    );
     let mut ids = std::collections::HashSet::new();
     for record in records {
         let value = &record["value"];
@@ -304,7 +458,10 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
         assert_eq!(value["ip_prefix"], "127.0.0.0");
         match value["type"].as_str().unwrap() {
             "pageview" => assert!(value["channel"].is_null()),
-            _ => assert!(["facebook", "twitter", "linkedin", "email", "reddit"].contains(&value["channel"].as_str().unwrap())),
+            _ => assert!(
+                ["facebook", "twitter", "linkedin", "email", "reddit"]
+                    .contains(&value["channel"].as_str().unwrap())
+            ),
         }
     }
 
