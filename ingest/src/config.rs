@@ -5,6 +5,7 @@ use std::time::Duration;
 use sqi_schemas::cli::{KafkaArgs, parse_duration};
 use sqi_schemas::event::Limits;
 
+use crate::allowlist::AllowlistMode;
 use crate::enrich::Cidr;
 
 /// `sqi ingest` configuration.
@@ -31,10 +32,45 @@ pub struct IngestConfig {
     /// Proxies whose `X-Forwarded-For` is believed, comma-separated CIDRs.
     #[arg(long, env = "SQI_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<Cidr>,
+    /// `/readyz` fails once no broker has been reachable for this long; requests then get 503 at once.
+    #[arg(long, env = "SQI_BROKER_UNREADY_AFTER", default_value = "5s", value_parser = parse_duration)]
+    pub unready_after: Duration,
+    /// `/livez` fails once the producer's event loop has been silent this long.
+    #[arg(long, env = "SQI_PRODUCER_STALL_AFTER", default_value = "15s", value_parser = parse_duration)]
+    pub stall_after: Duration,
+    /// After SIGTERM, keep serving (unready) this long so load balancers stop sending first.
+    #[arg(long, env = "SQI_SHUTDOWN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+    /// Events per second allowed per (publisher, client IP); 0 turns the limit off.
+    #[arg(long, env = "SQI_RATE_LIMIT_PER_SECOND", default_value_t = 100)]
+    pub rate_limit_per_second: u32,
+    /// Burst allowance per (publisher, client IP), in events.
+    #[arg(long, env = "SQI_RATE_LIMIT_BURST", default_value_t = 1000)]
+    pub rate_limit_burst: u32,
+    /// What to do with publishers not on the allowlist.
+    #[arg(long, env = "SQI_ALLOWLIST_MODE", value_enum, default_value = "off")]
+    pub allowlist_mode: AllowlistMode,
+    /// Allowlist file: one publisher per line, or a CSV with a `publisher` column.
+    #[arg(
+        long,
+        env = "SQI_ALLOWLIST_FILE",
+        conflicts_with = "allowlist_lake_url"
+    )]
+    pub allowlist_file: Option<std::path::PathBuf>,
+    /// Take the allowlist from this lake's `publishers` table, refreshed every `--allowlist-refresh`.
+    #[arg(long, env = "SQI_ALLOWLIST_LAKE_URL")]
+    pub allowlist_lake_url: Option<String>,
+    /// How often the lake allowlist is re-read.
+    #[arg(long, env = "SQI_ALLOWLIST_REFRESH", default_value = "5m", value_parser = parse_duration)]
+    pub allowlist_refresh: Duration,
+    /// An S3-compatible endpoint for `--allowlist-lake-url`.
+    #[arg(long = "s3-endpoint", env = "SQI_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
 }
 
 impl IngestConfig {
-    /// A configuration for tests and the demo: given brokers and topic, defaults otherwise.
+    /// A configuration for tests and the demo: given brokers and topic, no
+    /// rate limit, no allowlist and no drain delay.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
         Self {
             kafka: KafkaArgs {
@@ -48,6 +84,16 @@ impl IngestConfig {
             max_events: Limits::default().max_events,
             max_event_bytes: Limits::default().max_event_bytes,
             trusted_proxies: Vec::new(),
+            unready_after: Duration::from_secs(5),
+            stall_after: Duration::from_secs(15),
+            drain_delay: Duration::ZERO,
+            rate_limit_per_second: 0,
+            rate_limit_burst: 0,
+            allowlist_mode: AllowlistMode::Off,
+            allowlist_file: None,
+            allowlist_lake_url: None,
+            allowlist_refresh: Duration::from_secs(300),
+            s3_endpoint: None,
         }
     }
 

@@ -15,6 +15,12 @@ pub enum Error {
     /// Binding or serving failed (environment).
     #[error("i/o: {0}")]
     Io(std::io::Error),
+    /// The allowlist could not be loaded (user error in its source).
+    #[error("publisher allowlist: {0}")]
+    Allowlist(String),
+    /// The allowlist's lake could not be opened.
+    #[error(transparent)]
+    Lake(#[from] sqi_schemas::Error),
 }
 
 /// The crate's result alias.
@@ -40,6 +46,11 @@ pub enum ApiError {
     },
     /// 415: a content type or encoding we do not read.
     UnsupportedMedia(String),
+    /// 429: the client is over its rate limit.
+    RateLimited {
+        /// Seconds until the allowance refills enough.
+        retry_after_secs: u64,
+    },
     /// 503: the broker did not take the events in time; retry with the same ids.
     Unavailable {
         /// Seconds the client should wait.
@@ -64,6 +75,11 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 what.clone(),
+            ),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many events from this client for this publisher; slow down".to_owned(),
             ),
             Self::Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -101,7 +117,8 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         if let Self::Unavailable {
             retry_after_secs, ..
-        } = self
+        }
+        | Self::RateLimited { retry_after_secs } = self
         {
             response
                 .headers_mut()

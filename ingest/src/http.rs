@@ -3,10 +3,10 @@
 //! Decoding never trusts a length: the raw body is read through a limit, and
 //! gzip is inflated through the same limit, so a small bomb cannot grow past it.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -22,9 +22,12 @@ use serde_json::json;
 use sqi_schemas::event::{self, ErrorCode, Limits};
 use sqi_schemas::record::{Enrichment, EventRecord, normalize};
 
+use crate::allowlist::{Allowlist, Verdict};
 use crate::config::IngestConfig;
 use crate::enrich;
 use crate::error::ApiError;
+use crate::health::Health;
+use crate::limiter::EventLimiter;
 use crate::producer::{EventProducer, ProduceError};
 
 /// Metric names, by the rule `sqi_<component>_<name>_<unit>_total`.
@@ -41,7 +44,23 @@ pub mod metric {
     pub const PRODUCE_FAILURES: &str = "sqi_ingest_produce_failures_total";
     /// Messages in the producer's local queue.
     pub const PRODUCER_QUEUE: &str = "sqi_ingest_producer_queue_messages";
+    /// Seconds from producing a request's events to the last acknowledgement.
+    pub const DELIVERY_SECONDS: &str = "sqi_ingest_delivery_duration_seconds";
+    /// Events from publishers not on the allowlist (observe mode: accepted anyway).
+    pub const UNKNOWN_PUBLISHER: &str = "sqi_ingest_unknown_publisher_events_total";
+    /// Requests refused by the rate limit.
+    pub const RATE_LIMITED: &str = "sqi_ingest_rate_limited_requests_total";
 }
+
+/// The share widget, served at `/widget.js`.
+pub const WIDGET_JS: &str = include_str!("../assets/widget.js");
+
+/// A transparent 1×1 GIF, the pixel endpoint's answer.
+pub const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
 
 /// Shared request state.
 #[derive(Clone)]
@@ -53,8 +72,10 @@ struct Inner {
     config: IngestConfig,
     limits: Limits,
     producer: EventProducer,
+    health: Arc<Health>,
+    limiter: EventLimiter,
+    allowlist: Allowlist,
     metrics: Option<PrometheusHandle>,
-    shutting_down: AtomicBool,
 }
 
 impl AppState {
@@ -62,22 +83,26 @@ impl AppState {
     pub fn new(
         config: IngestConfig,
         producer: EventProducer,
+        health: Arc<Health>,
+        allowlist: Allowlist,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 limits: config.limits(),
+                limiter: EventLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
                 config,
                 producer,
+                health,
+                allowlist,
                 metrics,
-                shutting_down: AtomicBool::new(false),
             }),
         }
     }
 
-    /// Readiness goes false; in-flight requests still finish.
-    pub fn begin_shutdown(&self) {
-        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    /// The rate limiter, for periodic housekeeping.
+    pub fn limiter(&self) -> &EventLimiter {
+        &self.inner.limiter
     }
 }
 
@@ -85,7 +110,9 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events).options(preflight))
-        .route("/livez", get(|| async { "ok" }))
+        .route("/v1/pixel.gif", get(pixel).options(preflight))
+        .route("/widget.js", get(widget))
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .layer(middleware::from_fn(cors_and_metrics))
@@ -93,11 +120,41 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.inner.shutting_down.load(Ordering::SeqCst) {
+    let health = &state.inner.health;
+    if health.is_ready() {
+        "ready".into_response()
+    } else if health.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
     } else {
-        "ready".into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "no Kafka broker reachable").into_response()
     }
+}
+
+async fn livez(State(state): State<AppState>) -> Response {
+    if state.inner.health.is_live() {
+        "ok".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "producer event loop stalled",
+        )
+            .into_response()
+    }
+}
+
+async fn widget() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        WIDGET_JS,
+    )
+        .into_response()
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {
@@ -186,29 +243,108 @@ async fn post_events(
         })?;
     let json = decode_body(&headers, raw, limits.max_body_bytes)?;
     let batch = event::parse_body(&json, &limits)?;
+    let events = batch
+        .events
+        .iter()
+        .map(|raw_event| event::validate_raw(raw_event, &limits))
+        .collect();
+    let accepted = accept(&state, peer, &headers, batch.sent_at, events).await?;
+    Ok(Json(accepted).into_response())
+}
 
+/// `GET /v1/pixel.gif?publisher=&type=&channel=&url=…`: one event from the query
+/// string, for pages where scripts cannot run. Answers a no-store GIF.
+async fn pixel(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let mut object = serde_json::Map::new();
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (Some(key), Some(value)) = (percent_decode(key), percent_decode(value)) else {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "the query string is not valid percent-encoding",
+            ));
+        };
+        // Times arrive as text; epoch milliseconds become numbers so that the
+        // same rules apply as in a JSON body.
+        let value = match (key.as_str(), value.parse::<i64>()) {
+            ("ts" | "sent_at", Ok(ms)) => json!(ms),
+            _ => json!(value),
+        };
+        let _ = object.insert(key, value);
+    }
+    let sent_at = object.get("sent_at").cloned();
+    let events = vec![event::validate(&serde_json::Value::Object(object))];
+    let batch_sent_at = match sent_at {
+        Some(value) => event::parse_time(&value, "sent_at")?,
+        None => None,
+    };
+    let _ = accept(&state, peer, &headers, batch_sent_at, events).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CACHE_CONTROL, "no-store, max-age=0"),
+        ],
+        PIXEL_GIF,
+    )
+        .into_response())
+}
+
+/// The common path of every form: allowlist, rate limit, enrichment, produce.
+/// Answers `{"accepted", "rejected"}` only after the broker acknowledged.
+async fn accept(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    batch_sent_at: Option<i64>,
+    events: Vec<Result<event::ValidEvent, event::EventError>>,
+) -> Result<serde_json::Value, ApiError> {
+    let inner = &state.inner;
+    if inner.health.broker_known_down() {
+        return Err(ApiError::Unavailable {
+            retry_after_secs: 5,
+            detail: "no Kafka broker reachable".into(),
+        });
+    }
     let received_at = chrono::Utc::now().timestamp_millis();
     let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let ip = enrich::client_ip(
-        peer.ip(),
-        forwarded_for,
-        &state.inner.config.trusted_proxies,
-    );
+    let ip = enrich::client_ip(peer.ip(), forwarded_for, &inner.config.trusted_proxies);
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
     let enrichment = Enrichment {
         received_at,
-        batch_sent_at: batch.sent_at,
+        batch_sent_at,
         device: enrich::device_class(user_agent),
         ip_prefix: Some(enrich::anonymize(ip)),
     };
 
-    let mut records: Vec<EventRecord> = Vec::with_capacity(batch.events.len());
+    let mut valid = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
-    for (index, raw_event) in batch.events.iter().enumerate() {
-        match event::validate_raw(raw_event, &limits) {
-            Ok(valid) => records.push(normalize(valid, &enrichment)),
+    for (index, result) in events.into_iter().enumerate() {
+        let checked = result.and_then(|event| match inner.allowlist.check(&event.publisher) {
+            Verdict::Allowed => Ok(event),
+            Verdict::Observed => {
+                metrics::counter!(metric::UNKNOWN_PUBLISHER).increment(1);
+                Ok(event)
+            }
+            Verdict::Rejected => Err(event::EventError {
+                code: ErrorCode::UnknownPublisher,
+                message: format!("publisher `{}` is not registered", event.publisher),
+                field: Some("publisher"),
+            }),
+        });
+        match checked {
+            Ok(event) => valid.push(event),
             Err(error) => {
                 metrics::counter!(metric::EVENTS_REJECTED, "reason" => error.code.as_str())
                     .increment(1);
@@ -220,7 +356,7 @@ async fn post_events(
         .iter()
         .map(|(index, e)| json!({"index": index, "code": e.code.as_str(), "message": e.message, "field": e.field}))
         .collect();
-    if records.is_empty() {
+    if valid.is_empty() {
         // Nothing to store: the request as a whole is a client error, and the
         // per-index list still tells a batching client what was wrong.
         let first = rejected.into_iter().next().map(|(_, e)| e).ok_or_else(|| {
@@ -231,7 +367,25 @@ async fn post_events(
             rejected: rejected_json,
         });
     }
-    if let Err(error) = state.inner.producer.produce(&records).await {
+
+    let mut per_publisher: BTreeMap<&str, u32> = BTreeMap::new();
+    for event in &valid {
+        *per_publisher.entry(event.publisher.as_str()).or_insert(0) += 1;
+    }
+    for (publisher, count) in per_publisher {
+        if let Err(wait) = inner.limiter.check(publisher, ip, count) {
+            metrics::counter!(metric::RATE_LIMITED).increment(1);
+            return Err(ApiError::RateLimited {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
+    }
+
+    let records: Vec<EventRecord> = valid
+        .into_iter()
+        .map(|v| normalize(v, &enrichment))
+        .collect();
+    if let Err(error) = inner.producer.produce(&records).await {
         metrics::counter!(metric::PRODUCE_FAILURES).increment(1);
         let retry_after_secs = match error {
             ProduceError::QueueFull => 1,
@@ -243,7 +397,7 @@ async fn post_events(
         });
     }
     metrics::counter!(metric::EVENTS_ACCEPTED).increment(records.len() as u64);
-    Ok(Json(json!({"accepted": records.len(), "rejected": rejected_json})).into_response())
+    Ok(json!({"accepted": records.len(), "rejected": rejected_json}))
 }
 
 /// Turns a raw body into JSON bytes: undoes `Content-Encoding: gzip` within the

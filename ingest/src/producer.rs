@@ -8,9 +8,12 @@ use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sqi_schemas::record::EventRecord;
+use std::time::Instant;
 
 use crate::config::IngestConfig;
 use crate::error::{Error, Result};
+use crate::health::{Health, HealthContext, STATS_INTERVAL};
+use crate::http::metric;
 
 /// Why a batch was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +29,7 @@ pub enum ProduceError {
 /// A cheaply cloneable handle on the process's producer.
 #[derive(Clone)]
 pub struct EventProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<HealthContext>,
     topic: Arc<str>,
     deadline: Duration,
 }
@@ -54,7 +57,11 @@ pub fn producer_config(config: &IngestConfig) -> ClientConfig {
         .set("queue.buffering.max.messages", "200000")
         .set("queue.buffering.max.kbytes", "262144")
         .set("message.timeout.ms", &timeout_ms)
-        .set("socket.connection.setup.timeout.ms", "1000");
+        .set("socket.connection.setup.timeout.ms", "1000")
+        .set(
+            "statistics.interval.ms",
+            STATS_INTERVAL.as_millis().to_string(),
+        );
     for property in &config.kafka.extra {
         let _ = client.set(&property.key, &property.value);
     }
@@ -63,8 +70,10 @@ pub fn producer_config(config: &IngestConfig) -> ClientConfig {
 
 impl EventProducer {
     /// Creates the producer; fails only on an invalid configuration.
-    pub fn new(config: &IngestConfig) -> Result<Self> {
-        let producer: FutureProducer = producer_config(config).create().map_err(Error::Kafka)?;
+    pub fn new(config: &IngestConfig, health: Arc<Health>) -> Result<Self> {
+        let producer: FutureProducer<HealthContext> = producer_config(config)
+            .create_with_context(HealthContext { health })
+            .map_err(Error::Kafka)?;
         Ok(Self {
             producer,
             topic: Arc::from(config.kafka.topic.as_str()),
@@ -77,6 +86,7 @@ impl EventProducer {
     /// Keys are `event_id`, so a client's retry of the same event lands in the
     /// same partition, where the processor deduplicates it.
     pub async fn produce(&self, records: &[EventRecord]) -> Result<(), ProduceError> {
+        let started = Instant::now();
         let mut deliveries = Vec::with_capacity(records.len());
         for record in records {
             let payload = record.to_json();
@@ -113,6 +123,7 @@ impl EventProducer {
                 }
             }
         }
+        metrics::histogram!(metric::DELIVERY_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(())
     }
 

@@ -122,6 +122,8 @@ pub enum ErrorCode {
     InvalidVisitor,
     /// `props` is not an object of string to string within the entry limit.
     InvalidProps,
+    /// The publisher is not on the allowlist (enforce mode).
+    UnknownPublisher,
 }
 
 impl ErrorCode {
@@ -146,6 +148,7 @@ impl ErrorCode {
             Self::InvalidReferrer => "invalid_referrer",
             Self::InvalidVisitor => "invalid_visitor",
             Self::InvalidProps => "invalid_props",
+            Self::UnknownPublisher => "unknown_publisher",
         }
     }
 }

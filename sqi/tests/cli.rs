@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+#[cfg(test)]
 fn sqi(args: &[&str]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_sqi"))
         .args(args)
