@@ -39,7 +39,7 @@ pub struct IngestConfig {
     #[arg(long, env = "SQI_PRODUCER_STALL_AFTER", default_value = "15s", value_parser = parse_duration)]
     pub stall_after: Duration,
     /// After SIGTERM, keep serving (unready) this long so load balancers stop sending first.
-    #[arg(long, env = "SQI_SHUTDOWN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long = "shutdown-drain-delay", env = "SQI_SHUTDOWN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub drain_delay: Duration,
     /// Events per second allowed per (publisher, client IP); 0 turns the limit off.
     #[arg(long, env = "SQI_RATE_LIMIT_PER_SECOND", default_value_t = 100)]

@@ -40,29 +40,9 @@ impl Services {
         }
     }
 
-    /// Creates a topic (idempotently) and waits until it is usable.
+    /// Creates a topic (idempotently).
     pub async fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.kafka_brokers)
-            .create()
-            .expect("admin client");
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let results = admin
-            .create_topics(
-                &[topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .expect("create topic");
-        for result in results {
-            if let Err((topic, code)) = result {
-                assert_eq!(
-                    code,
-                    rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
-                    "create {topic}"
-                );
-            }
-        }
+        create_topic(&self.kafka_brokers, name, partitions).await;
     }
 
     /// Creates a bucket on moto.
@@ -101,6 +81,29 @@ impl Services {
         let lake =
             Lake::open(&format!("s3://{bucket}/lake"), &self.lake_options()).expect("open lake");
         (bucket, lake)
+    }
+}
+
+/// Creates a topic on `brokers` (idempotently).
+pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&[topic], &options)
+        .await
+        .expect("create topic");
+    for result in results {
+        if let Err((topic, code)) = result {
+            assert_eq!(
+                code,
+                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "create {topic}"
+            );
+        }
     }
 }
 
@@ -168,4 +171,216 @@ pub fn python_check(script: &str, args: &[&str]) -> serde_json::Value {
             String::from_utf8_lossy(&output.stdout)
         )
     })
+}
+
+/// One record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    /// The key as text.
+    pub key: Option<String>,
+    /// The value parsed as JSON (`Null` when it is not JSON).
+    pub value: serde_json::Value,
+    /// The partition.
+    pub partition: i32,
+}
+
+/// Reads a topic from the beginning until `expected` records arrive or
+/// `timeout` passes, then keeps reading for a second to catch extras.
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<ReadRecord> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut records = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut linger_until: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        let until = linger_until.unwrap_or(deadline);
+        if now >= until {
+            break;
+        }
+        match tokio::time::timeout(until - now, consumer.recv()).await {
+            Ok(Ok(message)) => {
+                let value = message
+                    .payload()
+                    .and_then(|p| serde_json::from_slice(p).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                records.push(ReadRecord {
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned()),
+                    value,
+                    partition: message.partition(),
+                });
+                if records.len() >= expected && linger_until.is_none() {
+                    linger_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+            }
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => break,
+        }
+    }
+    records
+}
+
+/// How many records a topic holds (sum of high watermarks).
+pub fn topic_count(brokers: &str, topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("watermarks"))
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            high - low
+        })
+        .sum()
+}
+
+/// The `sqi` binary built for this test run (beside the test executables).
+pub fn sqi_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let binary = dir.join("sqi");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo test --workspace`",
+        binary.display()
+    );
+    binary
+}
+
+/// A Tansu broker of the test's own, with SQLite storage so that it can be
+/// stopped and restarted on the same port without losing data.
+#[derive(Debug)]
+pub struct OwnBroker {
+    binary: PathBuf,
+    port: u16,
+    storage: String,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    /// Starts a fresh broker on a free loopback port.
+    pub async fn start() -> Self {
+        let binary = PathBuf::from(
+            std::env::var("SQI_TEST_TANSU_BIN")
+                .expect("SQI_TEST_TANSU_BIN: run the suite with scripts/test"),
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Tansu resolves the SQLite path against its working directory.
+        let storage = "sqlite://tansu.db".to_owned();
+        let mut broker = Self {
+            binary,
+            port,
+            storage,
+            dir,
+            child: None,
+        };
+        broker.resume().await;
+        broker
+    }
+
+    /// The bootstrap address.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Where the broker's log goes: beside its data, appended across restarts.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("tansu.log")
+    }
+
+    fn log_file(&self) -> std::process::Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from)
+    }
+
+    /// The broker's log so far, for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Kills the broker (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and storage, and waits until it accepts connections.
+    pub async fn resume(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(&self.binary)
+            .args([
+                "broker",
+                "--cluster-id",
+                "sqi-own",
+                "--storage-engine",
+                &self.storage,
+            ])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(std::process::Stdio::null())
+            .stderr(self.log_file())
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("own tansu did not listen on {}", self.port);
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Shows the services' logs in test output when `RUST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
 }
