@@ -554,6 +554,47 @@ mod tests {
         assert!(matches!(result, Err(ApiError::PayloadTooLarge { .. })));
     }
 
+    proptest::proptest! {
+        /// The fuzz target of the request path: any bytes under any of the
+        /// content types and encodings we read decode, split and validate
+        /// without a panic, and any failure is a 4xx-class error.
+        #[test]
+        fn any_body_under_any_header_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            content_type in proptest::sample::select(vec!["", "application/json", "text/plain;charset=UTF-8",
+                "application/x-www-form-urlencoded", "image/png"]),
+            gzip in proptest::prelude::any::<bool>(),
+            compress_for_real in proptest::prelude::any::<bool>(),
+        ) {
+            let mut pairs = vec![];
+            if !content_type.is_empty() {
+                pairs.push(("content-type", content_type));
+            }
+            if gzip {
+                pairs.push(("content-encoding", "gzip"));
+            }
+            let raw = if gzip && compress_for_real {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&body).unwrap();
+                gz.finish().unwrap()
+            } else {
+                body
+            };
+            let limits = Limits::default();
+            match decode_body(&headers(&pairs), Bytes::from(raw), limits.max_body_bytes) {
+                Ok(json) => {
+                    if let Ok(batch) = event::parse_body(&json, &limits) {
+                        for raw_event in batch.events {
+                            let _ = event::validate_raw(raw_event, &limits);
+                        }
+                    }
+                }
+                Err(ApiError::BadRequest(_) | ApiError::UnsupportedMedia(_) | ApiError::PayloadTooLarge { .. }) => {}
+                Err(other) => proptest::prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn unknown_media_and_encodings_are_415() {
         let r = decode_body(

@@ -523,6 +523,27 @@ async fn sigterm_under_load_loses_no_acknowledged_event_and_exits_zero() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The binary exposes its metrics by rule, labelled by route, never by raw URI.
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "sqi_ingest_http_requests_total{",
+        "route=\"/v1/events\"",
+        "sqi_ingest_events_accepted_total",
+        "sqi_ingest_delivery_duration_seconds",
+        "sqi_ingest_producer_queue_messages",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
     let terminated = Instant::now();
     assert!(
         std::process::Command::new("kill")
