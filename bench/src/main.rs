@@ -47,7 +47,14 @@ struct IngestArgs {
 }
 
 fn event(n: u64) -> Value {
-    let kinds = ["pageview", "pageview", "pageview", "pageview", "share", "clickback"];
+    let kinds = [
+        "pageview",
+        "pageview",
+        "pageview",
+        "pageview",
+        "share",
+        "clickback",
+    ];
     let kind = kinds[(n % 6) as usize];
     let mut e = json!({
         "publisher": format!("bench-{:04}.example", n % 2000),
@@ -97,7 +104,8 @@ async fn raw_producer(args: &IngestArgs) -> anyhow::Result<f64> {
     // 50 acknowledgements before sending the next 50.
     let workers: Vec<_> = (0..args.connections)
         .map(|w| {
-            let (producer, sent, topic) = (producer.clone(), sent.clone(), args.baseline_topic.clone());
+            let (producer, sent, topic) =
+                (producer.clone(), sent.clone(), args.baseline_topic.clone());
             tokio::spawn(async move {
                 let mut n = w as u64 * 1_000_000_000;
                 while Instant::now() < deadline {
@@ -106,10 +114,16 @@ async fn raw_producer(args: &IngestArgs) -> anyhow::Result<f64> {
                     let futures: Vec<_> = records
                         .iter()
                         .filter_map(|(key, value)| {
-                            producer.send_result(FutureRecord::to(&topic).key(key).payload(value)).ok()
+                            producer
+                                .send_result(FutureRecord::to(&topic).key(key).payload(value))
+                                .ok()
                         })
                         .collect();
-                    let acked = join_all(futures).await.into_iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+                    let acked = join_all(futures)
+                        .await
+                        .into_iter()
+                        .filter(|r| matches!(r, Ok(Ok(_))))
+                        .count();
                     let _ = sent.fetch_add(acked as u64, Ordering::Relaxed);
                 }
             })
@@ -120,7 +134,9 @@ async fn raw_producer(args: &IngestArgs) -> anyhow::Result<f64> {
 }
 
 async fn http_closed_loop(args: &IngestArgs, batch: usize) -> anyhow::Result<(f64, f64)> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
     let url = format!("{}/v1/events", args.ingest);
     let accepted = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(AtomicU64::new(0));
@@ -128,13 +144,22 @@ async fn http_closed_loop(args: &IngestArgs, batch: usize) -> anyhow::Result<(f6
     let started = Instant::now();
     let workers: Vec<_> = (0..args.connections)
         .map(|w| {
-            let (client, url, accepted, requests) = (client.clone(), url.clone(), accepted.clone(), requests.clone());
+            let (client, url, accepted, requests) = (
+                client.clone(),
+                url.clone(),
+                accepted.clone(),
+                requests.clone(),
+            );
             tokio::spawn(async move {
                 let mut n = w as u64 * 1_000_000_000;
                 while Instant::now() < deadline {
                     let body: Vec<Value> = (0..batch as u64).map(|i| event(n + i)).collect();
                     n += batch as u64;
-                    let body = if batch == 1 { body[0].clone() } else { json!(body) };
+                    let body = if batch == 1 {
+                        body[0].clone()
+                    } else {
+                        json!(body)
+                    };
                     if let Ok(response) = client.post(&url).json(&body).send().await
                         && response.status() == 200
                     {
@@ -147,12 +172,17 @@ async fn http_closed_loop(args: &IngestArgs, batch: usize) -> anyhow::Result<(f6
         .collect();
     join_all(workers).await;
     let secs = started.elapsed().as_secs_f64();
-    Ok((accepted.load(Ordering::Relaxed) as f64 / secs, requests.load(Ordering::Relaxed) as f64 / secs))
+    Ok((
+        accepted.load(Ordering::Relaxed) as f64 / secs,
+        requests.load(Ordering::Relaxed) as f64 / secs,
+    ))
 }
 
 /// Open loop: requests start on a fixed schedule whatever the answers do.
 async fn latency_at(args: &IngestArgs, rate: f64) -> anyhow::Result<(f64, f64, usize)> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
     let url = format!("{}/v1/events", args.ingest);
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let mut tick = tokio::time::interval(interval);
@@ -166,13 +196,25 @@ async fn latency_at(args: &IngestArgs, rate: f64) -> anyhow::Result<(f64, f64, u
         n += 1;
         inflight.push(tokio::spawn(async move {
             let started = Instant::now();
-            let ok = client.post(&url).json(&body).send().await.is_ok_and(|r| r.status() == 200);
+            let ok = client
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
             ok.then(|| started.elapsed())
         }));
     }
-    let mut latencies: Vec<Duration> = join_all(inflight).await.into_iter().filter_map(|r| r.ok().flatten()).collect();
+    let mut latencies: Vec<Duration> = join_all(inflight)
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok().flatten())
+        .collect();
     latencies.sort_unstable();
-    let pick = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)));
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+    };
     let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
     Ok((ms(pick(0.50)), ms(pick(0.99)), latencies.len()))
 }

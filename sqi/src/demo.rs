@@ -285,6 +285,8 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
     };
     let mut processor_config = ProcessorConfig::new(brokers.clone(), topic, lake_args.clone());
     processor_config.group_id = "sqi-demo".into();
+    // Fewer, larger files than the test default of one flush a second.
+    processor_config.flush_interval = Duration::from_secs(5);
     let processor = Processor::new(processor_config, lake.clone())?;
     let progress = processor.progress();
     let processing = tokio::spawn(processor.run(None, None, stopped(stop_rx.clone())));

@@ -1,0 +1,55 @@
+//! `docs/sqi-sql.md` publishes exactly the SQL the batch job runs.
+//! Regenerate it with `SQI_BLESS=1 cargo test -p sqi --test published_sql`.
+
+use std::path::PathBuf;
+
+fn document() -> String {
+    format!(
+        "# The SQL behind the SQI\n\n\
+This is the SQL `sqi batch --date D` runs with DataFusion, generated from\n\
+`sqi/sql/` (a test fails when they differ). It follows `../shared/SQI.md`.\n\
+Replace the `{{{{placeholders}}}}` with dates to run it yourself:\n\n\
+| placeholder | value |\n|---|---|\n\
+| `{{{{date}}}}` | the day D, `YYYY-MM-DD` |\n\
+| `{{{{window_from}}}}` | D - 27 days (the 28-day window W starts here) |\n\
+| `{{{{next_day}}}}` | D + 1 day |\n\
+| `{{{{provisional_after}}}}` | D - 28 days |\n\n\
+Tables: `aggregates` and `publishers` are the lake tables of the same names,\n\
+read with Hive partitioning (`dt`, `hour` as text). In DuckDB:\n\n\
+```sql\n\
+CREATE VIEW aggregates AS SELECT * FROM read_parquet('s3://bucket/lake/aggregates/**/*.parquet', hive_partitioning = true);\n\
+CREATE VIEW publishers AS SELECT * FROM read_parquet('s3://bucket/lake/publishers/*.parquet');\n\
+```\n\n\
+Stage 2 reads stage 1's result as `inputs`. Integer division (`/` between\n\
+integers) truncates, as in DataFusion and PostgreSQL; in DuckDB write `//`.\n\n\
+Choices the definition leaves open, and what this SQL does:\n\n\
+- A zero shrunk rate *or a zero peer median* enters the logarithm as `1e-12`\n\
+  (a group whose rates are all zero scores z = 0 for everyone).\n\
+- A publisher with any aggregate row in W (bots included) gets a row; its\n\
+  counts exclude bots. Below 1000 pageviews it has `sqi = NULL` and\n\
+  `reason = 'insufficient_pageviews'`; its rates are still shrunk toward the\n\
+  peer group it would have, which `peer_group` and `peer_count` name.\n\
+- When no `publishers` row exists, the category is `uncategorized`; an empty\n\
+  category counts as missing.\n\n\
+## Stage 1: inputs\n\n```sql\n{}```\n\n## Stage 2: score\n\n```sql\n{}```\n\n## The day's totals (`daily/`)\n\n```sql\n{}```\n",
+        sqi::batch::INPUTS_SQL,
+        sqi::batch::SCORE_SQL,
+        sqi::batch::DAILY_SQL
+    )
+}
+
+#[test]
+fn published_sql_matches_what_the_job_runs() {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "docs", "sqi-sql.md"]
+        .iter()
+        .collect();
+    let generated = document();
+    if std::env::var_os("SQI_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let published = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        published == generated,
+        "docs/sqi-sql.md is stale; run SQI_BLESS=1 cargo test -p sqi --test published_sql"
+    );
+}
