@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::future::join_all;
-use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
@@ -88,15 +87,9 @@ fn record(n: u64) -> (String, Vec<u8>) {
 }
 
 async fn raw_producer(args: &IngestArgs) -> anyhow::Result<f64> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "200000")
-        .create()?;
+    // Exactly ingest's producer settings, so the ratio measures ingest's own cost.
+    let config = sqi_ingest::IngestConfig::new(&args.brokers, &args.baseline_topic);
+    let producer: FutureProducer = sqi_ingest::producer::producer_config(&config).create()?;
     let sent = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
