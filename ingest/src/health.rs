@@ -118,3 +118,44 @@ impl ClientContext for HealthContext {
         tracing::warn!(%error, reason, "kafka client error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_from_the_event_loop_fails_liveness_and_a_lost_broker_fails_readiness() {
+        let health = Health::new(Duration::from_millis(50), Duration::from_millis(50));
+        assert!(
+            health.is_live(),
+            "live until the first statistics are overdue"
+        );
+        assert!(!health.is_ready(), "not ready before any broker was seen");
+        assert!(
+            !health.broker_known_down(),
+            "a young process is not yet known down"
+        );
+
+        let mut statistics = Statistics::default();
+        let broker = rdkafka::statistics::Broker {
+            nodeid: 1,
+            state: "UP".into(),
+            ..Default::default()
+        };
+        let _ = statistics.brokers.insert("b1".into(), broker);
+        health.observe(&statistics);
+        assert!(health.is_live() && health.is_ready());
+
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(
+            !health.is_live(),
+            "no statistics for longer than the stall window"
+        );
+        assert!(!health.is_ready() && health.broker_known_down());
+
+        health.observe(&statistics);
+        assert!(health.is_ready());
+        health.begin_shutdown();
+        assert!(!health.is_ready() && health.is_live());
+    }
+}

@@ -590,3 +590,35 @@ async fn sigterm_under_load_loses_no_acknowledged_event_and_exits_zero() {
         acknowledged.len() - in_topic.len().min(acknowledged.len())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enforced_allowlist_rejects_unknown_publishers_by_event() {
+    let services = Services::from_env();
+    let topic = topic(&services, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("publishers.csv");
+    std::fs::write(&list, "publisher,domain\nknown.example,known.example\n").unwrap();
+    let mut config = IngestConfig::new(&services.kafka_brokers, &topic);
+    config.allowlist_mode = sqi_ingest::allowlist::AllowlistMode::Enforce;
+    config.allowlist_file = Some(list);
+    let ingest = Ingest::start(config).await;
+    let client = reqwest::Client::new();
+    let batch = json!([
+        {"publisher": "known.example", "type": "pageview", "url": "https://known.example/"},
+        {"publisher": "stranger.example", "type": "pageview", "url": "https://stranger.example/"},
+    ]);
+    let answer: Value = client
+        .post(format!("{}/v1/events", ingest.url))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    assert_eq!(answer["rejected"][0]["index"], 1);
+    assert_eq!(answer["rejected"][0]["code"], "unknown_publisher");
+    assert_eq!(topic_count(&services.kafka_brokers, &topic, 1), 1);
+    ingest.stop().await;
+}
