@@ -29,10 +29,12 @@ type Row = (
     i64,
 );
 
+#[cfg(test)]
 fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2025, 3, 31).unwrap()
 }
 
+#[cfg(test)]
 fn ms(date: NaiveDate) -> i64 {
     date.and_hms_opt(0, 0, 0)
         .unwrap()
@@ -41,6 +43,7 @@ fn ms(date: NaiveDate) -> i64 {
 }
 
 /// Builds the lake: returns rows of `aggregates` and the publisher dimension.
+#[cfg(test)]
 fn generate() -> (Vec<Row>, Vec<Publisher>) {
     let mut rng = StdRng::seed_from_u64(20_250_331);
     let categories = [
@@ -147,6 +150,7 @@ fn generate() -> (Vec<Row>, Vec<Publisher>) {
     (rows, dimension)
 }
 
+#[cfg(test)]
 async fn write_lake(lake: &Lake, rows: &[Row], dimension: &[Publisher]) {
     let mut by_hour: BTreeMap<i64, Vec<&Row>> = BTreeMap::new();
     for row in rows {
@@ -191,6 +195,7 @@ async fn write_lake(lake: &Lake, rows: &[Row], dimension: &[Publisher]) {
     publishers::write(lake, dimension).await.unwrap();
 }
 
+#[cfg(test)]
 fn close(a: Option<f64>, b: Option<f64>, tolerance: f64) -> bool {
     match (a, b) {
         (None, None) => true,
