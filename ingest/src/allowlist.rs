@@ -127,7 +127,11 @@ pub async fn load_from_lake(lake: &Lake) -> Result<HashSet<String>, String> {
         let Some(column) = batch.column_by_name("publisher") else {
             return Err("publishers table has no `publisher` column".into());
         };
-        let ids = arrow::array::cast::as_string_array(column);
+        let ids = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)
+            .map_err(|e| e.to_string())?;
+        let Some(ids) = arrow::array::AsArray::as_string_opt::<i32>(&ids) else {
+            return Err("publishers.publisher is not text".into());
+        };
         set.extend(ids.iter().flatten().map(str::to_owned));
     }
     Ok(set)

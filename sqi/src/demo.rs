@@ -411,12 +411,12 @@ async fn read_scores(lake: &Lake, day: NaiveDate) -> Result<Vec<ScoreRow>> {
     let text = |name: &str| {
         batch
             .column_by_name(name)
-            .map(|c| c.as_string::<i32>().clone())
+            .and_then(|c| c.as_string_opt::<i32>().cloned())
     };
     let int = |name: &str| {
         batch
             .column_by_name(name)
-            .map(|c| c.as_primitive::<Int64Type>().clone())
+            .and_then(|c| c.as_primitive_opt::<Int64Type>().cloned())
     };
     let (Some(publisher), Some(category), Some(peer_group)) =
         (text("publisher"), text("category"), text("peer_group"))
@@ -431,10 +431,10 @@ async fn read_scores(lake: &Lake, day: NaiveDate) -> Result<Vec<ScoreRow>> {
     let (Some(sqi), Some(z)) = (
         batch
             .column_by_name("sqi")
-            .map(|c| c.as_primitive::<Int32Type>().clone()),
+            .and_then(|c| c.as_primitive_opt::<Int32Type>().cloned()),
         batch
             .column_by_name("score_z")
-            .map(|c| c.as_primitive::<Float64Type>().clone()),
+            .and_then(|c| c.as_primitive_opt::<Float64Type>().cloned()),
     ) else {
         return Err(Error::Invalid("sqi output lacks sqi/score_z".into()));
     };

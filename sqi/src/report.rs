@@ -413,7 +413,10 @@ pub async fn totals(
         .await?;
     let mut totals = Totals::default();
     for batch in &batches {
-        let types = arrow::array::cast::as_string_array(batch.column(0));
+        // Group keys may come back as Utf8View; normalise before reading.
+        let types = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let types = arrow::array::AsArray::as_string_opt::<i32>(&types)
+            .ok_or_else(|| Error::Invalid("event_type is not text".into()))?;
         let counts = batch
             .column(1)
             .as_any()
@@ -471,6 +474,7 @@ fn arrow_json_row(batch: &arrow::array::RecordBatch) -> Result<Vec<Value>> {
             } else {
                 match field.data_type() {
                     DataType::Utf8 => json!(column.as_string::<i32>().value(row)),
+                    DataType::Utf8View => json!(column.as_string_view().value(row)),
                     DataType::Int64 => json!(column.as_primitive::<Int64Type>().value(row)),
                     DataType::Int32 => json!(column.as_primitive::<Int32Type>().value(row)),
                     DataType::Float64 => json!(column.as_primitive::<Float64Type>().value(row)),
