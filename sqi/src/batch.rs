@@ -85,12 +85,28 @@ pub fn render(template: &str, date: NaiveDate) -> String {
 
 /// Computes the SQI rows for `date` without writing them.
 pub async fn compute_sqi(lake: &Lake, date: NaiveDate) -> Result<arrow::array::RecordBatch> {
+    require_publishers(lake).await?;
     let ctx = query::session(lake, &[Table::Aggregates, Table::Publishers], num_cpus()).await?;
     let inputs = query::collect_one(&ctx, &render(INPUTS_SQL, date)).await?;
     let scoring = query::session(lake, &[], 1).await?;
     let _ = scoring.register_batch("inputs", inputs)?;
     let scored = query::collect_one(&scoring, &render(SCORE_SQL, date)).await?;
     query::conform(&scored, &Table::Sqi.schema())
+}
+
+/// Peer groups come from the publisher dimension: scoring without it would put
+/// every publisher in `uncategorized` and publish plausible but wrong scores.
+async fn require_publishers(lake: &Lake) -> Result<()> {
+    let path = lake.path(crate::publishers::PUBLISHERS_FILE);
+    match lake.store().head(&path).await {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::NotFound { .. }) => Err(Error::Invalid(format!(
+            "the publishers table is missing ({}{}); load it with `sqi publishers import FILE.csv`",
+            lake.url(),
+            crate::publishers::PUBLISHERS_FILE
+        ))),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Computes the day's totals without writing them.
@@ -139,7 +155,11 @@ pub async fn write_day(
         .try_collect()
         .await?;
     for meta in stale {
-        lake.store().delete(&meta.location).await?;
+        // A concurrent run of the same day may have removed it first.
+        match lake.store().delete(&meta.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
     }
     Ok(())
 }
