@@ -1,5 +1,6 @@
 //! The `sqi` command line (`CONTRACTS.md` §4): one binary, one subcommand per role.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -114,10 +115,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
         }
         Command::Batch(args) => {
-            let _ = batch::run(&args, |day| {
-                tracing::info!(date = %day.date, daily_rows = day.daily_rows, sqi_rows = day.sqi_rows, scored = day.scored, "day computed");
+            // A person at a terminal gets a progress bar; logs and CronJobs get one line per day.
+            let days = args.days()?.len() as u64;
+            let bar = std::io::stderr()
+                .is_terminal()
+                .then(|| indicatif::ProgressBar::new(days).with_message("computing SQI"));
+            if let Some(bar) = &bar {
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {pos}/{len} days, {elapsed} (eta {eta})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+            }
+            let _ = batch::run(&args, |day| match &bar {
+                Some(bar) => {
+                    bar.set_message(format!("{} done, {} scored", day.date, day.scored));
+                    bar.inc(1);
+                }
+                None => tracing::info!(
+                    date = %day.date,
+                    daily_rows = day.daily_rows,
+                    sqi_rows = day.sqi_rows,
+                    scored = day.scored,
+                    "day computed"
+                ),
             })
             .await?;
+            if let Some(bar) = bar {
+                bar.finish();
+            }
         }
         Command::Report(args) => {
             let metrics = telemetry::install_metrics();
