@@ -22,6 +22,10 @@ pub struct ProcessorConfig {
     /// Flush buffered windows to the lake at least this often, even with no new records.
     #[arg(long, env = "SQI_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub flush_interval: Duration,
+    /// How far behind its partition's latest event time an event may be and
+    /// still be counted; later ones go to the dead-letter topic.
+    #[arg(long, env = "SQI_ALLOWED_LATENESS", default_value = "2h", value_parser = parse_duration)]
+    pub allowed_lateness: Duration,
     /// Flush early once this many events are buffered (bounds memory).
     #[arg(long, env = "SQI_MAX_BUFFERED_EVENTS", default_value_t = 500_000)]
     pub max_buffered_events: usize,
@@ -44,6 +48,7 @@ impl ProcessorConfig {
             lake,
             group_id: "sqi-processor".into(),
             flush_interval: Duration::from_secs(1),
+            allowed_lateness: Duration::from_secs(2 * 3600),
             max_buffered_events: 500_000,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }

@@ -45,6 +45,8 @@ pub mod metric {
     pub const BYTES: &str = "sqi_processor_written_bytes_total";
     /// Flushes that failed and will be retried.
     pub const FLUSH_FAILURES: &str = "sqi_processor_flush_failures_total";
+    /// Events beyond the allowed lateness, sent to the dead-letter topic.
+    pub const LATE: &str = "sqi_processor_late_events_total";
     /// Seconds a flush took.
     pub const FLUSH_SECONDS: &str = "sqi_processor_flush_duration_seconds";
 }
@@ -56,8 +58,10 @@ pub struct Progress {
     pub committed_records: AtomicU64,
     /// Distinct events in committed files.
     pub committed_events: AtomicU64,
-    /// Records sent to the dead-letter topic.
+    /// Records sent to the dead-letter topic (late events included).
     pub dead_letters: AtomicU64,
+    /// Events beyond the allowed lateness.
+    pub late: AtomicU64,
     /// Parquet files written.
     pub files_written: AtomicU64,
 }
@@ -152,6 +156,7 @@ impl Processor {
             let _server = tokio::spawn(async move { axum::serve(listener, app).await });
         }
         let mut buffers: BTreeMap<i32, PartitionBuffer> = BTreeMap::new();
+        let mut watermarks: BTreeMap<i32, i64> = BTreeMap::new();
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -161,10 +166,10 @@ impl Processor {
                 _ = tick.tick() => self.flush(&mut buffers).await,
                 received = self.consumer.recv() => {
                     match received {
-                        Ok(message) => self.handle(&message, &mut buffers).await,
+                        Ok(message) => self.handle(&message, &mut buffers, &mut watermarks).await,
                         Err(error) => tracing::warn!(%error, "kafka consume error; continuing"),
                     }
-                    self.drop_revoked(&mut buffers);
+                    self.drop_revoked(&mut buffers, &mut watermarks);
                     let buffered: usize = buffers.values().map(PartitionBuffer::len).sum();
                     if buffered >= self.config.max_buffered_events {
                         self.flush(&mut buffers).await;
@@ -187,13 +192,31 @@ impl Processor {
         &self,
         message: &BorrowedMessage<'_>,
         buffers: &mut BTreeMap<i32, PartitionBuffer>,
+        watermarks: &mut BTreeMap<i32, i64>,
     ) {
         metrics::counter!(metric::RECORDS).increment(1);
         let offset = message.offset();
+        let lateness = i64::try_from(self.config.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
+        let watermark = watermarks.entry(message.partition()).or_insert(i64::MIN);
         let parsed = match message.payload() {
             Some(payload) => EventRecord::from_json(payload).map_err(|e| e.to_string()),
             None => Err("record has no value".to_owned()),
-        };
+        }
+        .and_then(|record| {
+            // The partition's watermark is the latest event time read from it;
+            // an event further behind it than the allowed lateness is too late
+            // to be added to its hour and goes to the dead-letter topic instead.
+            if record.ts < watermark.saturating_sub(lateness) {
+                metrics::counter!(metric::LATE).increment(1);
+                let _ = self.progress.late.fetch_add(1, Ordering::Relaxed);
+                return Err(format!(
+                    "late: event time {} is more than {} ms behind the partition watermark {}",
+                    record.ts, lateness, watermark
+                ));
+            }
+            *watermark = (*watermark).max(record.ts);
+            Ok(record)
+        });
         let buffer = buffers
             .entry(message.partition())
             .or_insert_with(|| PartitionBuffer::new(offset));
@@ -220,12 +243,17 @@ impl Processor {
         }
     }
 
-    fn drop_revoked(&self, buffers: &mut BTreeMap<i32, PartitionBuffer>) {
+    fn drop_revoked(
+        &self,
+        buffers: &mut BTreeMap<i32, PartitionBuffer>,
+        watermarks: &mut BTreeMap<i32, i64>,
+    ) {
         let revoked: Vec<i32> = match self.revoked.lock() {
             Ok(mut revoked) => revoked.drain(..).collect(),
             Err(_) => return,
         };
         for partition in revoked {
+            let _ = watermarks.remove(&partition);
             if buffers.remove(&partition).is_some() {
                 tracing::info!(
                     partition,

@@ -287,6 +287,8 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
     processor_config.group_id = "sqi-demo".into();
     // Fewer, larger files than the test default of one flush a second.
     processor_config.flush_interval = Duration::from_secs(5);
+    // The simulated day arrives in random event-time order, all at once.
+    processor_config.allowed_lateness = Duration::from_secs(48 * 3600);
     let processor = Processor::new(processor_config, lake.clone())?;
     let progress = processor.progress();
     let processing = tokio::spawn(processor.run(None, None, stopped(stop_rx.clone())));

@@ -15,18 +15,22 @@ use sqi_schemas::cli::LakeArgs;
 use sqi_schemas::lake::{Lake, Table};
 
 fn good_record(n: u32) -> String {
+    record_at(n, 1_750_000_000_000i64 + i64::from(n) * 60_000)
+}
+
+fn record_at(n: u32, ts: i64) -> String {
     serde_json::json!({
         "v": 1, "event_id": uuid::Uuid::new_v4().to_string(), "publisher": format!("pub-{}", n % 3),
         "type": if n.is_multiple_of(4) { "share" } else { "pageview" },
         "channel": if n.is_multiple_of(4) { serde_json::json!("facebook") } else { serde_json::Value::Null },
         "url": format!("https://pub.example/{}", n % 5), "referrer": null, "visitor": null,
-        "ts": 1_750_000_000_000i64 + i64::from(n) * 60_000, "received_at": 1_750_000_000_000i64,
+        "ts": ts, "received_at": 1_750_000_000_000i64,
         "device": "desktop", "ip_prefix": null, "props": {}
     })
     .to_string()
 }
 
-async fn process_until(services: &Services, topic: &str, lake: &Lake, records: u64) {
+async fn process_until(services: &Services, topic: &str, lake: &Lake, records: u64) -> u64 {
     let shutdown = Shutdown::default();
     let mut config = ProcessorConfig::new(
         services.kafka_brokers.clone(),
@@ -51,6 +55,7 @@ async fn process_until(services: &Services, topic: &str, lake: &Lake, records: u
     }
     shutdown.trigger();
     task.await.unwrap().unwrap();
+    progress.late.load(Ordering::Relaxed)
 }
 
 async fn sums(lake: &Lake) -> BTreeMap<String, i64> {
@@ -137,7 +142,7 @@ async fn bad_records_reach_the_dead_letter_topic_and_replays_agree() {
     }
 
     let (_, first) = services.fresh_lake().await;
-    process_until(&services, &topic, &first, sent).await;
+    let _ = process_until(&services, &topic, &first, sent).await;
     let first_sums = sums(&first).await;
     assert_eq!(
         first_sums.values().sum::<i64>(),
@@ -181,6 +186,66 @@ async fn bad_records_reach_the_dead_letter_topic_and_replays_agree() {
 
     // Replaying the same offsets into an empty lake gives the same rows.
     let (_, second) = services.fresh_lake().await;
-    process_until(&services, &topic, &second, sent).await;
+    let _ = process_until(&services, &topic, &second, sent).await;
     assert_eq!(sums(&second).await, first_sums);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_events_within_the_lateness_count_in_their_hour_and_later_ones_are_dead_lettered() {
+    let services = Services::from_env();
+    let topic = unique("late");
+    services.create_topic(&topic, 1).await;
+    services.create_topic(&format!("{topic}-dlq"), 1).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &services.kafka_brokers)
+        .create()
+        .unwrap();
+    let hour = 3_600_000i64;
+    let base = 1_750_000_000_000i64 / hour * hour;
+    // In offset order: now (sets the watermark), 30 minutes late, 3 hours late (beyond the default 2 h).
+    let (on_time, late_ok, too_late) = (
+        base + 3 * hour + 10 * 60_000,
+        base + 3 * hour - 20 * 60_000,
+        base,
+    );
+    for (n, ts) in [(1, on_time), (2, late_ok), (3, too_late)] {
+        let value = record_at(n, ts);
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key(&format!("k{n}"))
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let (_, lake) = services.fresh_lake().await;
+    let late = process_until(&services, &topic, &lake, 3).await;
+    assert_eq!(late, 1, "exactly one event is beyond the lateness");
+
+    let per_hour: BTreeMap<String, i64> = sums(&lake)
+        .await
+        .into_iter()
+        .map(|(k, n)| (k.split('|').next().unwrap().to_owned(), n))
+        .fold(BTreeMap::new(), |mut m, (h, n)| {
+            *m.entry(h).or_insert(0) += n;
+            m
+        });
+    assert_eq!(per_hour.len(), 2, "{per_hour:?}");
+    assert_eq!(per_hour.values().sum::<i64>(), 2, "{per_hour:?}");
+
+    let letters = python_check(
+        "read_topic.py",
+        &[&services.kafka_brokers, &format!("{topic}-dlq"), "1", "30"],
+    );
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0]["headers"]["sqi.dlq.error"]
+            .as_str()
+            .unwrap()
+            .starts_with("late:")
+    );
+    assert_eq!(letters[0]["value"]["ts"], too_late);
 }
