@@ -384,3 +384,17 @@ pub fn init_logs() {
             .try_init();
     }
 }
+
+/// Waits until the processor has committed at least `records` offsets.
+pub async fn wait_for_commits(progress: &sqi_processor::Progress, records: u64, timeout: Duration) {
+    use std::sync::atomic::Ordering;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while progress.committed_records.load(Ordering::Relaxed) < records {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "processor committed {} of {records} records in {timeout:?}",
+            progress.committed_records.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

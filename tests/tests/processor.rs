@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqi_integration_tests::{Services, Shutdown, python_check, unique};
+use sqi_integration_tests::{Services, Shutdown, python_check, unique, wait_for_commits};
 use sqi_processor::{Processor, ProcessorConfig};
 use sqi_schemas::cli::LakeArgs;
 use sqi_schemas::lake::{Lake, Table};
@@ -44,15 +44,7 @@ async fn process_until(services: &Services, topic: &str, lake: &Lake, records: u
     let processor = Processor::new(config, lake.clone()).unwrap();
     let progress = processor.progress();
     let task = tokio::spawn(processor.run(None, None, shutdown.signal()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while progress.committed_records.load(Ordering::Relaxed) < records {
-        assert!(
-            Instant::now() < deadline,
-            "processor stuck at {:?}",
-            progress.committed_records
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_commits(&progress, records, Duration::from_secs(60)).await;
     shutdown.trigger();
     task.await.unwrap().unwrap();
     progress.late.load(Ordering::Relaxed)

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 use sqi::{batch, publishers, report};
 use sqi_ingest::IngestConfig;
-use sqi_integration_tests::{Services, Shutdown, listener, python_check, unique};
+use sqi_integration_tests::{Services, Shutdown, listener, python_check, unique, wait_for_commits};
 use sqi_processor::{Processor, ProcessorConfig};
 use sqi_schemas::cli::LakeArgs;
 
@@ -197,15 +197,7 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
     let processor = Processor::new(config, lake.clone()).expect("processor");
     let progress = processor.progress();
     let processing = tokio::spawn(processor.run(None, None, shutdown.signal()));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while progress.committed_records.load(Ordering::Relaxed) < accepted {
-        assert!(
-            Instant::now() < deadline,
-            "processor committed {:?} of {accepted}",
-            progress.committed_records
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_commits(&progress, accepted, Duration::from_secs(90)).await;
     assert_eq!(progress.committed_events.load(Ordering::Relaxed), accepted);
 
     // Counts summed from `aggregates` equal the events posted, key by key.
