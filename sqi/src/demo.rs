@@ -216,15 +216,7 @@ fn requests(
         (0..t.shares).for_each(|_| push(rng, "share"));
         (0..t.clickbacks).for_each(|_| push(rng, "clickback"));
         for chunk in events.chunks(200) {
-            let agent = USER_AGENTS
-                .iter()
-                .map(|(ua, w)| (*ua, *w))
-                .collect::<Vec<_>>();
-            let ua: &'static str = USER_AGENTS
-                .iter()
-                .find(|(ua, _)| *ua == weighted(rng, &agent))
-                .map_or(USER_AGENTS[0].0, |(ua, _)| ua);
-            bodies.push((ua, json!({ "events": chunk })));
+            bodies.push((weighted(rng, &USER_AGENTS), json!({ "events": chunk })));
         }
     }
     bodies

@@ -30,6 +30,20 @@ fn record_at(n: u32, ts: i64) -> String {
     .to_string()
 }
 
+/// Produces one record keyed `k{n}` and waits for the broker's acknowledgement.
+async fn send(
+    producer: &FutureProducer,
+    record: FutureRecord<'_, str, [u8]>,
+    n: u32,
+    value: &[u8],
+) {
+    let key = format!("k{n}");
+    producer
+        .send(record.key(&key).payload(value), Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
 async fn process_until(services: &Services, topic: &str, lake: &Lake, records: u64) -> u64 {
     let shutdown = Shutdown::default();
     let mut config = ProcessorConfig::new(
@@ -83,15 +97,13 @@ async fn bad_records_reach_the_dead_letter_topic_and_replays_agree() {
         .unwrap();
     let mut sent = 0u64;
     for n in 0..40u32 {
-        let value = good_record(n);
-        let key = format!("k{n}");
-        producer
-            .send(
-                FutureRecord::to(&topic).key(&key).payload(&value),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
+        send(
+            &producer,
+            FutureRecord::to(&topic),
+            n,
+            good_record(n).as_bytes(),
+        )
+        .await;
         sent += 1;
     }
     let bad_json = b"{not json at all".to_vec();
@@ -120,16 +132,13 @@ async fn bad_records_reach_the_dead_letter_topic_and_replays_agree() {
         sent += 1;
     }
     for n in 40..50u32 {
-        let value = good_record(n);
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(&format!("k{n}"))
-                    .payload(&value),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
+        send(
+            &producer,
+            FutureRecord::to(&topic),
+            n,
+            good_record(n).as_bytes(),
+        )
+        .await;
         sent += 1;
     }
 
@@ -201,16 +210,13 @@ async fn late_events_within_the_lateness_count_in_their_hour_and_later_ones_are_
         base,
     );
     for (n, ts) in [(1, on_time), (2, late_ok), (3, too_late)] {
-        let value = record_at(n, ts);
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(&format!("k{n}"))
-                    .payload(&value),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
+        send(
+            &producer,
+            FutureRecord::to(&topic),
+            n,
+            record_at(n, ts).as_bytes(),
+        )
+        .await;
     }
     let (_, lake) = services.fresh_lake().await;
     let late = process_until(&services, &topic, &lake, 3).await;
