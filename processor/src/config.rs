@@ -16,26 +16,45 @@ pub struct ProcessorConfig {
     /// The consumer group; every processor replica uses the same one.
     #[arg(long, env = "SQI_GROUP_ID", default_value = "sqi-processor")]
     pub group_id: String,
-    /// Where malformed records go, with their origin and the reason.
+    /// Where malformed and too-late records go, with their origin and the reason.
     #[arg(long, env = "SQI_DLQ_TOPIC", default_value = "share-events-dlq")]
     pub dlq_topic: String,
-    /// Flush buffered windows to the lake at least this often, even with no new records.
-    #[arg(long, env = "SQI_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
-    pub flush_interval: Duration,
+    /// Close a partition's open range and write its files once it is this old,
+    /// whether or not new records arrive (the rotation deadline).
+    #[arg(long, env = "SQI_MAX_FILE_AGE", default_value = "5m", value_parser = parse_duration)]
+    pub max_file_age: Duration,
+    /// Close a partition's open range early once its `events` file would reach
+    /// about this many bytes (estimated from the buffered record bytes).
+    #[arg(long, env = "SQI_TARGET_FILE_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub target_file_bytes: u64,
+    /// A partition that delivers nothing for this long while caught up is idle:
+    /// its open range is written at once and its watermark follows the wall
+    /// clock, so its hours still close and get their completeness markers.
+    #[arg(long, env = "SQI_IDLE_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// How far behind its partition's latest event time an event may be and
     /// still be counted; later ones go to the dead-letter topic.
     #[arg(long, env = "SQI_ALLOWED_LATENESS", default_value = "2h", value_parser = parse_duration)]
     pub allowed_lateness: Duration,
-    /// Flush early once this many events are buffered (bounds memory).
-    #[arg(long, env = "SQI_MAX_BUFFERED_EVENTS", default_value_t = 500_000)]
+    /// A repeated `event_id` is counted once if it comes back within this much
+    /// event time of the partition watermark (the client retry horizon).
+    #[arg(long, env = "SQI_DEDUP_HORIZON", default_value = "30m", value_parser = parse_duration)]
+    pub dedup_horizon: Duration,
+    /// Pause consumption while this many events wait to be written (open
+    /// ranges plus closed ones not yet in the lake); resume below half of it.
+    #[arg(long, env = "SQI_MAX_BUFFERED_EVENTS", default_value_t = 2_000_000)]
     pub max_buffered_events: usize,
+    /// Concurrent lake writers; a partition always goes to the same one, so
+    /// its ranges are written in order.
+    #[arg(long, env = "SQI_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub writers: u16,
     /// The admin listener: `/livez`, `/readyz`, `/metrics`.
     #[arg(long, env = "SQI_LISTEN", default_value = "0.0.0.0:9090")]
     pub listen: std::net::SocketAddr,
 }
 
 impl ProcessorConfig {
-    /// A configuration for tests and the demo.
+    /// A configuration for tests and the demo: quick rotation and idling.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>, lake: LakeArgs) -> Self {
         let topic = topic.into();
         Self {
@@ -47,10 +66,26 @@ impl ProcessorConfig {
             },
             lake,
             group_id: "sqi-processor".into(),
-            flush_interval: Duration::from_secs(1),
+            max_file_age: Duration::from_secs(1),
+            target_file_bytes: 128 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(2),
             allowed_lateness: Duration::from_secs(2 * 3600),
+            dedup_horizon: Duration::from_secs(30 * 60),
             max_buffered_events: 500_000,
+            writers: 4,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
+
+    pub(crate) fn lateness_ms(&self) -> i64 {
+        millis(self.allowed_lateness)
+    }
+
+    pub(crate) fn dedup_horizon_ms(&self) -> i64 {
+        millis(self.dedup_horizon)
+    }
+}
+
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

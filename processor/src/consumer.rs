@@ -1,14 +1,18 @@
-//! The consume → buffer → write → commit loop.
+//! The consumer loop: read, decide, close ranges, hand them to the writers.
 //!
-//! Offsets are committed only after every file covering them is in the lake,
-//! and a partition revoked in a rebalance drops its uncommitted buffer: its new
-//! owner starts again from the last committed offset.
+//! Each assigned partition first recovers from the range log (paused while it
+//! does): it seeks to the end of the last written range, or back to the start
+//! of a claimed range whose files may be missing, with the watermark and dedup
+//! ids that range started with. From then on every decision about a record
+//! (late, repeat, new) is a function of the records in offset order, so a
+//! re-read decides the same. Revoked partitions drop what they hold: their next
+//! owner recovers from the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -20,43 +24,65 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::BorrowedMessage;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use sqi_schemas::lake::Lake;
 use sqi_schemas::record::EventRecord;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use crate::config::ProcessorConfig;
+use crate::completeness::{Completeness, closed_before};
+use crate::config::{ProcessorConfig, millis};
+use crate::dedup::Dedup;
 use crate::dlq::DeadLetters;
-use crate::error::Result;
-use crate::sink;
+use crate::error::{Error, Result};
+use crate::range_log::{IdleMark, PartitionLog, RangeIntent};
 use crate::window::PartitionBuffer;
+use crate::writer::{Generations, Job, Outcome, RangeJob, WriterContext};
 
-/// Metric names, by the rule `sqi_<component>_<name>_<unit>_total`.
+/// Metric names, by the rule `sqi_<component>_<name>_<unit>` (`_total` for counters).
 pub mod metric {
     /// Records read from Kafka.
     pub const RECORDS: &str = "sqi_processor_records_total";
-    /// Distinct events committed to the lake.
+    /// Distinct events whose range is in the lake.
     pub const EVENTS_COMMITTED: &str = "sqi_processor_events_committed_total";
-    /// Records sent to the dead-letter topic, by reason class.
+    /// Repeated `event_id`s counted once.
+    pub const DUPLICATES: &str = "sqi_processor_duplicate_events_total";
+    /// Records sent to the dead-letter topic (late ones included).
     pub const DEAD_LETTERS: &str = "sqi_processor_dead_letters_total";
+    /// Events beyond the allowed lateness, sent to the dead-letter topic.
+    pub const LATE: &str = "sqi_processor_late_events_total";
     /// Parquet files written.
     pub const FILES: &str = "sqi_processor_files_written_total";
     /// Parquet bytes written.
     pub const BYTES: &str = "sqi_processor_written_bytes_total";
-    /// Flushes that failed and will be retried.
-    pub const FLUSH_FAILURES: &str = "sqi_processor_flush_failures_total";
-    /// Events beyond the allowed lateness, sent to the dead-letter topic.
-    pub const LATE: &str = "sqi_processor_late_events_total";
-    /// Seconds a flush took.
-    pub const FLUSH_SECONDS: &str = "sqi_processor_flush_duration_seconds";
+    /// Object store requests that failed and were retried.
+    pub const STORE_RETRIES: &str = "sqi_processor_store_retries_total";
+    /// Ranges another writer had claimed first (rebalances, zombies).
+    pub const CLAIM_CONFLICTS: &str = "sqi_processor_claim_conflicts_total";
+    /// Re-read ranges that differed from their log entry (must stay 0).
+    pub const REDO_MISMATCHES: &str = "sqi_processor_redo_mismatches_total";
+    /// Hours marked complete for the whole topic.
+    pub const HOURS_COMPLETED: &str = "sqi_processor_hours_completed_total";
+    /// Records between the partition's high watermark and the committed offset.
+    pub const LAG_COMMITTED: &str = "sqi_processor_consumer_lag_committed_records";
+    /// Records between the partition's high watermark and the read position.
+    pub const LAG_READ: &str = "sqi_processor_consumer_lag_read_records";
+    /// Wall-clock seconds behind the partition watermark.
+    pub const WATERMARK_LAG: &str = "sqi_processor_watermark_lag_seconds";
+    /// Events read and waiting to be written (bounded by `--max-buffered-events`).
+    pub const BUFFERED: &str = "sqi_processor_buffered_events";
+    /// 1 while consumption is paused because writes are behind.
+    pub const PAUSED: &str = "sqi_processor_backpressure_paused";
 }
 
 /// Counters the demo and tests read to know how far the processor has got.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Records (good or dead-lettered) whose offsets are committed.
+    /// Records (good, repeated or dead-lettered) whose range is in the lake.
     pub committed_records: AtomicU64,
-    /// Distinct events in committed files.
+    /// Distinct events in written ranges.
     pub committed_events: AtomicU64,
     /// Records sent to the dead-letter topic (late events included).
     pub dead_letters: AtomicU64,
@@ -64,31 +90,191 @@ pub struct Progress {
     pub late: AtomicU64,
     /// Parquet files written.
     pub files_written: AtomicU64,
+    /// Parquet bytes written.
+    pub bytes_written: Arc<AtomicU64>,
+    /// Ranges another writer had claimed first.
+    pub conflicts: AtomicU64,
 }
 
-struct RebalanceContext {
-    revoked: Arc<Mutex<Vec<i32>>>,
+#[derive(Default)]
+struct Notices {
+    assigned: Vec<i32>,
+    revoked: Vec<i32>,
 }
 
-impl ClientContext for RebalanceContext {}
+/// Offsets librdkafka reports for one partition.
+#[derive(Debug, Clone, Copy)]
+struct Offsets {
+    high: i64,
+    read: i64,
+    committed: i64,
+}
 
-impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance
-            && let Ok(mut revoked) = self.revoked.lock()
-        {
-            revoked.extend(partitions.elements().iter().map(|e| e.partition()));
+struct ProcessorContext {
+    topic: String,
+    notices: Arc<Mutex<Notices>>,
+    offsets: Arc<Mutex<HashMap<i32, Offsets>>>,
+}
+
+impl ClientContext for ProcessorContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let Ok(mut offsets) = self.offsets.lock() else {
+            return;
+        };
+        for (partition, p) in &topic.partitions {
+            if *partition < 0 || !p.desired || p.hi_offset < 0 {
+                continue;
+            }
+            let label = partition.to_string();
+            if p.committed_offset >= 0 {
+                metrics::gauge!(metric::LAG_COMMITTED, "partition" => label.clone())
+                    .set((p.hi_offset - p.committed_offset) as f64);
+            }
+            if p.app_offset >= 0 {
+                metrics::gauge!(metric::LAG_READ, "partition" => label)
+                    .set((p.hi_offset - p.app_offset) as f64);
+            }
+            let _ = offsets.insert(
+                *partition,
+                Offsets {
+                    high: p.hi_offset,
+                    read: p.app_offset,
+                    committed: p.committed_offset,
+                },
+            );
         }
     }
+}
+
+impl ConsumerContext for ProcessorContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance
+            && let Ok(mut notices) = self.notices.lock()
+        {
+            notices
+                .revoked
+                .extend(partitions.elements().iter().map(|e| e.partition()));
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            // Nothing is read from a new partition until it has recovered
+            // from the range log and sought to where the log says.
+            if let Err(error) = consumer.pause(partitions) {
+                tracing::warn!(%error, "pausing newly assigned partitions failed");
+            }
+            if let Ok(mut notices) = self.notices.lock() {
+                notices
+                    .assigned
+                    .extend(partitions.elements().iter().map(|e| e.partition()));
+            }
+        }
+    }
+}
+
+/// Where a partition resumes, as the range log says.
+struct Recovery {
+    genesis_known: bool,
+    position: Option<i64>,
+    watermark: i64,
+    dedup: Dedup,
+    redo: Option<RangeIntent>,
+    history: VecDeque<(i64, i64)>,
+}
+
+async fn recover(log: PartitionLog, horizon_ms: i64) -> Result<Recovery> {
+    let state = log.read().await?;
+    let (position, watermark, redo, chain) = match state.newest() {
+        Some(newest) if log.is_written(newest).await? => {
+            let position = newest.end + 1;
+            let watermark = state
+                .idle_watermark_at(position)
+                .map_or(newest.watermark_after, |w| w.max(newest.watermark_after));
+            let mut chain = vec![newest];
+            chain.extend(state.chain_before(newest.start));
+            (Some(position), watermark, None, chain)
+        }
+        Some(newest) => (
+            Some(newest.start),
+            newest.watermark_before,
+            Some(newest.clone()),
+            state.chain_before(newest.start),
+        ),
+        None => (
+            state.genesis,
+            state
+                .genesis
+                .and_then(|g| state.idle_watermark_at(g))
+                .unwrap_or(i64::MIN),
+            None,
+            Vec::new(),
+        ),
+    };
+    let floor = watermark.saturating_sub(horizon_ms);
+    let needed: Vec<&RangeIntent> = chain
+        .iter()
+        .copied()
+        .take_while(|r| r.watermark_after >= floor)
+        .collect();
+    let mut dedup = Dedup::new(horizon_ms);
+    let ids = log.reload_ids(&needed, floor, &mut dedup).await?;
+    tracing::info!(
+        partition = log.partition,
+        ?position,
+        redo = ?redo.as_ref().map(|r| (r.start, r.end)),
+        ids,
+        "partition recovered from the range log"
+    );
+    Ok(Recovery {
+        genesis_known: state.genesis.is_some() || !state.ranges.is_empty(),
+        position,
+        watermark,
+        dedup,
+        redo,
+        history: chain
+            .iter()
+            .rev()
+            .map(|r| (r.start, r.watermark_after))
+            .collect(),
+    })
+}
+
+enum Phase {
+    Recovering(JoinHandle<Result<Recovery>>),
+    Reading,
+}
+
+struct PartitionState {
+    generation: u64,
+    phase: Phase,
+    genesis_known: bool,
+    /// The next offset to process; `None` accepts whatever comes first.
+    expected: Option<i64>,
+    sought_at: Option<Instant>,
+    seeks: u32,
+    watermark: i64,
+    dedup: Dedup,
+    buffer: Option<PartitionBuffer>,
+    watermark_at_open: i64,
+    redo: Option<RangeIntent>,
+    /// `(start, watermark_after)` of this partition's recent ranges, oldest first.
+    history: VecDeque<(i64, i64)>,
+    list_from: i64,
+    last_record_at: Instant,
 }
 
 /// One processor replica: a member of the consumer group.
 pub struct Processor {
     config: ProcessorConfig,
     lake: Lake,
-    consumer: StreamConsumer<RebalanceContext>,
+    consumer: StreamConsumer<ProcessorContext>,
     dead_letters: DeadLetters,
-    revoked: Arc<Mutex<Vec<i32>>>,
+    notices: Arc<Mutex<Notices>>,
+    offsets: Arc<Mutex<HashMap<i32, Offsets>>>,
     progress: Arc<Progress>,
 }
 
@@ -108,20 +294,26 @@ impl Processor {
         for property in &config.kafka.extra {
             let _ = base.set(&property.key, &property.value);
         }
+        let stats_ms =
+            (config.idle_timeout / 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
         let mut consumer_config = base.clone();
         let _ = consumer_config
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("statistics.interval.ms", stats_ms.as_millis().to_string());
         for property in &config.kafka.extra {
             let _ = consumer_config.set(&property.key, &property.value);
         }
-        let revoked = Arc::new(Mutex::new(Vec::new()));
-        let consumer: StreamConsumer<RebalanceContext> =
-            consumer_config.create_with_context(RebalanceContext {
-                revoked: revoked.clone(),
+        let notices = Arc::new(Mutex::new(Notices::default()));
+        let offsets = Arc::new(Mutex::new(HashMap::new()));
+        let consumer: StreamConsumer<ProcessorContext> =
+            consumer_config.create_with_context(ProcessorContext {
+                topic: config.kafka.topic.clone(),
+                notices: notices.clone(),
+                offsets: offsets.clone(),
             })?;
         consumer.subscribe(&[config.kafka.topic.as_str()])?;
         let dead_letters = DeadLetters::new(&base, &config.dlq_topic)?;
@@ -130,7 +322,8 @@ impl Processor {
             lake,
             consumer,
             dead_letters,
-            revoked,
+            notices,
+            offsets,
             progress: Arc::new(Progress::default()),
         })
     }
@@ -140,7 +333,35 @@ impl Processor {
         self.progress.clone()
     }
 
-    /// Consumes until `shutdown` resolves, then flushes and commits what it holds.
+    fn partition_count(&self) -> Result<i32> {
+        let topic = &self.config.kafka.topic;
+        let mut last = None;
+        for _ in 0..10 {
+            match self
+                .consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+            {
+                Ok(metadata) => {
+                    let count = metadata
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == topic)
+                        .map_or(0, |t| t.partitions().len());
+                    if count > 0 {
+                        return i32::try_from(count).map_err(|_| Error::NoTopic(topic.clone()));
+                    }
+                }
+                Err(error) => last = Some(error),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        match last {
+            Some(error) => Err(Error::Kafka(error)),
+            None => Err(Error::NoTopic(topic.clone())),
+        }
+    }
+
+    /// Consumes until `shutdown` resolves, then writes what it holds and commits.
     pub async fn run(
         self,
         admin: Option<TcpListener>,
@@ -155,167 +376,653 @@ impl Processor {
             });
             let _server = tokio::spawn(async move { axum::serve(listener, app).await });
         }
-        let mut buffers: BTreeMap<i32, PartitionBuffer> = BTreeMap::new();
-        let mut watermarks: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut tick = tokio::time::interval(self.config.flush_interval);
+        let partitions = self.partition_count()?;
+        let completeness = Arc::new(Completeness::new(
+            self.lake.clone(),
+            &self.config.kafka.topic,
+            partitions,
+        ));
+        completeness.publish_partition_count().await?;
+        let (outcome_tx, outcomes) = mpsc::unbounded_channel();
+        let generations: Generations = Arc::default();
+        let context = WriterContext {
+            lake: self.lake.clone(),
+            topic: self.config.kafka.topic.clone(),
+            lateness_ms: self.config.lateness_ms(),
+            generations: generations.clone(),
+            completeness,
+            outcomes: outcome_tx,
+            bytes_written: self.progress.bytes_written.clone(),
+        };
+        let mut writers = Vec::new();
+        let mut writer_tasks = Vec::new();
+        for _ in 0..self.config.writers {
+            let (tx, rx) = mpsc::unbounded_channel();
+            writers.push(tx);
+            writer_tasks.push(tokio::spawn(context.clone().run(rx)));
+        }
+        drop(context);
+        let mut run = Run {
+            processor: &self,
+            partitions: BTreeMap::new(),
+            generations,
+            next_generation: 0,
+            writers,
+            outcomes,
+            queued_events: 0,
+            paused: false,
+            written_through: BTreeMap::new(),
+        };
+        let result = run.consume(shutdown).await;
+        ready.store(false, Ordering::SeqCst);
+        run.finish().await;
+        for task in writer_tasks {
+            task.abort();
+        }
+        result
+    }
+}
+
+/// The state of one `run`.
+struct Run<'a> {
+    processor: &'a Processor,
+    partitions: BTreeMap<i32, PartitionState>,
+    generations: Generations,
+    next_generation: u64,
+    writers: Vec<mpsc::UnboundedSender<Job>>,
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    /// Events handed to writers and not yet written.
+    queued_events: u64,
+    paused: bool,
+    /// The offset after each partition's last written range.
+    written_through: BTreeMap<i32, i64>,
+}
+
+impl Run<'_> {
+    fn config(&self) -> &ProcessorConfig {
+        &self.processor.config
+    }
+
+    fn topic(&self) -> &str {
+        &self.processor.config.kafka.topic
+    }
+
+    async fn consume(&mut self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let tick_every = (self.config().idle_timeout / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                () = &mut shutdown => break,
-                _ = tick.tick() => self.flush(&mut buffers).await,
-                received = self.consumer.recv() => {
+                () = &mut shutdown => return Ok(()),
+                _ = tick.tick() => {
+                    self.apply_notices();
+                    self.housekeeping();
+                }
+                Some(outcome) = self.outcomes.recv() => self.on_outcome(outcome),
+                received = self.processor.consumer.recv() => {
+                    self.apply_notices();
                     match received {
-                        Ok(message) => self.handle(&message, &mut buffers, &mut watermarks).await,
+                        Ok(message) => self.on_record(&message).await,
                         Err(error) => tracing::warn!(%error, "kafka consume error; continuing"),
-                    }
-                    self.drop_revoked(&mut buffers, &mut watermarks);
-                    let buffered: usize = buffers.values().map(PartitionBuffer::len).sum();
-                    if buffered >= self.config.max_buffered_events {
-                        self.flush(&mut buffers).await;
                     }
                 }
             }
         }
-        ready.store(false, Ordering::SeqCst);
-        self.flush(&mut buffers).await;
-        if !buffers.is_empty() {
-            tracing::warn!(
-                partitions = buffers.len(),
-                "shutting down with unflushed data; it will be re-read"
-            );
-        }
-        Ok(())
     }
 
-    async fn handle(
-        &self,
-        message: &BorrowedMessage<'_>,
-        buffers: &mut BTreeMap<i32, PartitionBuffer>,
-        watermarks: &mut BTreeMap<i32, i64>,
-    ) {
-        metrics::counter!(metric::RECORDS).increment(1);
+    fn apply_notices(&mut self) {
+        let (assigned, revoked) = match self.processor.notices.lock() {
+            Ok(mut n) => (
+                std::mem::take(&mut n.assigned),
+                std::mem::take(&mut n.revoked),
+            ),
+            Err(_) => return,
+        };
+        for partition in revoked {
+            if let Some(state) = self.partitions.remove(&partition) {
+                if let Ok(mut g) = self.generations.lock() {
+                    let _ = g.remove(&partition);
+                }
+                if let Phase::Recovering(task) = &state.phase {
+                    task.abort();
+                }
+                tracing::info!(
+                    partition,
+                    open_events = state.buffer.as_ref().map_or(0, PartitionBuffer::len),
+                    "partition revoked; its next owner re-reads what was not written"
+                );
+            }
+        }
+        for partition in assigned {
+            self.start_recovery(partition);
+        }
+    }
+
+    fn start_recovery(&mut self, partition: i32) {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        if let Ok(mut g) = self.generations.lock() {
+            let _ = g.insert(partition, generation);
+        }
+        if let Some(old) = self.partitions.get(&partition)
+            && let Phase::Recovering(task) = &old.phase
+        {
+            task.abort();
+        }
+        let log = PartitionLog::new(self.processor.lake.clone(), self.topic(), partition);
+        let horizon = self.config().dedup_horizon_ms();
+        let task = tokio::spawn(recover(log, horizon));
+        let _ = self.partitions.insert(
+            partition,
+            PartitionState {
+                generation,
+                phase: Phase::Recovering(task),
+                genesis_known: false,
+                expected: None,
+                sought_at: None,
+                seeks: 0,
+                watermark: i64::MIN,
+                dedup: Dedup::new(horizon),
+                buffer: None,
+                watermark_at_open: i64::MIN,
+                redo: None,
+                history: VecDeque::new(),
+                list_from: 0,
+                last_record_at: Instant::now(),
+            },
+        );
+    }
+
+    fn partition_list(&self, partitions: impl Iterator<Item = i32>) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for p in partitions {
+            list.add_partition(self.topic(), p);
+        }
+        list
+    }
+
+    /// Finishes recoveries, closes ranges by age and idleness, applies backpressure.
+    fn housekeeping(&mut self) {
+        let recovered: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| matches!(&s.phase, Phase::Recovering(t) if t.is_finished()))
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in recovered {
+            self.finish_recovery(partition);
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let offsets = self
+            .processor
+            .offsets
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        let max_age = self.config().max_file_age;
+        let idle_timeout = self.config().idle_timeout;
+        let lateness = self.config().lateness_ms();
+        let mut to_close = Vec::new();
+        let mut idle_marks = Vec::new();
+        for (partition, state) in &mut self.partitions {
+            if !matches!(state.phase, Phase::Reading) || state.redo.is_some() {
+                continue;
+            }
+            if state.watermark != i64::MIN {
+                metrics::gauge!(metric::WATERMARK_LAG, "partition" => partition.to_string())
+                    .set((now_ms - state.watermark) as f64 / 1000.0);
+            }
+            let idle = state.last_record_at.elapsed() >= idle_timeout;
+            if let Some(buffer) = &state.buffer {
+                if idle || buffer.opened_at.elapsed() >= max_age {
+                    to_close.push(*partition);
+                }
+                continue;
+            }
+            if !idle || self.paused {
+                continue;
+            }
+            // Idle and caught up: the watermark follows the wall clock, so the
+            // partition's hours close even with nothing to read.
+            let Some(o) = offsets.get(partition) else {
+                continue;
+            };
+            let next = state
+                .expected
+                .or((o.read >= 0).then_some(o.read))
+                .or((o.committed >= 0).then_some(o.committed))
+                .or((o.high == 0).then_some(0));
+            let Some(next) = next.filter(|n| *n >= o.high) else {
+                continue;
+            };
+            let advanced = now_ms - millis(idle_timeout);
+            if closed_before(advanced, lateness) > closed_before(state.watermark, lateness) {
+                state.watermark = state.watermark.max(advanced);
+                state.expected = Some(next);
+                idle_marks.push((*partition, next));
+            }
+        }
+        for partition in to_close {
+            self.close_range(partition);
+        }
+        for (partition, next) in idle_marks {
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            let job = Job::Idle {
+                partition,
+                generation: state.generation,
+                mark: IdleMark {
+                    next_offset: next,
+                    watermark: state.watermark,
+                },
+                genesis_known: state.genesis_known,
+            };
+            state.genesis_known = true;
+            self.send(partition, job);
+        }
+        self.backpressure();
+    }
+
+    fn finish_recovery(&mut self, partition: i32) {
+        let log = PartitionLog::new(self.processor.lake.clone(), self.topic(), partition);
+        let horizon = self.config().dedup_horizon_ms();
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        let Phase::Recovering(task) = &mut state.phase else {
+            return;
+        };
+        let recovery = match futures::FutureExt::now_or_never(task) {
+            Some(Ok(Ok(recovery))) => recovery,
+            Some(Ok(Err(error))) => {
+                tracing::warn!(partition, %error, "recovery from the range log failed; retrying");
+                metrics::counter!(metric::STORE_RETRIES).increment(1);
+                state.phase = Phase::Recovering(tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    recover(log, horizon).await
+                }));
+                return;
+            }
+            Some(Err(error)) => {
+                tracing::error!(partition, %error, "recovery task died");
+                return;
+            }
+            None => return,
+        };
+        state.phase = Phase::Reading;
+        state.genesis_known = recovery.genesis_known;
+        state.watermark = recovery.watermark;
+        state.dedup = recovery.dedup;
+        state.redo = recovery.redo;
+        state.history = recovery.history;
+        state.list_from = state.history.front().map_or(0, |h| h.0);
+        state.expected = recovery.position;
+        state.last_record_at = Instant::now();
+        let topic = self.processor.config.kafka.topic.clone();
+        if let Some(position) = recovery.position {
+            seek(&self.processor.consumer, &topic, partition, position);
+            state.sought_at = Some(Instant::now());
+        }
+        if !self.paused {
+            let list = self.partition_list(std::iter::once(partition));
+            if let Err(error) = self.processor.consumer.resume(&list) {
+                tracing::warn!(partition, %error, "resuming a recovered partition failed");
+            }
+        }
+    }
+
+    async fn on_record(&mut self, message: &BorrowedMessage<'_>) {
+        let partition = message.partition();
         let offset = message.offset();
-        let lateness = i64::try_from(self.config.allowed_lateness.as_millis()).unwrap_or(i64::MAX);
-        let watermark = watermarks.entry(message.partition()).or_insert(i64::MIN);
+        let bytes = message.payload().map_or(0, <[u8]>::len);
+        let lateness = self.config().lateness_ms();
+        let topic = self.topic().to_owned();
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if !matches!(state.phase, Phase::Reading) {
+            return;
+        }
+        if let Some(expected) = state.expected {
+            if offset < expected {
+                return;
+            }
+            if offset > expected {
+                let settling = state
+                    .sought_at
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+                if settling {
+                    return;
+                }
+                if state.seeks < 3 {
+                    state.seeks += 1;
+                    seek(&self.processor.consumer, &topic, partition, expected);
+                    state.sought_at = Some(Instant::now());
+                    return;
+                }
+                tracing::warn!(
+                    partition,
+                    expected,
+                    offset,
+                    "offsets are missing from the partition (retention?); going on"
+                );
+            }
+        }
+        state.seeks = 0;
+        state.sought_at = None;
+        metrics::counter!(metric::RECORDS).increment(1);
+        if let Some(redo_end) = state.redo.as_ref().map(|r| r.end)
+            && offset > redo_end
+        {
+            match &mut state.buffer {
+                // The rest of the redo range is gone; close it as the log says.
+                Some(buffer) => buffer.end_offset = redo_end,
+                None => {
+                    tracing::error!(
+                        partition,
+                        redo_end,
+                        offset,
+                        "a claimed range can no longer be read from Kafka; its files cannot be rewritten"
+                    );
+                    state.redo = None;
+                }
+            }
+            self.close_range(partition);
+        }
+        self.on_record_in(partition, offset, bytes, lateness, message)
+            .await;
+    }
+
+    async fn on_record_in(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        bytes: usize,
+        lateness: i64,
+        message: &BorrowedMessage<'_>,
+    ) {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        state.expected = Some(offset + 1);
+        state.last_record_at = Instant::now();
+        if state.buffer.is_none() {
+            state.buffer = Some(PartitionBuffer::new(offset));
+            state.watermark_at_open = state.watermark;
+        }
+        let watermark = state.watermark;
         let parsed = match message.payload() {
             Some(payload) => EventRecord::from_json(payload).map_err(|e| e.to_string()),
             None => Err("record has no value".to_owned()),
         }
         .and_then(|record| {
-            // The partition's watermark is the latest event time read from it;
-            // an event further behind it than the allowed lateness is too late
-            // to be added to its hour and goes to the dead-letter topic instead.
-            if record.ts < watermark.saturating_sub(lateness) {
+            if watermark != i64::MIN && record.ts < watermark.saturating_sub(lateness) {
                 metrics::counter!(metric::LATE).increment(1);
-                let _ = self.progress.late.fetch_add(1, Ordering::Relaxed);
+                let _ = self.processor.progress.late.fetch_add(1, Ordering::Relaxed);
                 return Err(format!(
                     "late: event time {} is more than {} ms behind the partition watermark {}",
                     record.ts, lateness, watermark
                 ));
             }
-            *watermark = (*watermark).max(record.ts);
             Ok(record)
         });
-        let buffer = buffers
-            .entry(message.partition())
-            .or_insert_with(|| PartitionBuffer::new(offset));
         match parsed {
             Ok(record) => {
-                let _ = buffer.add(offset, record);
+                state.watermark = state.watermark.max(record.ts);
+                let new = state
+                    .dedup
+                    .first_sighting(&record.event_id, record.ts, state.watermark);
+                if let Some(buffer) = &mut state.buffer {
+                    if new {
+                        buffer.add(offset, bytes, record);
+                    } else {
+                        metrics::counter!(metric::DUPLICATES).increment(1);
+                        buffer.skip(offset, bytes);
+                    }
+                }
             }
             Err(reason) => {
-                // The dead letter must be acknowledged before the offset can be
-                // committed; until it is, the record stays unread.
+                // The dead letter must be acknowledged before the range that
+                // covers its offset can be written; until then it stays unread.
                 loop {
-                    match self.dead_letters.send(message, &reason).await {
+                    match self.processor.dead_letters.send(message, &reason).await {
                         Ok(()) => break,
                         Err(error) => {
                             tracing::warn!(%error, "dead-letter produce failed; retrying");
-                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                     }
                 }
                 metrics::counter!(metric::DEAD_LETTERS).increment(1);
-                let _ = self.progress.dead_letters.fetch_add(1, Ordering::Relaxed);
-                buffer.skip(offset);
+                let _ = self
+                    .processor
+                    .progress
+                    .dead_letters
+                    .fetch_add(1, Ordering::Relaxed);
+                let Some(state) = self.partitions.get_mut(&partition) else {
+                    return;
+                };
+                if let Some(buffer) = &mut state.buffer {
+                    buffer.skip(offset, bytes);
+                }
             }
         }
-    }
-
-    fn drop_revoked(
-        &self,
-        buffers: &mut BTreeMap<i32, PartitionBuffer>,
-        watermarks: &mut BTreeMap<i32, i64>,
-    ) {
-        let revoked: Vec<i32> = match self.revoked.lock() {
-            Ok(mut revoked) => revoked.drain(..).collect(),
-            Err(_) => return,
-        };
-        for partition in revoked {
-            let _ = watermarks.remove(&partition);
-            if buffers.remove(&partition).is_some() {
-                tracing::info!(
-                    partition,
-                    "partition revoked; its uncommitted buffer is dropped"
-                );
-            }
-        }
-    }
-
-    /// Writes every buffer, then commits the offsets they cover. A failed write
-    /// keeps the buffers for the next attempt; nothing is committed past it.
-    async fn flush(&self, buffers: &mut BTreeMap<i32, PartitionBuffer>) {
-        if buffers.is_empty() {
+        let target = self.config().target_file_bytes;
+        let Some(state) = self.partitions.get(&partition) else {
             return;
+        };
+        let close = match (&state.redo, &state.buffer) {
+            (Some(redo), _) => offset >= redo.end,
+            // Parquet keeps roughly a quarter of the JSON record bytes.
+            (None, Some(buffer)) => buffer.record_bytes / 4 >= target,
+            (None, None) => false,
+        };
+        if close {
+            self.close_range(partition);
         }
-        let started = Instant::now();
-        match self.write_and_commit(buffers).await {
-            Ok(()) => {
-                buffers.clear();
-                metrics::histogram!(metric::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
+        if self.buffered_events() >= self.config().max_buffered_events as u64 {
+            self.backpressure();
+        }
+    }
+
+    /// Closes a partition's open range and hands it to its writer.
+    fn close_range(&mut self, partition: i32) {
+        let horizon = self.config().dedup_horizon_ms();
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        let Some(buffer) = state.buffer.take() else {
+            return;
+        };
+        let redo = state.redo.take();
+        state
+            .history
+            .push_back((buffer.start_offset, state.watermark));
+        let floor = state.watermark_at_open.saturating_sub(horizon);
+        while state.history.len() > 1 && state.history.front().is_some_and(|h| h.1 < floor) {
+            let _ = state.history.pop_front();
+        }
+        let list_from = state.history.front().map_or(buffer.start_offset, |h| h.0);
+        let moved = (list_from > state.list_from).then_some(list_from);
+        state.list_from = state.list_from.max(list_from);
+        state.dedup.prune(state.watermark);
+        let events = buffer.len() as u64;
+        let job = Job::Range(RangeJob {
+            partition,
+            generation: state.generation,
+            buffer,
+            watermark_before: state.watermark_at_open,
+            watermark_after: state.watermark,
+            genesis_known: state.genesis_known,
+            redo,
+            list_from: moved,
+        });
+        state.genesis_known = true;
+        self.queued_events += events;
+        self.send(partition, job);
+    }
+
+    fn send(&mut self, partition: i32, job: Job) {
+        let index = usize::try_from(partition).unwrap_or(0) % self.writers.len().max(1);
+        if let Some(writer) = self.writers.get(index)
+            && writer.send(job).is_err()
+        {
+            tracing::error!(
+                partition,
+                "a lake writer stopped; the range will be re-read"
+            );
+        }
+    }
+
+    fn on_outcome(&mut self, outcome: Outcome) {
+        let progress = &self.processor.progress;
+        match outcome {
+            Outcome::Written {
+                partition,
+                generation,
+                end,
+                events,
+                records,
+                files,
+            } => {
+                self.queued_events = self.queued_events.saturating_sub(events);
+                metrics::counter!(metric::EVENTS_COMMITTED).increment(events);
+                let _ = progress
+                    .committed_events
+                    .fetch_add(events, Ordering::Relaxed);
+                let _ = progress
+                    .committed_records
+                    .fetch_add(records, Ordering::Relaxed);
+                let _ = progress.files_written.fetch_add(files, Ordering::Relaxed);
+                let current = self
+                    .partitions
+                    .get(&partition)
+                    .is_some_and(|s| s.generation == generation);
+                if current {
+                    let _ = self.written_through.insert(partition, end + 1);
+                    // Kafka's committed offset is only a hint (lag metrics, a
+                    // fast start); the range log decides where reading resumes.
+                    let mut list = TopicPartitionList::new();
+                    if list
+                        .add_partition_offset(self.topic(), partition, Offset::Offset(end + 1))
+                        .is_ok()
+                        && let Err(error) = self.processor.consumer.commit(&list, CommitMode::Async)
+                    {
+                        tracing::debug!(partition, %error, "offset commit failed");
+                    }
+                }
             }
-            Err(error) => {
-                metrics::counter!(metric::FLUSH_FAILURES).increment(1);
-                tracing::warn!(%error, "flush failed; will retry");
+            Outcome::IdleMarked => {}
+            Outcome::Conflict {
+                partition,
+                generation,
+                events,
+            } => {
+                self.queued_events = self.queued_events.saturating_sub(events);
+                metrics::counter!(metric::CLAIM_CONFLICTS).increment(1);
+                let _ = progress.conflicts.fetch_add(1, Ordering::Relaxed);
+                let current = self
+                    .partitions
+                    .get(&partition)
+                    .is_some_and(|s| s.generation == generation);
+                if current {
+                    let list = self.partition_list(std::iter::once(partition));
+                    let _ = self.processor.consumer.pause(&list);
+                    self.start_recovery(partition);
+                }
+            }
+            Outcome::Abandoned { events } => {
+                self.queued_events = self.queued_events.saturating_sub(events);
             }
         }
     }
 
-    async fn write_and_commit(&self, buffers: &BTreeMap<i32, PartitionBuffer>) -> Result<()> {
-        let topic = &self.config.kafka.topic;
-        let mut offsets = TopicPartitionList::new();
-        let (mut events, mut records) = (0u64, 0u64);
-        for (partition, buffer) in buffers {
-            let files = sink::encode(topic, *partition, buffer)?;
-            sink::upload(&self.lake, &files).await?;
-            let bytes: usize = files.iter().map(|f| f.bytes.len()).sum();
-            metrics::counter!(metric::FILES).increment(files.len() as u64);
-            metrics::counter!(metric::BYTES).increment(bytes as u64);
+    fn buffered_events(&self) -> u64 {
+        let open: usize = self
+            .partitions
+            .values()
+            .filter_map(|s| s.buffer.as_ref())
+            .map(PartitionBuffer::len)
+            .sum();
+        open as u64 + self.queued_events
+    }
+
+    /// Pauses every partition while too much waits to be written.
+    fn backpressure(&mut self) {
+        let buffered = self.buffered_events();
+        metrics::gauge!(metric::BUFFERED).set(buffered as f64);
+        let limit = self.config().max_buffered_events as u64;
+        let reading: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| matches!(s.phase, Phase::Reading))
+            .map(|(p, _)| *p)
+            .collect();
+        if !self.paused && buffered >= limit {
+            self.paused = true;
+            metrics::gauge!(metric::PAUSED).set(1.0);
+            tracing::warn!(buffered, "writes are behind; pausing consumption");
             let _ = self
-                .progress
-                .files_written
-                .fetch_add(files.len() as u64, Ordering::Relaxed);
-            offsets.add_partition_offset(
-                topic,
-                *partition,
-                Offset::Offset(buffer.end_offset + 1),
-            )?;
-            events += buffer.len() as u64;
-            records += (buffer.end_offset - buffer.start_offset + 1) as u64;
+                .processor
+                .consumer
+                .pause(&self.partition_list(reading.into_iter()));
+        } else if self.paused && buffered <= limit / 2 {
+            self.paused = false;
+            metrics::gauge!(metric::PAUSED).set(0.0);
+            tracing::info!(buffered, "writes caught up; resuming consumption");
+            let _ = self
+                .processor
+                .consumer
+                .resume(&self.partition_list(reading.into_iter()));
         }
-        self.consumer.commit(&offsets, CommitMode::Sync)?;
-        metrics::counter!(metric::EVENTS_COMMITTED).increment(events);
-        let _ = self
-            .progress
-            .committed_events
-            .fetch_add(events, Ordering::Relaxed);
-        let _ = self
-            .progress
-            .committed_records
-            .fetch_add(records, Ordering::Relaxed);
-        tracing::debug!(events, records, "flushed and committed");
-        Ok(())
+    }
+
+    /// On shutdown: close every open range, let the writers finish (bounded),
+    /// and commit what they wrote.
+    async fn finish(&mut self) {
+        let open: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.redo.is_none() && s.buffer.is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in open {
+            self.close_range(partition);
+        }
+        self.writers.clear();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, self.outcomes.recv()).await {
+                Ok(Some(outcome)) => self.on_outcome(outcome),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        "shutting down with ranges not yet written; they will be re-read"
+                    );
+                    break;
+                }
+            }
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in &self.written_through {
+            if self.partitions.contains_key(partition) {
+                let _ = list.add_partition_offset(self.topic(), *partition, Offset::Offset(*next));
+            }
+        }
+        if list.count() > 0
+            && let Err(error) = self.processor.consumer.commit(&list, CommitMode::Sync)
+        {
+            tracing::debug!(%error, "final offset commit failed");
+        }
+    }
+}
+
+fn seek(consumer: &StreamConsumer<ProcessorContext>, topic: &str, partition: i32, offset: i64) {
+    if let Err(error) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::ZERO) {
+        tracing::debug!(partition, offset, %error, "seek failed; will retry");
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! Each file is uploaded whole with one `put`, which object stores make visible
 //! atomically (S3 `PutObject`; the local store writes a temp file and renames),
-//! so a reader never sees a partial file. File names carry the topic, partition
-//! and offset range, so a rewrite of the same range replaces rather than adds.
+//! so a reader never sees a partial file, and no multipart upload is ever left
+//! behind to abort. File names carry the topic, partition and offset range, and
+//! the bytes are a function of the range's rows, so a rewrite of the same range
+//! replaces a file with an identical one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -130,12 +132,13 @@ pub fn encode(topic: &str, partition: i32, buffer: &PartitionBuffer) -> Result<V
 
 /// Uploads the files; each becomes visible whole or not at all.
 pub async fn upload(lake: &Lake, files: &[LakeFile]) -> Result<()> {
-    for f in files {
+    let puts = files.iter().map(|f| async move {
         lake.store()
             .put(&lake.path(&f.path), PutPayload::from_bytes(f.bytes.clone()))
             .await
-            .map_err(Error::Store)?;
-    }
+            .map_err(Error::Store)
+    });
+    let _ = futures::future::try_join_all(puts).await?;
     Ok(())
 }
 

@@ -1,9 +1,11 @@
-//! Event-time hourly windows: what one partition has read since its last commit.
+//! Event-time hourly windows: what one partition has read in its open range.
 //!
-//! A [`PartitionBuffer`] is the unit of a flush: it covers a contiguous offset
-//! range of one partition, so the files it produces can be named after that range.
+//! A [`PartitionBuffer`] is the unit of a write: it covers a contiguous offset
+//! range of one partition, so the files it produces can be named after that
+//! range. Deduplication and lateness are decided before a record gets here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::time::Instant;
 
 use sqi_schemas::event::EventType;
 use sqi_schemas::lake::window_start;
@@ -39,9 +41,13 @@ pub struct UrlKey {
     pub channel: Option<String>,
 }
 
-/// Everything read from one partition since its last committed offset.
+/// Everything read from one partition in its open range.
 #[derive(Debug)]
 pub struct PartitionBuffer {
+    /// When the range was opened (for the rotation deadline).
+    pub opened_at: Instant,
+    /// Bytes of the records read, to estimate the `events` file size.
+    pub record_bytes: u64,
     /// The first offset this buffer covers.
     pub start_offset: i64,
     /// The last offset this buffer covers (inclusive).
@@ -50,36 +56,34 @@ pub struct PartitionBuffer {
     pub aggregates: HashMap<AggregateKey, i64>,
     /// Additive counts per URL key.
     pub url_counts: HashMap<UrlKey, i64>,
-    /// Raw events, first occurrence of each `event_id` only.
+    /// Raw events, first occurrence of each `event_id` only, in offset order.
     pub events: Vec<EventRecord>,
-    seen: HashSet<String>,
 }
 
 impl PartitionBuffer {
     /// An empty buffer starting at `offset`.
     pub fn new(offset: i64) -> Self {
         Self {
+            opened_at: Instant::now(),
+            record_bytes: 0,
             start_offset: offset,
             end_offset: offset,
             aggregates: HashMap::new(),
             url_counts: HashMap::new(),
             events: Vec::new(),
-            seen: HashSet::new(),
         }
     }
 
-    /// Marks `offset` as read without an event (a record sent to the dead-letter topic).
-    pub fn skip(&mut self, offset: i64) {
+    /// Marks `offset` as read without a new event (a repeat, or a record sent
+    /// to the dead-letter topic).
+    pub fn skip(&mut self, offset: i64, bytes: usize) {
         self.end_offset = self.end_offset.max(offset);
+        self.record_bytes += bytes as u64;
     }
 
-    /// Adds one record read at `offset`; a repeated `event_id` is counted once.
-    /// Returns whether the event was new.
-    pub fn add(&mut self, offset: i64, record: EventRecord) -> bool {
-        self.skip(offset);
-        if !self.seen.insert(record.event_id.clone()) {
-            return false;
-        }
+    /// Adds one new event read at `offset`.
+    pub fn add(&mut self, offset: i64, bytes: usize, record: EventRecord) {
+        self.skip(offset, bytes);
         let window = window_start(record.ts);
         *self
             .aggregates
@@ -102,7 +106,11 @@ impl PartitionBuffer {
             })
             .or_insert(0) += 1;
         self.events.push(record);
-        true
+    }
+
+    /// Records covered, whether counted or not.
+    pub fn records(&self) -> u64 {
+        u64::try_from(self.end_offset - self.start_offset + 1).unwrap_or(0)
     }
 
     /// Events held (deduplicated).
@@ -140,14 +148,15 @@ mod tests {
     }
 
     #[test]
-    fn repeated_ids_count_once_and_hours_split() {
+    fn hours_split_and_skips_extend_the_range() {
         let mut buffer = PartitionBuffer::new(10);
-        assert!(buffer.add(10, record("a", 1_000)));
-        assert!(!buffer.add(11, record("a", 1_000)));
-        assert!(buffer.add(12, record("b", 3_600_000 + 5)));
-        buffer.skip(13);
+        buffer.add(10, 100, record("a", 1_000));
+        buffer.skip(11, 100);
+        buffer.add(12, 100, record("b", 3_600_000 + 5));
+        buffer.skip(13, 100);
         assert_eq!(buffer.len(), 2);
         assert_eq!((buffer.start_offset, buffer.end_offset), (10, 13));
+        assert_eq!((buffer.records(), buffer.record_bytes), (4, 400));
         let mut windows: Vec<i64> = buffer.aggregates.keys().map(|k| k.window_start).collect();
         windows.sort_unstable();
         assert_eq!(windows, vec![0, 3_600_000]);

@@ -278,7 +278,7 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
     let mut processor_config = ProcessorConfig::new(brokers.clone(), topic, lake_args.clone());
     processor_config.group_id = "sqi-demo".into();
     // Fewer, larger files than the test default of one flush a second.
-    processor_config.flush_interval = Duration::from_secs(5);
+    processor_config.max_file_age = Duration::from_secs(5);
     // The simulated day arrives in random event-time order, all at once.
     processor_config.allowed_lateness = Duration::from_secs(48 * 3600);
     let processor = Processor::new(processor_config, lake.clone())?;

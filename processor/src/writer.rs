@@ -1,0 +1,338 @@
+//! Lake writers: claim a closed range, write its files, advance the markers.
+//!
+//! A partition always goes to the same writer, so its ranges are written in
+//! order. Store failures are retried with exponential backoff until they
+//! succeed or the partition is no longer ours; the consumer loop meanwhile
+//! keeps polling Kafka (so the group keeps this member) and pauses fetching
+//! once too much waits here.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqi_schemas::lake::Lake;
+use tokio::sync::mpsc;
+
+use crate::completeness::Completeness;
+use crate::consumer::metric;
+use crate::error::{Error, Result};
+use crate::range_log::{Claim, IdleMark, PartitionLog, RangeIntent};
+use crate::sink;
+use crate::window::PartitionBuffer;
+
+/// A closed range to write.
+#[derive(Debug)]
+pub(crate) struct RangeJob {
+    pub partition: i32,
+    pub generation: u64,
+    pub buffer: PartitionBuffer,
+    pub watermark_before: i64,
+    pub watermark_after: i64,
+    /// Whether the chain's start is already fixed in the log.
+    pub genesis_known: bool,
+    /// Set when re-writing a range the log already holds.
+    pub redo: Option<RangeIntent>,
+    /// A new listing start for recoveries, if it moved.
+    pub list_from: Option<i64>,
+}
+
+/// Work for a writer.
+#[derive(Debug)]
+pub(crate) enum Job {
+    Range(RangeJob),
+    Idle {
+        partition: i32,
+        generation: u64,
+        mark: IdleMark,
+        genesis_known: bool,
+    },
+}
+
+/// What happened to a job.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The range's files are in the lake.
+    Written {
+        partition: i32,
+        generation: u64,
+        end: i64,
+        events: u64,
+        records: u64,
+        files: u64,
+    },
+    /// The idle mark is recorded.
+    IdleMarked,
+    /// The log holds a different decision; the partition must recover from it.
+    Conflict {
+        partition: i32,
+        generation: u64,
+        events: u64,
+    },
+    /// The partition is no longer ours (revoked, reset or shutting down).
+    Abandoned { events: u64 },
+}
+
+/// Which generation of each partition is current; older jobs are abandoned.
+pub(crate) type Generations = Arc<Mutex<HashMap<i32, u64>>>;
+
+#[derive(Clone)]
+pub(crate) struct WriterContext {
+    pub lake: Lake,
+    pub topic: String,
+    pub lateness_ms: i64,
+    pub generations: Generations,
+    pub completeness: Arc<Completeness>,
+    pub outcomes: mpsc::UnboundedSender<Outcome>,
+    pub bytes_written: Arc<AtomicU64>,
+}
+
+impl WriterContext {
+    fn is_current(&self, partition: i32, generation: u64) -> bool {
+        self.generations
+            .lock()
+            .map(|g| g.get(&partition) == Some(&generation))
+            .unwrap_or(false)
+    }
+
+    /// Retries `op` with backoff until it succeeds or the partition moves on.
+    async fn retry<T, F, Fut>(
+        &self,
+        what: &str,
+        partition: i32,
+        generation: u64,
+        mut op: F,
+    ) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if !self.is_current(partition, generation) {
+                return None;
+            }
+            match op().await {
+                Ok(value) => return Some(value),
+                Err(error) => {
+                    metrics::counter!(metric::STORE_RETRIES).increment(1);
+                    tracing::warn!(partition, %error, retry_in = ?delay, "{what} failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(20));
+                }
+            }
+        }
+    }
+
+    /// Runs jobs until the channel closes.
+    pub(crate) async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            let outcome = match job {
+                Job::Range(job) => self.write_range(job).await,
+                Job::Idle {
+                    partition,
+                    generation,
+                    mark,
+                    genesis_known,
+                } => {
+                    self.write_idle(partition, generation, mark, genesis_known)
+                        .await
+                }
+            };
+            if self.outcomes.send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn ensure_genesis(
+        &self,
+        log: &PartitionLog,
+        generation: u64,
+        start: i64,
+    ) -> Option<bool> {
+        let claim = self
+            .retry(
+                "claiming the chain start",
+                log.partition,
+                generation,
+                || log.claim_genesis(start),
+            )
+            .await?;
+        if let Claim::Taken(existing) = claim {
+            tracing::info!(
+                partition = log.partition,
+                start,
+                existing,
+                "the chain already starts elsewhere; adopting it"
+            );
+            return Some(false);
+        }
+        Some(true)
+    }
+
+    async fn write_range(&self, job: RangeJob) -> Outcome {
+        let (partition, generation) = (job.partition, job.generation);
+        let events = job.buffer.len() as u64;
+        let records = job.buffer.records();
+        let abandoned = Outcome::Abandoned { events };
+        let conflict = Outcome::Conflict {
+            partition,
+            generation,
+            events,
+        };
+        let log = PartitionLog::new(self.lake.clone(), &self.topic, partition);
+        if !job.genesis_known {
+            match self
+                .ensure_genesis(&log, generation, job.buffer.start_offset)
+                .await
+            {
+                None => return abandoned,
+                Some(false) => return conflict,
+                Some(true) => {}
+            }
+        }
+        let topic = self.topic.clone();
+        let buffer = job.buffer;
+        let (start, end) = (buffer.start_offset, buffer.end_offset);
+        let encoded =
+            tokio::task::spawn_blocking(move || sink::encode(&topic, partition, &buffer)).await;
+        let files = match encoded.map_err(Error::from).and_then(|r| r) {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::error!(partition, start, end, %error, "encoding a range failed");
+                return conflict;
+            }
+        };
+        let intent = RangeIntent {
+            start,
+            end,
+            watermark_before: job.watermark_before,
+            watermark_after: job.watermark_after,
+            events,
+            files: files.iter().map(|f| f.path.clone()).collect(),
+        };
+        match &job.redo {
+            Some(logged) => {
+                if *logged != intent {
+                    // Re-reading a range must decide exactly as the first
+                    // reader did; a difference is a bug worth an alarm.
+                    metrics::counter!(metric::REDO_MISMATCHES).increment(1);
+                    tracing::error!(
+                        partition,
+                        ?logged,
+                        ?intent,
+                        "a re-read range differs from its log entry"
+                    );
+                }
+            }
+            None => {
+                let claim = self
+                    .retry("claiming a range", partition, generation, || {
+                        log.claim(&intent)
+                    })
+                    .await;
+                match claim {
+                    None => return abandoned,
+                    Some(Claim::Won | Claim::Same) => {}
+                    Some(Claim::Taken(existing)) => {
+                        tracing::info!(
+                            partition,
+                            start,
+                            end,
+                            decided_end = existing.end,
+                            "another writer claimed this range first; re-reading its decision"
+                        );
+                        return conflict;
+                    }
+                }
+            }
+        }
+        let written = self
+            .retry("writing a range's files", partition, generation, || {
+                sink::upload(&self.lake, &files)
+            })
+            .await;
+        if written.is_none() {
+            return abandoned;
+        }
+        let bytes: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
+        metrics::counter!(metric::FILES).increment(files.len() as u64);
+        metrics::counter!(metric::BYTES).increment(bytes);
+        let _ = self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(list_from) = job.list_from {
+            let _ = self
+                .retry("moving the log checkpoint", partition, generation, || {
+                    log.put_checkpoint(list_from)
+                })
+                .await;
+        }
+        self.mark_complete(partition, generation, job.watermark_after)
+            .await;
+        Outcome::Written {
+            partition,
+            generation,
+            end,
+            events,
+            records,
+            files: files.len() as u64,
+        }
+    }
+
+    async fn write_idle(
+        &self,
+        partition: i32,
+        generation: u64,
+        mark: IdleMark,
+        genesis_known: bool,
+    ) -> Outcome {
+        let log = PartitionLog::new(self.lake.clone(), &self.topic, partition);
+        if !genesis_known {
+            match self
+                .ensure_genesis(&log, generation, mark.next_offset)
+                .await
+            {
+                None => return Outcome::Abandoned { events: 0 },
+                Some(false) => {
+                    return Outcome::Conflict {
+                        partition,
+                        generation,
+                        events: 0,
+                    };
+                }
+                Some(true) => {}
+            }
+        }
+        if self
+            .retry("recording an idle watermark", partition, generation, || {
+                log.put_idle(mark)
+            })
+            .await
+            .is_none()
+        {
+            return Outcome::Abandoned { events: 0 };
+        }
+        self.mark_complete(partition, generation, mark.watermark)
+            .await;
+        Outcome::IdleMarked
+    }
+
+    async fn mark_complete(&self, partition: i32, generation: u64, watermark: i64) {
+        let hours = self
+            .retry(
+                "writing completeness markers",
+                partition,
+                generation,
+                || {
+                    self.completeness
+                        .advance(partition, watermark, self.lateness_ms)
+                },
+            )
+            .await;
+        if let Some(hours) = hours.filter(|h| *h > 0) {
+            metrics::counter!(metric::HOURS_COMPLETED).increment(hours as u64);
+            tracing::info!(hours, "hours marked complete");
+        }
+    }
+}
