@@ -22,6 +22,32 @@ use crate::range_log::{Claim, IdleMark, PartitionLog, RangeIntent};
 use crate::sink;
 use crate::window::PartitionBuffer;
 
+/// Fault injection for the crash tests: with
+/// `SQI_PROCESSOR_CRASH_POINTS=after-claim=0.2,after-upload=0.2` the process
+/// aborts at that point of a range's write with that probability, which puts a
+/// `kill -9` exactly in the windows that matter. Unset, it does nothing.
+fn crash_point(name: &str) {
+    static POINTS: std::sync::OnceLock<Vec<(String, f64)>> = std::sync::OnceLock::new();
+    let points = POINTS.get_or_init(|| {
+        std::env::var("SQI_PROCESSOR_CRASH_POINTS")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .filter_map(|(n, p)| Some((n.trim().to_owned(), p.trim().parse().ok()?)))
+            .collect()
+    });
+    let Some((_, probability)) = points.iter().find(|(n, _)| n == name) else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    if f64::from(nanos % 10_000) / 10_000.0 < *probability {
+        tracing::warn!(point = name, "crash point reached; aborting");
+        std::process::abort();
+    }
+}
+
 /// A closed range to write.
 #[derive(Debug)]
 pub(crate) struct RangeJob {
@@ -249,6 +275,7 @@ impl WriterContext {
                 }
             }
         }
+        crash_point("after-claim");
         let written = self
             .retry("writing a range's files", partition, generation, || {
                 sink::upload(&self.lake, &files)
@@ -257,6 +284,7 @@ impl WriterContext {
         if written.is_none() {
             return abandoned;
         }
+        crash_point("after-upload");
         let bytes: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
         metrics::counter!(metric::FILES).increment(files.len() as u64);
         metrics::counter!(metric::BYTES).increment(bytes);

@@ -46,7 +46,11 @@ def main():
 
     base = os.path.join(root, args.prefix.strip("/"))
     con = duckdb.connect()
-    out = {"objects": len(keys), "non_parquet": [k for k in keys if not k.endswith(".parquet")], "tables": {}}
+    out = {
+        "objects": len(keys),
+        "non_parquet": [k for k in keys if not k.endswith(".parquet") and "/_" not in k],
+        "tables": {},
+    }
     for table in TABLES:
         files = sorted(glob.glob(os.path.join(base, table, "**", "*.parquet"), recursive=True))
         if not files:
@@ -83,6 +87,15 @@ def main():
             """
         ).fetchone()[0]
         out["misplaced_aggregate_rows"] = misplaced
+        by_hour = con.execute(
+            f"""
+            SELECT epoch_ms(window_start::TIMESTAMP) AS w, publisher, coalesce(channel, '-'), event_type, device,
+                   SUM(events)::BIGINT
+            FROM read_parquet('{agg_glob}', hive_partitioning = true)
+            GROUP BY ALL ORDER BY ALL
+            """
+        ).fetchall()
+        out["aggregate_sums_by_hour"] = {"|".join(str(x) for x in row[:5]): row[5] for row in by_hour}
     events_glob = os.path.join(base, "events", "**", "*.parquet")
     if "events" in out["tables"]:
         out["event_ids"] = con.execute(

@@ -398,3 +398,316 @@ pub async fn wait_for_commits(progress: &sqi_processor::Progress, records: u64, 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `sqi process` as a child process, so that tests can `kill -9`, `SIGSTOP`
+/// and `SIGCONT` it like an orchestrator or a crash would.
+#[derive(Debug)]
+pub struct ProcessorChild {
+    /// The child.
+    pub child: std::process::Child,
+}
+
+/// What every processor child of one test shares.
+#[derive(Debug, Clone)]
+pub struct ProcessorSetup {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// The events topic (the DLQ is `{topic}-dlq`).
+    pub topic: String,
+    /// The consumer group.
+    pub group: String,
+    /// The lake URL.
+    pub lake_url: String,
+    /// The S3 endpoint.
+    pub s3_endpoint: String,
+    /// Extra `--flag value` pairs.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl ProcessorSetup {
+    /// Defaults for the crash tests: quick rotation, a short session timeout
+    /// so that a killed member's partitions move on quickly, 48 h lateness.
+    pub fn new(services: &Services, topic: &str, bucket: &str) -> Self {
+        Self {
+            brokers: services.kafka_brokers.clone(),
+            topic: topic.to_owned(),
+            group: unique("group"),
+            lake_url: format!("s3://{bucket}/lake"),
+            s3_endpoint: services.s3_endpoint.clone(),
+            args: [
+                "--max-file-age",
+                "1s",
+                "--idle-timeout",
+                "3s",
+                "--allowed-lateness",
+                "48h",
+                "--kafka-config",
+                "session.timeout.ms=3000",
+                "--kafka-config",
+                "heartbeat.interval.ms=500",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Starts one processor.
+    pub fn spawn(&self, log: &std::path::Path) -> ProcessorChild {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("processor log");
+        let child = Command::new(sqi_binary())
+            .arg("process")
+            .args(["--kafka-brokers", &self.brokers])
+            .args(["--topic", &self.topic])
+            .args(["--dlq-topic", &format!("{}-dlq", self.topic)])
+            .args(["--group-id", &self.group])
+            .args(["--lake-url", &self.lake_url])
+            .args(["--s3-endpoint", &self.s3_endpoint])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env(
+                "RUST_LOG",
+                std::env::var("SQI_TEST_CHILD_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("sqi process starts");
+        ProcessorChild { child }
+    }
+}
+
+impl ProcessorChild {
+    /// Sends a signal (`KILL`, `TERM`, `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    /// `kill -9`, and reaps it.
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.child.wait().expect("wait")
+    }
+
+    /// Resident set size now, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for ProcessorChild {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the lake's range log covers every record of `topic` with
+/// written files: the processors have caught up, whoever they were.
+pub async fn wait_until_written(
+    brokers: &str,
+    lake: &Lake,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("watermarks"))
+        .create()
+        .expect("consumer");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut behind = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        behind.clear();
+        for p in 0..partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            let log = sqi_processor::range_log::PartitionLog::new(lake.clone(), topic, p);
+            let state = log.read().await.expect("range log");
+            let written = match state.newest() {
+                Some(newest) => {
+                    newest.end + 1 >= high && log.is_written(newest).await.expect("head")
+                }
+                None => high == 0,
+            };
+            if !written {
+                behind.push((p, high, state.newest().map(|n| n.end)));
+            }
+        }
+        if behind.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the lake did not catch up with {topic} in {timeout:?}: {behind:?}");
+}
+
+/// A known multiset of share events, sent keyed by `event_id` like ingest does,
+/// with some of them sent twice (client retries), and the counts the lake must
+/// end up with.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// `(event_id, record JSON)` in send order, retries included.
+    pub sends: Vec<(String, String)>,
+    /// Distinct events per `window_ms|publisher|channel|type|device`.
+    pub expected: std::collections::BTreeMap<String, i64>,
+    /// Distinct events.
+    pub distinct: usize,
+}
+
+impl Workload {
+    /// `events` distinct events one second of event time apart from `start_ms`,
+    /// about one in ten sent again a few records later.
+    pub fn new(events: usize, start_ms: i64, seed: u64) -> Self {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut sends = Vec::new();
+        let mut expected = std::collections::BTreeMap::new();
+        let mut retries: Vec<(usize, (String, String))> = Vec::new();
+        let devices = ["desktop", "mobile", "tablet", "bot"];
+        let channels = ["facebook", "twitter", "linkedin", "whatsapp", "reddit"];
+        for i in 0..events {
+            let id = uuid::Uuid::new_v4().to_string();
+            let ts = start_ms + i as i64 * 1000;
+            let publisher = format!("pub-{}", rng.random_range(0..7));
+            let kind = ["pageview", "share", "clickback"][rng.random_range(0..3)];
+            let channel = (kind != "pageview").then(|| channels[rng.random_range(0..5)]);
+            let device = devices[rng.random_range(0..4)];
+            let record = serde_json::json!({
+                "v": 1, "event_id": id, "publisher": publisher, "type": kind, "channel": channel,
+                "url": format!("https://{publisher}.example/a/{}", rng.random_range(0..20)),
+                "referrer": null, "visitor": null, "ts": ts, "received_at": ts,
+                "device": device, "ip_prefix": null, "props": {}
+            })
+            .to_string();
+            let window = ts.div_euclid(3_600_000) * 3_600_000;
+            *expected
+                .entry(format!(
+                    "{window}|{publisher}|{}|{kind}|{device}",
+                    channel.unwrap_or("-")
+                ))
+                .or_insert(0) += 1;
+            sends.push((id.clone(), record.clone()));
+            if rng.random_range(0..10) == 0 {
+                retries.push((i + rng.random_range(1..40), (id, record)));
+            }
+            while let Some(pos) = retries.iter().position(|(at, _)| *at <= i) {
+                sends.push(retries.remove(pos).1);
+            }
+        }
+        sends.extend(retries.into_iter().map(|(_, r)| r));
+        Self {
+            sends,
+            expected,
+            distinct: events,
+        }
+    }
+
+    /// Sends everything, `per_second` records a second, acknowledged by the broker.
+    pub async fn produce(&self, brokers: &str, topic: &str, per_second: usize) {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let batch = (per_second / 10).max(1);
+        for chunk in self.sends.chunks(batch) {
+            let started = tokio::time::Instant::now();
+            let sends = chunk.iter().map(|(id, record)| {
+                producer.send(
+                    FutureRecord::to(topic)
+                        .key(id.as_str())
+                        .payload(record.as_str()),
+                    Duration::from_secs(30),
+                )
+            });
+            for result in futures::future::join_all(sends).await {
+                result.map_err(|(e, _)| e).expect("produce");
+            }
+            tokio::time::sleep_until(started + Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Checks the lake with DuckDB (through `check_lake.py`): every Parquet file
+    /// opens, no partial or stray object sits under a table prefix, each event
+    /// is in `events/` exactly once, and `aggregates` sums to the expected
+    /// counts key by key.
+    pub fn assert_exact(&self, services: &Services, bucket: &str) {
+        let report = python_check(
+            "check_lake.py",
+            &[
+                "--endpoint",
+                &services.s3_endpoint,
+                "--bucket",
+                bucket,
+                "--prefix",
+                "lake",
+            ],
+        );
+        assert_eq!(
+            report["non_parquet"],
+            serde_json::json!([]),
+            "stray objects"
+        );
+        let ids = &report["event_ids"];
+        assert_eq!(
+            ids[1].as_u64(),
+            Some(self.distinct as u64),
+            "distinct event ids"
+        );
+        assert_eq!(
+            ids[0].as_u64(),
+            Some(self.distinct as u64),
+            "events rows (each id once)"
+        );
+        let sums: std::collections::BTreeMap<String, i64> =
+            serde_json::from_value(report["aggregate_sums_by_hour"].clone()).expect("sums");
+        if sums != self.expected {
+            let wrong: Vec<_> = self
+                .expected
+                .iter()
+                .filter(|(k, v)| sums.get(*k) != Some(v))
+                .take(10)
+                .map(|(k, v)| (k.clone(), *v, sums.get(k).copied()))
+                .collect();
+            panic!(
+                "aggregates differ from the produced counts (key, expected, got): {wrong:?}; total {} vs {}",
+                sums.values().sum::<i64>(),
+                self.distinct
+            );
+        }
+    }
+}
