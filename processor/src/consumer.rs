@@ -117,6 +117,20 @@ struct ProcessorContext {
 }
 
 impl ClientContext for ProcessorContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as Level;
+        match level {
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}");
+            }
+            Level::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            Level::Notice | Level::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}")
+            }
+            Level::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
@@ -303,7 +317,9 @@ impl Processor {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("statistics.interval.ms", stats_ms.as_millis().to_string());
+            .set("statistics.interval.ms", stats_ms.as_millis().to_string())
+            // Bounds what librdkafka prefetches while the loop is not reading.
+            .set("queued.max.messages.kbytes", "16384");
         for property in &config.kafka.extra {
             let _ = consumer_config.set(&property.key, &property.value);
         }
@@ -461,7 +477,7 @@ impl Run<'_> {
                     self.housekeeping();
                 }
                 Some(outcome) = self.outcomes.recv() => self.on_outcome(outcome),
-                received = self.processor.consumer.recv() => {
+                received = self.processor.consumer.recv(), if !self.paused => {
                     self.apply_notices();
                     match received {
                         Ok(message) => self.on_record(&message).await,
@@ -496,6 +512,7 @@ impl Run<'_> {
             }
         }
         for partition in assigned {
+            tracing::info!(partition, "partition assigned");
             self.start_recovery(partition);
         }
     }
@@ -666,11 +683,9 @@ impl Run<'_> {
             seek(&self.processor.consumer, &topic, partition, position);
             state.sought_at = Some(Instant::now());
         }
-        if !self.paused {
-            let list = self.partition_list(std::iter::once(partition));
-            if let Err(error) = self.processor.consumer.resume(&list) {
-                tracing::warn!(partition, %error, "resuming a recovered partition failed");
-            }
+        let list = self.partition_list(std::iter::once(partition));
+        if let Err(error) = self.processor.consumer.resume(&list) {
+            tracing::warn!(partition, %error, "resuming a recovered partition failed");
         }
     }
 
@@ -681,13 +696,29 @@ impl Run<'_> {
         let lateness = self.config().lateness_ms();
         let topic = self.topic().to_owned();
         let Some(state) = self.partitions.get_mut(&partition) else {
+            tracing::debug!(
+                partition,
+                offset,
+                "dropping a record of a partition this processor does not hold"
+            );
             return;
         };
         if !matches!(state.phase, Phase::Reading) {
+            tracing::debug!(
+                partition,
+                offset,
+                "dropping a record while the partition recovers"
+            );
             return;
         }
         if let Some(expected) = state.expected {
             if offset < expected {
+                tracing::debug!(
+                    partition,
+                    offset,
+                    expected,
+                    "dropping a record before the log's position"
+                );
                 return;
             }
             if offset > expected {
@@ -695,8 +726,20 @@ impl Run<'_> {
                     .sought_at
                     .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
                 if settling {
+                    tracing::debug!(
+                        partition,
+                        offset,
+                        expected,
+                        "dropping a record while a seek settles"
+                    );
                     return;
                 }
+                tracing::info!(
+                    partition,
+                    offset,
+                    expected,
+                    "records arrive past the log's position; seeking back"
+                );
                 if state.seeks < 3 {
                     state.seeks += 1;
                     seek(&self.processor.consumer, &topic, partition, expected);
@@ -950,33 +993,28 @@ impl Run<'_> {
         open as u64 + self.queued_events
     }
 
-    /// Pauses every partition while too much waits to be written.
+    /// Stops reading while too much waits to be written.
+    ///
+    /// The loop simply stops taking records from librdkafka: its prefetch
+    /// queue is bounded (`queued.max.messages.kbytes`) and its background
+    /// thread keeps the group's heartbeats going. librdkafka's own
+    /// `pause`/`resume` is not used for this: resuming after a pause can skip
+    /// records that were fetched but purged (seen against Tansu), which
+    /// the range log would then have to redo. A stall longer than
+    /// `max.poll.interval.ms` makes this member leave the group; its
+    /// partitions' next owner resumes from the log.
     fn backpressure(&mut self) {
         let buffered = self.buffered_events();
         metrics::gauge!(metric::BUFFERED).set(buffered as f64);
         let limit = self.config().max_buffered_events as u64;
-        let reading: Vec<i32> = self
-            .partitions
-            .iter()
-            .filter(|(_, s)| matches!(s.phase, Phase::Reading))
-            .map(|(p, _)| *p)
-            .collect();
         if !self.paused && buffered >= limit {
             self.paused = true;
             metrics::gauge!(metric::PAUSED).set(1.0);
             tracing::warn!(buffered, "writes are behind; pausing consumption");
-            let _ = self
-                .processor
-                .consumer
-                .pause(&self.partition_list(reading.into_iter()));
         } else if self.paused && buffered <= limit / 2 {
             self.paused = false;
             metrics::gauge!(metric::PAUSED).set(0.0);
             tracing::info!(buffered, "writes caught up; resuming consumption");
-            let _ = self
-                .processor
-                .consumer
-                .resume(&self.partition_list(reading.into_iter()));
         }
     }
 

@@ -424,6 +424,8 @@ pub struct ProcessorSetup {
     pub args: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// The admin listener (`/metrics`).
+    pub listen: SocketAddr,
 }
 
 impl ProcessorSetup {
@@ -451,6 +453,7 @@ impl ProcessorSetup {
             .map(str::to_owned)
             .to_vec(),
             env: Vec::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 
@@ -469,7 +472,7 @@ impl ProcessorSetup {
             .args(["--group-id", &self.group])
             .args(["--lake-url", &self.lake_url])
             .args(["--s3-endpoint", &self.s3_endpoint])
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &self.listen.to_string()])
             .args(&self.args)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -710,4 +713,68 @@ impl Workload {
             );
         }
     }
+}
+
+/// A moto S3 server of the test's own, so that a test can freeze it
+/// (`SIGSTOP`: connections hang, as in an S3 brown-out) without touching the
+/// shared one. Its buckets live in memory and survive the freeze.
+#[derive(Debug)]
+pub struct OwnMoto {
+    child: std::process::Child,
+    /// `http://127.0.0.1:port`.
+    pub endpoint: String,
+}
+
+impl OwnMoto {
+    /// Starts moto on a free loopback port and waits until it answers.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server starts (pip install 'moto[server]')");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if reqwest::get(&endpoint).await.is_ok() {
+                return Self { child, endpoint };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("own moto did not answer on {endpoint}");
+    }
+
+    /// The same services, with this S3 endpoint.
+    pub fn services(&self, services: &Services) -> Services {
+        Services {
+            s3_endpoint: self.endpoint.clone(),
+            ..services.clone()
+        }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for OwnMoto {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback address for a child's admin listener.
+pub fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
 }

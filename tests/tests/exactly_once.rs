@@ -134,3 +134,100 @@ async fn scaling_one_to_three_to_one_and_a_frozen_member_double_count_nothing() 
     assert!(first.terminate().success());
     workload.assert_exact(&services, &bucket);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_s3_outage_pauses_consumption_with_bounded_memory_and_loses_nothing() {
+    let moto = sqi_integration_tests::OwnMoto::start().await;
+    let services = moto.services(&Services::from_env());
+    let topic = unique("outage");
+    services.create_topic(&topic, 3).await;
+    services.create_topic(&format!("{topic}-dlq"), 1).await;
+    let (bucket, lake) = services.fresh_lake().await;
+    let workload = Workload::new(7_000, start_of_workload(), 9);
+    let logs = tempfile::tempdir().unwrap();
+    let log = std::env::var("SQI_TEST_KEEP_LOG").map_or_else(
+        |_| logs.path().join("processor.log"),
+        std::path::PathBuf::from,
+    );
+    let mut setup = ProcessorSetup::new(&services, &topic, &bucket);
+    setup
+        .args
+        .extend(["--max-buffered-events".to_owned(), "1500".to_owned()]);
+    setup.listen = sqi_integration_tests::free_address();
+    if std::env::var_os("SQI_TEST_KAFKA_DEBUG").is_some() {
+        setup.args.extend([
+            "--kafka-config".to_owned(),
+            "debug=consumer,topic,fetch".to_owned(),
+        ]);
+    }
+    let processor = setup.spawn(&log);
+    let producing = {
+        let brokers = services.kafka_brokers.clone();
+        let topic = topic.clone();
+        let workload = workload.clone();
+        tokio::spawn(async move { workload.produce(&brokers, &topic, 100).await })
+    };
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let before = processor.rss_bytes();
+
+    moto.signal("STOP");
+    let metrics_url = format!("http://{}/metrics", setup.listen);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let (mut peak, mut paused_seen) = (0u64, false);
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peak = peak.max(processor.rss_bytes());
+        if let Ok(response) = client.get(&metrics_url).send().await {
+            let text = response.text().await.unwrap_or_default();
+            paused_seen |= text
+                .lines()
+                .any(|l| l == "sqi_processor_backpressure_paused 1");
+        }
+    }
+    moto.signal("CONT");
+
+    producing.await.unwrap();
+    if std::env::var_os("SQI_TEST_KAFKA_DEBUG").is_some() {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let text = client
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        eprintln!(
+            "METRICS\n{}",
+            text.lines()
+                .filter(|l| l.contains("lag")
+                    || l.contains("_total")
+                    || l.contains("paused")
+                    || l.contains("buffered"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    wait_until_written(
+        &services.kafka_brokers,
+        &lake,
+        &topic,
+        3,
+        Duration::from_secs(240),
+    )
+    .await;
+    eprintln!("rss before the outage {before} B, peak during it {peak} B");
+    assert!(
+        paused_seen,
+        "consumption never paused while S3 was down:\n{}",
+        tail(&std::fs::read_to_string(&log).unwrap_or_default())
+    );
+    assert!(
+        peak < before + 200 * 1024 * 1024,
+        "memory grew from {before} to {peak} bytes during the outage"
+    );
+    workload.assert_exact(&services, &bucket);
+}
