@@ -893,7 +893,7 @@ impl Run<'_> {
         state.list_from = state.list_from.max(list_from);
         state.dedup.prune(state.watermark);
         let events = buffer.len() as u64;
-        let job = Job::Range(RangeJob {
+        let job = Job::Range(Box::new(RangeJob {
             partition,
             generation: state.generation,
             buffer,
@@ -902,7 +902,7 @@ impl Run<'_> {
             genesis_known: state.genesis_known,
             redo,
             list_from: moved,
-        });
+        }));
         state.genesis_known = true;
         self.queued_events += events;
         self.send(partition, job);
@@ -972,8 +972,7 @@ impl Run<'_> {
                     .get(&partition)
                     .is_some_and(|s| s.generation == generation);
                 if current {
-                    let list = self.partition_list(std::iter::once(partition));
-                    let _ = self.processor.consumer.pause(&list);
+                    // Records read meanwhile are dropped; recovery seeks back.
                     self.start_recovery(partition);
                 }
             }

@@ -67,7 +67,7 @@ pub(crate) struct RangeJob {
 /// Work for a writer.
 #[derive(Debug)]
 pub(crate) enum Job {
-    Range(RangeJob),
+    Range(Box<RangeJob>),
     Idle {
         partition: i32,
         generation: u64,
@@ -155,7 +155,7 @@ impl WriterContext {
     pub(crate) async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
             let outcome = match job {
-                Job::Range(job) => self.write_range(job).await,
+                Job::Range(job) => self.write_range(*job).await,
                 Job::Idle {
                     partition,
                     generation,

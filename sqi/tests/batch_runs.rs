@@ -80,7 +80,7 @@ async fn small_lake() -> (tempfile::TempDir, Lake) {
                 ip_prefix: None,
                 props: Default::default(),
             };
-            let _ = buffer.add(offset, record);
+            buffer.add(offset, 0, record);
             offset += 1;
         }
         dimension.push(publishers::Publisher {

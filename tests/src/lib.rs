@@ -738,14 +738,17 @@ impl OwnMoto {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("moto_server starts (pip install 'moto[server]')");
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
-            if reqwest::get(&endpoint).await.is_ok() {
-                return Self { child, endpoint };
+            if reqwest::get(&moto.endpoint).await.is_ok() {
+                return moto;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("own moto did not answer on {endpoint}");
+        panic!("own moto did not answer on {}", moto.endpoint);
     }
 
     /// The same services, with this S3 endpoint.

@@ -189,6 +189,28 @@ async fn bad_records_reach_the_dead_letter_topic_and_replays_agree() {
     let (_, second) = services.fresh_lake().await;
     let _ = process_until(&services, &topic, &second, sent).await;
     assert_eq!(sums(&second).await, first_sums);
+    let first_events = event_rows(&first).await;
+    assert_eq!(first_events.len(), 50);
+    assert_eq!(event_rows(&second).await, first_events);
+}
+
+/// Every `events` row, as text, in `event_id` order.
+async fn event_rows(lake: &Lake) -> Vec<String> {
+    use arrow::array::AsArray;
+    let ctx = sqi::query::session(lake, &[Table::Events], 2)
+        .await
+        .unwrap();
+    let batch = sqi::query::collect_one(
+        &ctx,
+        "SELECT event_id || '|' || publisher || '|' || \"type\" || '|' || COALESCE(channel, '-') || '|' || url || '|' || CAST(ts AS VARCHAR) || '|' || device AS row FROM events ORDER BY event_id",
+    )
+    .await
+    .unwrap();
+    let rows = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+    let rows = rows.as_string::<i32>();
+    (0..batch.num_rows())
+        .map(|i| rows.value(i).to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -246,4 +268,86 @@ async fn late_events_within_the_lateness_count_in_their_hour_and_later_ones_are_
             .starts_with("late:")
     );
     assert_eq!(letters[0]["value"]["ts"], too_late);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_partition_still_gets_its_files_and_completeness_marker() {
+    use object_store::ObjectStoreExt;
+    let services = Services::from_env();
+    let topic = unique("idle");
+    services.create_topic(&topic, 3).await;
+    services.create_topic(&format!("{topic}-dlq"), 1).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &services.kafka_brokers)
+        .create()
+        .unwrap();
+    let hour = 3_600_000i64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let old_hour = (now - 5 * hour).div_euclid(hour) * hour;
+    // Partition 0 moves on to the present; partition 1 gets one event in the
+    // old hour and then nothing; partition 2 never gets anything.
+    for (n, partition, ts) in [
+        (1, 0, old_hour + 10 * 60_000),
+        (2, 0, now - 60_000),
+        (3, 1, old_hour + 20 * 60_000),
+    ] {
+        send(
+            &producer,
+            FutureRecord::to(&topic).partition(partition),
+            n,
+            record_at(n, ts).as_bytes(),
+        )
+        .await;
+    }
+    let (_, lake) = services.fresh_lake().await;
+    let mut config = ProcessorConfig::new(
+        services.kafka_brokers.clone(),
+        &topic,
+        LakeArgs {
+            url: lake.url().to_string(),
+            s3_endpoint: Some(services.s3_endpoint.clone()),
+        },
+    );
+    config.group_id = unique("group");
+    // Only idleness can close these ranges.
+    config.max_file_age = Duration::from_secs(3600);
+    config.idle_timeout = Duration::from_secs(3);
+    let shutdown = Shutdown::default();
+    let processor = Processor::new(config, lake.clone()).unwrap();
+    let started = tokio::time::Instant::now();
+    let task = tokio::spawn(processor.run(None, None, shutdown.signal()));
+
+    let marker = lake.path(&sqi_processor::completeness::hour_marker(&topic, old_hour));
+    let partition_1_file = lake.path(&format!(
+        "aggregates/{}/{topic}+1+{:020}-{:020}.parquet",
+        sqi_schemas::lake::hour_partition(old_hour),
+        0,
+        0
+    ));
+    let deadline = started + Duration::from_secs(25);
+    loop {
+        let marked = lake.store().head(&marker).await.is_ok();
+        let written = lake.store().head(&partition_1_file).await.is_ok();
+        if marked && written {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after {:?}: hour marker {marked}, idle partition's file {written}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "the idle hour closed {:?} after the processor started",
+        started.elapsed()
+    );
+    // The present hour is not complete: partition 0 can still add to it.
+    let current = lake.path(&sqi_processor::completeness::hour_marker(
+        &topic,
+        now.div_euclid(hour) * hour,
+    ));
+    assert!(lake.store().head(&current).await.is_err());
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
 }
