@@ -9,6 +9,14 @@
 //!
 //! It runs in its own process, so the load generator does not share ingest's
 //! runtime; on a 2-core machine it does share the cores, as a real sidecar would.
+//!
+//! `sqi-bench process` fills a topic with v1 records, then measures, in one run:
+//! 1. a bare rdkafka consumer that only reads the topic: the baseline;
+//! 2. the processor (exactly-once, to a local-directory lake) over the same
+//!    records, as events per CPU-second relative to (1), plus files and bytes
+//!    per million events and the process's peak RSS.
+
+mod process;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +32,8 @@ use serde_json::{Value, json};
 enum Bench {
     /// Ingest throughput and latency against the raw producer.
     Ingest(IngestArgs),
+    /// Processor throughput per core against a bare consumer.
+    Process(process::ProcessArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -214,7 +224,10 @@ async fn latency_at(args: &IngestArgs, rate: f64) -> anyhow::Result<(f64, f64, u
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Bench::Ingest(args) = Bench::parse();
+    let args = match Bench::parse() {
+        Bench::Ingest(args) => args,
+        Bench::Process(args) => return process::run(args).await,
+    };
     let raw = raw_producer(&args).await?;
     let (batched, batched_requests) = http_closed_loop(&args, 50).await?;
     let (_, single) = http_closed_loop(&args, 1).await?;

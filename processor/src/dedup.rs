@@ -9,7 +9,7 @@
 //! and after a restart it is enough to reload the ids of the ranges whose
 //! events are within the horizon (see [`crate::range_log`]).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::hash::{BuildHasher, Hasher};
 
 /// Remembered ids of one partition, as 128-bit fingerprints with their event time.
@@ -24,7 +24,7 @@ impl Dedup {
     pub fn new(horizon_ms: i64) -> Self {
         Self {
             horizon_ms,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
         }
     }
 

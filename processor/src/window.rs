@@ -4,7 +4,7 @@
 //! range of one partition, so the files it produces can be named after that
 //! range. Deduplication and lateness are decided before a record gets here.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::time::Instant;
 
 use sqi_schemas::event::EventType;
@@ -68,8 +68,8 @@ impl PartitionBuffer {
             record_bytes: 0,
             start_offset: offset,
             end_offset: offset,
-            aggregates: HashMap::new(),
-            url_counts: HashMap::new(),
+            aggregates: HashMap::default(),
+            url_counts: HashMap::default(),
             events: Vec::new(),
         }
     }

@@ -1,0 +1,202 @@
+//! The processor benchmark: events per CPU-second against a bare consumer.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use sqi_processor::{Processor, ProcessorConfig};
+use sqi_schemas::cli::LakeArgs;
+use sqi_schemas::lake::{Lake, LakeOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct ProcessArgs {
+    /// Bootstrap brokers.
+    #[arg(long)]
+    brokers: String,
+    /// Records to produce and process.
+    #[arg(long, default_value_t = 400_000)]
+    events: usize,
+    /// Topic partitions.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+/// User plus system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn record(n: usize, start_ms: i64) -> String {
+    let kinds = ["pageview", "pageview", "pageview", "share", "clickback"];
+    let kind = kinds[n % kinds.len()];
+    let channels = ["facebook", "twitter", "linkedin", "whatsapp", "reddit", "email"];
+    let channel = (kind != "pageview").then(|| channels[n % channels.len()]);
+    let publisher = format!("bench-{:05}.example", (n * 7919) % 20_000);
+    let ts = start_ms + (n as i64 * 37) % 3_600_000;
+    let device = ["desktop", "mobile", "tablet"][n % 3];
+    json!({
+        "v": 1, "event_id": uuid::Uuid::new_v4().to_string(), "publisher": publisher,
+        "type": kind, "channel": channel, "url": format!("https://{publisher}/articles/{}", n % 500),
+        "referrer": "https://news.example/", "visitor": format!("v-{}", n % 100_000),
+        "ts": ts, "received_at": ts + 120, "device": device,
+        "ip_prefix": "203.0.113.0/24", "props": {"widget": "bar"}
+    })
+    .to_string()
+}
+
+async fn fill(args: &ProcessArgs, topic: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .create()?;
+    let dlq = format!("{topic}-dlq");
+    let topics = [
+        NewTopic::new(topic, args.partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
+    ];
+    for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
+        let _ = result;
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .create()?;
+    let start_ms = chrono::Utc::now().timestamp_millis() - 2 * 3_600_000;
+    let mut inflight = Vec::new();
+    for n in 0..args.events {
+        let value = record(n, start_ms);
+        let key = n.to_string();
+        inflight.push(producer.send_result(FutureRecord::to(topic).key(&key).payload(&value)).map_err(|(e, _)| e)?);
+        if inflight.len() >= 10_000 {
+            for delivery in inflight.drain(..) {
+                let _ = delivery.await?.map_err(|(e, _)| e)?;
+            }
+        }
+    }
+    for delivery in inflight {
+        let _ = delivery.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// Reads every record; with `parse`, also decodes each into the v1 record
+/// (the floor any processor of this JSON pays before doing anything).
+async fn bare_consumer(args: &ProcessArgs, topic: &str, parse: bool) -> anyhow::Result<(f64, f64)> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("group.id", format!("bench-bare-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    let mut read = 0usize;
+    let mut parsed = 0usize;
+    while read < args.events {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
+        let payload = rdkafka::Message::payload(&message).unwrap_or_default();
+        if parse && sqi_schemas::record::EventRecord::from_json(payload).is_ok() {
+            parsed += 1;
+        }
+        read += 1;
+    }
+    anyhow::ensure!(!parse || parsed == read, "some bench records did not parse");
+    Ok((cpu_seconds() - cpu, wall.elapsed().as_secs_f64()))
+}
+
+struct ProcessorRun {
+    cpu: f64,
+    wall: f64,
+    files: u64,
+    bytes: u64,
+}
+
+async fn processor(args: &ProcessArgs, topic: &str) -> anyhow::Result<ProcessorRun> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("file://{}", dir.path().display());
+    let lake = Lake::open(&url, &LakeOptions::default())?;
+    let mut config = ProcessorConfig::new(
+        args.brokers.clone(),
+        topic,
+        LakeArgs {
+            url,
+            s3_endpoint: None,
+        },
+    );
+    config.group_id = format!("bench-processor-{}", uuid::Uuid::new_v4());
+    // Production rotation, except that idleness closes the last ranges quickly.
+    config.max_file_age = Duration::from_secs(300);
+    config.idle_timeout = Duration::from_secs(1);
+    config.max_buffered_events = 2_000_000;
+    let processor = Processor::new(config, lake)?;
+    let progress = processor.progress();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    let task = tokio::spawn(processor.run(None, None, async move {
+        let _ = stop_rx.await;
+    }));
+    while progress.committed_records.load(Ordering::Relaxed) < args.events as u64 {
+        anyhow::ensure!(wall.elapsed() < Duration::from_secs(900), "processor did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (cpu, wall) = (cpu_seconds() - cpu, wall.elapsed().as_secs_f64());
+    let _ = stop_tx.send(());
+    task.await??;
+    Ok(ProcessorRun {
+        cpu,
+        wall,
+        files: progress.files_written.load(Ordering::Relaxed),
+        bytes: progress.bytes_written.load(Ordering::Relaxed),
+    })
+}
+
+pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {
+    let topic = format!("bench-process-{}", uuid::Uuid::new_v4());
+    fill(&args, &topic).await?;
+    let (bare_cpu, bare_wall) = bare_consumer(&args, &topic, false).await?;
+    let (parse_cpu, _) = bare_consumer(&args, &topic, true).await?;
+    let run = processor(&args, &topic).await?;
+    let events = args.events as f64;
+    let per_core = |cpu: f64| events / cpu.max(0.01);
+    let millions = events / 1e6;
+    let out = json!({
+        "events": args.events,
+        "partitions": args.partitions,
+        "bare_consumer_events_per_cpu_s": per_core(bare_cpu).round(),
+        "bare_consumer_events_per_s": (events / bare_wall).round(),
+        "processor_events_per_cpu_s": per_core(run.cpu).round(),
+        "processor_events_per_s_wall": (events / run.wall).round(),
+        "ratio_per_core": ((bare_cpu / run.cpu) * 1000.0).round() / 1000.0,
+        "consume_and_parse_events_per_cpu_s": per_core(parse_cpu).round(),
+        "ratio_per_core_to_consume_and_parse": ((parse_cpu / run.cpu) * 1000.0).round() / 1000.0,
+        "files_per_million_events": (run.files as f64 / millions).round(),
+        "bytes_per_million_events": (run.bytes as f64 / millions).round(),
+        "peak_rss_mib": peak_rss_bytes() / (1024 * 1024),
+    });
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, format!("{out:#}\n").as_bytes())?;
+    Ok(())
+}
