@@ -32,7 +32,12 @@ fn cpu_seconds() -> f64 {
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -51,7 +56,9 @@ fn peak_rss_bytes() -> u64 {
 fn record(n: usize, start_ms: i64) -> String {
     let kinds = ["pageview", "pageview", "pageview", "share", "clickback"];
     let kind = kinds[n % kinds.len()];
-    let channels = ["facebook", "twitter", "linkedin", "whatsapp", "reddit", "email"];
+    let channels = [
+        "facebook", "twitter", "linkedin", "whatsapp", "reddit", "email",
+    ];
     let channel = (kind != "pageview").then(|| channels[n % channels.len()]);
     let publisher = format!("bench-{:05}.example", (n * 7919) % 20_000);
     let ts = start_ms + (n as i64 * 37) % 3_600_000;
@@ -89,7 +96,11 @@ async fn fill(args: &ProcessArgs, topic: &str) -> anyhow::Result<()> {
     for n in 0..args.events {
         let value = record(n, start_ms);
         let key = n.to_string();
-        inflight.push(producer.send_result(FutureRecord::to(topic).key(&key).payload(&value)).map_err(|(e, _)| e)?);
+        inflight.push(
+            producer
+                .send_result(FutureRecord::to(topic).key(&key).payload(&value))
+                .map_err(|(e, _)| e)?,
+        );
         if inflight.len() >= 10_000 {
             for delivery in inflight.drain(..) {
                 let _ = delivery.await?.map_err(|(e, _)| e)?;
@@ -159,7 +170,10 @@ async fn processor(args: &ProcessArgs, topic: &str) -> anyhow::Result<ProcessorR
         let _ = stop_rx.await;
     }));
     while progress.committed_records.load(Ordering::Relaxed) < args.events as u64 {
-        anyhow::ensure!(wall.elapsed() < Duration::from_secs(900), "processor did not finish");
+        anyhow::ensure!(
+            wall.elapsed() < Duration::from_secs(900),
+            "processor did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (cpu, wall) = (cpu_seconds() - cpu, wall.elapsed().as_secs_f64());
