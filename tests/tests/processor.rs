@@ -44,8 +44,8 @@ async fn send(
         .unwrap();
 }
 
-async fn process_until(services: &Services, topic: &str, lake: &Lake, records: u64) -> u64 {
-    let shutdown = Shutdown::default();
+/// The test configuration for `topic` into `lake`, in a group of its own.
+fn config_for(services: &Services, topic: &str, lake: &Lake) -> ProcessorConfig {
     let mut config = ProcessorConfig::new(
         services.kafka_brokers.clone(),
         topic,
@@ -55,6 +55,12 @@ async fn process_until(services: &Services, topic: &str, lake: &Lake, records: u
         },
     );
     config.group_id = unique("group");
+    config
+}
+
+async fn process_until(services: &Services, topic: &str, lake: &Lake, records: u64) -> u64 {
+    let shutdown = Shutdown::default();
+    let config = config_for(services, topic, lake);
     let processor = Processor::new(config, lake.clone()).unwrap();
     let progress = processor.progress();
     let task = tokio::spawn(processor.run(None, None, shutdown.signal()));
@@ -300,15 +306,7 @@ async fn an_idle_partition_still_gets_its_files_and_completeness_marker() {
         .await;
     }
     let (_, lake) = services.fresh_lake().await;
-    let mut config = ProcessorConfig::new(
-        services.kafka_brokers.clone(),
-        &topic,
-        LakeArgs {
-            url: lake.url().to_string(),
-            s3_endpoint: Some(services.s3_endpoint.clone()),
-        },
-    );
-    config.group_id = unique("group");
+    let mut config = config_for(&services, &topic, &lake);
     // Only idleness can close these ranges.
     config.max_file_age = Duration::from_secs(3600);
     config.idle_timeout = Duration::from_secs(3);
