@@ -167,6 +167,7 @@ static DAILY: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("event_type", false),
         utf8("device", false),
         int64("events"),
+        Field::new("complete", DataType::Boolean, false),
     ]))
 });
 
@@ -188,6 +189,7 @@ static SQI: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("reason", true),
         Field::new("provisional", DataType::Boolean, false),
         Field::new("sqi_version", DataType::Int32, false),
+        Field::new("complete", DataType::Boolean, false),
     ]))
 });
 

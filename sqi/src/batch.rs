@@ -7,6 +7,10 @@
 //! is bit-identical. Each day's output is one file per table with a fixed name,
 //! put atomically: a rerun replaces it, and stale files are removed after.
 
+use std::sync::Arc;
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::datatypes::Schema;
 use chrono::{Days, NaiveDate};
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -41,6 +45,51 @@ pub struct BatchArgs {
     /// Last day of a backfill, inclusive.
     #[arg(long, requires = "from")]
     pub to: Option<NaiveDate>,
+    /// The events topic whose completeness markers gate each day.
+    #[arg(long, env = "SQI_TOPIC", default_value = "share-events")]
+    pub topic: String,
+    /// Compute days the processor has not marked complete; their rows get `complete = false`.
+    #[arg(long, env = "SQI_ALLOW_INCOMPLETE")]
+    pub allow_incomplete: bool,
+}
+
+/// Whether a day may be computed before the processor has closed all its hours.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// The events topic whose markers count.
+    pub topic: String,
+    /// Compute anyway, marking the rows `complete = false`.
+    pub allow_incomplete: bool,
+}
+
+impl Gate {
+    /// A gate that computes incomplete days too (tests, the demo).
+    pub fn allowing_incomplete(topic: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            allow_incomplete: true,
+        }
+    }
+}
+
+/// The hours (0–23) of `date` that have no completeness marker for `topic`.
+pub async fn missing_hours(lake: &Lake, topic: &str, date: NaiveDate) -> Result<Vec<u32>> {
+    let midnight = date
+        .and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp_millis());
+    let mut missing = Vec::new();
+    for hour in 0..24u32 {
+        let marker = sqi_processor::completeness::hour_marker(
+            topic,
+            midnight + i64::from(hour) * sqi_schemas::lake::HOUR_MS,
+        );
+        match lake.store().head(&lake.path(&marker)).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => missing.push(hour),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(missing)
 }
 
 impl BatchArgs {
@@ -70,6 +119,8 @@ pub struct DayOutcome {
     pub sqi_rows: usize,
     /// Publishers with a non-null SQI.
     pub scored: usize,
+    /// Whether every hour of the day was marked complete by the processor.
+    pub complete: bool,
 }
 
 /// Fills a SQL template's `{{placeholders}}` for `date`.
@@ -84,14 +135,37 @@ pub fn render(template: &str, date: NaiveDate) -> String {
 }
 
 /// Computes the SQI rows for `date` without writing them.
-pub async fn compute_sqi(lake: &Lake, date: NaiveDate) -> Result<arrow::array::RecordBatch> {
+pub async fn compute_sqi(lake: &Lake, date: NaiveDate) -> Result<RecordBatch> {
     require_publishers(lake).await?;
     let ctx = query::session(lake, &[Table::Aggregates, Table::Publishers], num_cpus()).await?;
     let inputs = query::collect_one(&ctx, &render(INPUTS_SQL, date)).await?;
     let scoring = query::session(lake, &[], 1).await?;
     let _ = scoring.register_batch("inputs", inputs)?;
     let scored = query::collect_one(&scoring, &render(SCORE_SQL, date)).await?;
-    query::conform(&scored, &Table::Sqi.schema())
+    conform_computed(&scored, Table::Sqi)
+}
+
+/// Conforms a query's rows to `table`, without the `complete` column, which
+/// the published SQL does not compute (it is the gate's verdict).
+fn conform_computed(batch: &RecordBatch, table: Table) -> Result<RecordBatch> {
+    let schema = table.schema();
+    let computed: Vec<_> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != COMPLETE)
+        .cloned()
+        .collect();
+    query::conform(batch, &Arc::new(Schema::new(computed)))
+}
+
+/// Adds the `complete` column, as `table`'s schema has it.
+fn with_complete(batch: &RecordBatch, table: Table, complete: bool) -> Result<RecordBatch> {
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(BooleanArray::from(vec![
+        complete;
+        batch.num_rows()
+    ])));
+    Ok(RecordBatch::try_new(table.schema(), columns)?)
 }
 
 /// Peer groups come from the publisher dimension: scoring without it would put
@@ -110,16 +184,39 @@ async fn require_publishers(lake: &Lake) -> Result<()> {
 }
 
 /// Computes the day's totals without writing them.
-pub async fn compute_daily(lake: &Lake, date: NaiveDate) -> Result<arrow::array::RecordBatch> {
+pub async fn compute_daily(lake: &Lake, date: NaiveDate) -> Result<RecordBatch> {
     let ctx = query::session(lake, &[Table::Aggregates], num_cpus()).await?;
     let daily = query::collect_one(&ctx, &render(DAILY_SQL, date)).await?;
-    query::conform(&daily, &Table::Daily.schema())
+    conform_computed(&daily, Table::Daily)
 }
 
+/// The column saying whether the day was complete when computed.
+pub const COMPLETE: &str = "complete";
+
 /// Computes and writes `daily/` and `sqi/` for one day, replacing any earlier run.
-pub async fn run_day(lake: &Lake, date: NaiveDate) -> Result<DayOutcome> {
-    let daily = compute_daily(lake, date).await?;
-    let sqi = compute_sqi(lake, date).await?;
+/// A day the processor has not closed is refused unless `gate` allows it.
+pub async fn run_day(lake: &Lake, date: NaiveDate, gate: &Gate) -> Result<DayOutcome> {
+    let missing = missing_hours(lake, &gate.topic, date).await?;
+    let complete = missing.is_empty();
+    if !complete && !gate.allow_incomplete {
+        return Err(Error::Incomplete {
+            date,
+            missing: missing
+                .iter()
+                .map(|h| format!("{h:02}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            markers: format!(
+                "{}{}/{}/hours/{}/",
+                lake.url(),
+                sqi_processor::completeness::PREFIX,
+                gate.topic,
+                day_partition(date)
+            ),
+        });
+    }
+    let daily = with_complete(&compute_daily(lake, date).await?, Table::Daily, complete)?;
+    let sqi = with_complete(&compute_sqi(lake, date).await?, Table::Sqi, complete)?;
     let scored = sqi
         .column_by_name("sqi")
         .map_or(0, |c| c.len() - c.null_count());
@@ -130,6 +227,7 @@ pub async fn run_day(lake: &Lake, date: NaiveDate) -> Result<DayOutcome> {
         daily_rows: daily.num_rows(),
         sqi_rows: sqi.num_rows(),
         scored,
+        complete,
     })
 }
 
@@ -138,7 +236,7 @@ pub async fn write_day(
     lake: &Lake,
     table: Table,
     date: NaiveDate,
-    batch: &arrow::array::RecordBatch,
+    batch: &RecordBatch,
 ) -> Result<()> {
     let dir = format!("{}/{}", table.prefix(), day_partition(date));
     let bytes = sqi_processor::sink::parquet_bytes(batch)?;
@@ -167,9 +265,13 @@ pub async fn write_day(
 /// Runs every requested day in order, reporting progress through `on_day`.
 pub async fn run(args: &BatchArgs, mut on_day: impl FnMut(&DayOutcome)) -> Result<Vec<DayOutcome>> {
     let lake = Lake::open(&args.lake.url, &args.lake.options())?;
+    let gate = Gate {
+        topic: args.topic.clone(),
+        allow_incomplete: args.allow_incomplete,
+    };
     let mut outcomes = Vec::new();
     for date in args.days()? {
-        let outcome = run_day(&lake, date).await?;
+        let outcome = run_day(&lake, date, &gate).await?;
         on_day(&outcome);
         outcomes.push(outcome);
     }

@@ -138,6 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     daily_rows = day.daily_rows,
                     sqi_rows = day.sqi_rows,
                     scored = day.scored,
+                    complete = day.complete,
                     "day computed"
                 ),
             })

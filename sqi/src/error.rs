@@ -21,6 +21,21 @@ pub enum Error {
     /// The input is unusable and the user must fix it (bad CSV, bad key file, bad dates).
     #[error("{0}")]
     Invalid(String),
+    /// The processor has not marked every hour of a day complete (wait, or
+    /// pass `--allow-incomplete`).
+    #[error(
+        "{date} is not complete: hours {missing} have no completeness marker from the processor \
+         (under {markers}); wait for the processor to close them, or pass --allow-incomplete \
+         to compute a provisional result marked complete=false"
+    )]
+    Incomplete {
+        /// The day.
+        date: chrono::NaiveDate,
+        /// The hours without a marker, e.g. `13, 14, 23`.
+        missing: String,
+        /// Where the markers are looked for.
+        markers: String,
+    },
     /// A Kafka client failed (external).
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

@@ -7,8 +7,9 @@ use std::process::Command;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sqi::batch::Gate;
 use sqi::publishers;
-use sqi_schemas::lake::{Lake, LakeOptions};
+use sqi_schemas::lake::{Lake, LakeOptions, Table};
 
 #[cfg(test)]
 fn day() -> NaiveDate {
@@ -99,7 +100,8 @@ async fn small_lake() -> (tempfile::TempDir, Lake) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reruns_and_concurrent_runs_write_identical_files_and_nothing_else() {
     let (_dir, lake) = small_lake().await;
-    let first = sqi::batch::run_day(&lake, day()).await.unwrap();
+    let gate = Gate::allowing_incomplete("share-events");
+    let first = sqi::batch::run_day(&lake, day(), &gate).await.unwrap();
     assert_eq!(first.sqi_rows, 40);
     let before = (files(&lake, "sqi").await, files(&lake, "daily").await);
 
@@ -111,8 +113,8 @@ async fn reruns_and_concurrent_runs_write_identical_files_and_nothing_else() {
         .unwrap();
 
     let (a, b) = tokio::join!(
-        sqi::batch::run_day(&lake, day()),
-        sqi::batch::run_day(&lake, day())
+        sqi::batch::run_day(&lake, day(), &gate),
+        sqi::batch::run_day(&lake, day(), &gate)
     );
     assert_eq!(a.unwrap(), first);
     assert_eq!(b.unwrap(), first);
@@ -142,7 +144,14 @@ async fn a_missing_dimension_or_a_corrupt_file_is_a_clear_error() {
         .delete(&lake.path(publishers::PUBLISHERS_FILE))
         .await
         .unwrap();
-    let (code, stderr) = sqi_cli(&["batch", "--date", "2025-06-15", "--lake-url", &url]);
+    let (code, stderr) = sqi_cli(&[
+        "batch",
+        "--date",
+        "2025-06-15",
+        "--lake-url",
+        &url,
+        "--allow-incomplete",
+    ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("the publishers table is missing")
@@ -183,8 +192,96 @@ async fn a_missing_dimension_or_a_corrupt_file_is_a_clear_error() {
         )
         .await
         .unwrap();
-    let (code, stderr) = sqi_cli(&["batch", "--date", "2025-06-15", "--lake-url", &url]);
+    let (code, stderr) = sqi_cli(&[
+        "batch",
+        "--date",
+        "2025-06-15",
+        "--lake-url",
+        &url,
+        "--allow-incomplete",
+    ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("error: query failed"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_day_is_refused_unless_allowed_and_then_marked() {
+    use arrow::array::AsArray;
+    let (dir, lake) = small_lake().await;
+    let url = format!("file://{}", dir.path().display());
+    let midnight = day()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis();
+    let mark = |hour: i64| {
+        let lake = lake.clone();
+        async move {
+            let marker = sqi_processor::completeness::hour_marker(
+                "share-events",
+                midnight + hour * sqi_schemas::lake::HOUR_MS,
+            );
+            lake.store()
+                .put(&lake.path(&marker), PutPayload::from_static(b"{}"))
+                .await
+                .unwrap();
+        }
+    };
+    for hour in (0..24).filter(|h| *h != 13) {
+        mark(hour).await;
+    }
+
+    // One open hour: refused, with the hour named and the way out.
+    let (code, stderr) = sqi_cli(&["batch", "--date", "2025-06-15", "--lake-url", &url]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("2025-06-15 is not complete: hours 13 have no completeness marker")
+            && stderr.contains("--allow-incomplete"),
+        "{stderr}"
+    );
+    assert!(files(&lake, "sqi").await.is_empty(), "nothing written");
+
+    let complete_column = |table: Table| {
+        let lake = lake.clone();
+        async move {
+            let ctx = sqi::query::session(&lake, &[table], 1).await.unwrap();
+            let batch = sqi::query::collect_one(
+                &ctx,
+                &format!("SELECT DISTINCT complete FROM {}", table.prefix()),
+            )
+            .await
+            .unwrap();
+            let values = batch.column(0).as_boolean();
+            (0..batch.num_rows())
+                .map(|i| values.value(i))
+                .collect::<Vec<_>>()
+        }
+    };
+    let (code, stderr) = sqi_cli(&[
+        "batch",
+        "--date",
+        "2025-06-15",
+        "--lake-url",
+        &url,
+        "--allow-incomplete",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(complete_column(Table::Sqi).await, vec![false]);
+    assert_eq!(complete_column(Table::Daily).await, vec![false]);
+
+    mark(13).await;
+    let outcome = sqi::batch::run_day(
+        &lake,
+        day(),
+        &Gate {
+            topic: "share-events".into(),
+            allow_incomplete: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(outcome.complete);
+    assert_eq!(complete_column(Table::Sqi).await, vec![true]);
+    assert_eq!(complete_column(Table::Daily).await, vec![true]);
 }

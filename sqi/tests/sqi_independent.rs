@@ -214,7 +214,13 @@ async fn the_batch_agrees_with_an_independent_duckdb_implementation() {
     .unwrap();
     let (rows, dimension) = generate();
     write_lake(&lake, &rows, &dimension).await;
-    let outcome = sqi::batch::run_day(&lake, day()).await.unwrap();
+    let outcome = sqi::batch::run_day(
+        &lake,
+        day(),
+        &sqi::batch::Gate::allowing_incomplete("share-events"),
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome.sqi_rows, 5200);
 
     let script: PathBuf = [
