@@ -1,7 +1,7 @@
 //! The consumer loop: read, decide, close ranges, hand them to the writers.
 //!
-//! Each assigned partition first recovers from the range log (paused while it
-//! does): it seeks to the end of the last written range, or back to the start
+//! Each assigned partition first recovers from the range log (dropping what
+//! arrives meanwhile): it seeks to the end of the last written range, or back to the start
 //! of a claimed range whose files may be missing, with the watermark and dedup
 //! ids that range started with. From then on every decision about a record
 //! (late, repeat, new) is a function of the records in offset order, so a
@@ -174,18 +174,16 @@ impl ConsumerContext for ProcessorContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(partitions) = rebalance {
-            // Nothing is read from a new partition until it has recovered
-            // from the range log and sought to where the log says.
-            if let Err(error) = consumer.pause(partitions) {
-                tracing::warn!(%error, "pausing newly assigned partitions failed");
-            }
-            if let Ok(mut notices) = self.notices.lock() {
-                notices
-                    .assigned
-                    .extend(partitions.elements().iter().map(|e| e.partition()));
-            }
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // A new partition is not paused while it recovers: librdkafka's
+        // pause/resume lost fetched records against Tansu. Its records are
+        // dropped until recovery seeks to where the range log says.
+        if let Rebalance::Assign(partitions) = rebalance
+            && let Ok(mut notices) = self.notices.lock()
+        {
+            notices
+                .assigned
+                .extend(partitions.elements().iter().map(|e| e.partition()));
         }
     }
 }
@@ -281,6 +279,8 @@ struct PartitionState {
     last_record_at: Instant,
     /// A record arrived since the last tick (cheaper than a clock read per record).
     read_since_tick: bool,
+    /// The first offset dropped while recovering: where an empty log starts.
+    first_dropped: Option<i64>,
 }
 
 /// One processor replica: a member of the consumer group.
@@ -551,16 +551,9 @@ impl Run<'_> {
                 list_from: 0,
                 last_record_at: Instant::now(),
                 read_since_tick: false,
+                first_dropped: None,
             },
         );
-    }
-
-    fn partition_list(&self, partitions: impl Iterator<Item = i32>) -> TopicPartitionList {
-        let mut list = TopicPartitionList::new();
-        for p in partitions {
-            list.add_partition(self.topic(), p);
-        }
-        list
     }
 
     /// Finishes recoveries, closes ranges by age and idleness, applies backpressure.
@@ -682,16 +675,14 @@ impl Run<'_> {
         state.redo = recovery.redo;
         state.history = recovery.history;
         state.list_from = state.history.front().map_or(0, |h| h.0);
-        state.expected = recovery.position;
+        // An empty log starts where this member's reading started.
+        let position = recovery.position.or(state.first_dropped.take());
+        state.expected = position;
         state.last_record_at = Instant::now();
         let topic = self.processor.config.kafka.topic.clone();
-        if let Some(position) = recovery.position {
+        if let Some(position) = position {
             seek(&self.processor.consumer, &topic, partition, position);
             state.sought_at = Some(Instant::now());
-        }
-        let list = self.partition_list(std::iter::once(partition));
-        if let Err(error) = self.processor.consumer.resume(&list) {
-            tracing::warn!(partition, %error, "resuming a recovered partition failed");
         }
     }
 
@@ -715,6 +706,7 @@ impl Run<'_> {
                 offset,
                 "dropping a record while the partition recovers"
             );
+            state.first_dropped = Some(state.first_dropped.map_or(offset, |o| o.min(offset)));
             return;
         }
         if let Some(expected) = state.expected {

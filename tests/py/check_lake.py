@@ -40,6 +40,10 @@ def main():
         for item in page.get("Contents", []):
             keys.append(item["Key"])
     for key in keys:
+        if "/_" in key:
+            # The processor's own log and markers: not tables, and a running
+            # processor deletes superseded markers while this runs.
+            continue
         target = os.path.join(root, key)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         s3.download_file(args.bucket, key, target)

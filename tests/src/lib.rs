@@ -495,6 +495,7 @@ impl ProcessorChild {
     pub fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 
@@ -763,6 +764,7 @@ impl OwnMoto {
     pub fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }

@@ -136,13 +136,21 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
 async fn scaling_one_to_three_to_one_and_a_frozen_member_double_count_nothing() {
     let scenario = Scenario::new(Services::from_env(), "scale", 6, 3_000, 8).await;
     let producing = scenario.produce(60);
-    let setup = scenario.setup();
+    let mut setup = scenario.setup();
+    // Three members and a producer share two cores here: a 3 s session
+    // timeout turns scheduling delays into rebalance storms.
+    setup.args.extend([
+        "--kafka-config".to_owned(),
+        "session.timeout.ms=6000".to_owned(),
+        "--kafka-config".to_owned(),
+        "heartbeat.interval.ms=1000".to_owned(),
+    ]);
     let mut first = setup.spawn(&scenario.log);
     tokio::time::sleep(Duration::from_secs(8)).await;
     let mut second = setup.spawn(&scenario.log);
     let mut third = setup.spawn(&scenario.log);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    // A zombie: frozen past its session timeout (3 s) while the group moves
+    // A zombie: frozen past its session timeout (6 s) while the group moves
     // its partitions on, then woken to write what it held.
     second.signal("STOP");
     tokio::time::sleep(Duration::from_secs(12)).await;
