@@ -382,7 +382,8 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
             "channel",
             "event_type",
             "device",
-            "events"
+            "events",
+            "complete"
         ]
     );
     assert_eq!(
@@ -407,7 +408,8 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
             "sqi",
             "reason",
             "provisional",
-            "sqi_version"
+            "sqi_version",
+            "complete"
         ]
     );
     assert_eq!(checked["misplaced_aggregate_rows"], 0);
