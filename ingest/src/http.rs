@@ -500,6 +500,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+// Test code only: an unwrap here fails the test with its cause, which is the point.
 #[cfg(test)]
 mod tests {
     use super::*;

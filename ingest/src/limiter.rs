@@ -62,6 +62,7 @@ impl EventLimiter {
     }
 }
 
+// Test code only: an unwrap here fails the test with its cause, which is the point.
 #[cfg(test)]
 mod tests {
     use super::*;

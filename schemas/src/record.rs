@@ -186,6 +186,7 @@ impl EventRecord {
     }
 }
 
+// Test code only: an unwrap here fails the test with its cause, which is the point.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,6 +147,7 @@ pub async fn write(lake: &Lake, rows: &[Publisher]) -> Result<()> {
     Ok(())
 }
 
+// Test code only: an unwrap here fails the test with its cause, which is the point.
 #[cfg(test)]
 mod tests {
     use super::*;
