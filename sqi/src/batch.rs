@@ -6,16 +6,30 @@
 //! by publisher, so floating-point work happens in one fixed order and a rerun
 //! is bit-identical. Each day's output is one file per table with a fixed name,
 //! put atomically: a rerun replaces it, and stale files are removed after.
+//!
+//! `--shard i/N` computes the categories one of N shards owns (see
+//! [`assign_shards`]) and writes `part-{i}-of-{N}.parquet`; the N files union
+//! to exactly the unsharded file's rows. Peer groups never span shards, except
+//! the network group: a shard holding a category with fewer than
+//! [`PEER_GROUP_MIN`] eligible publishers also reads the whole network's inputs
+//! to score it, so its rows match the unsharded run bit for bit.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::Int64Type;
 use arrow::datatypes::Schema;
 use chrono::{Days, NaiveDate};
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use sqi_schemas::cli::LakeArgs;
 use sqi_schemas::lake::{Lake, Table, day_partition};
+
+use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::query;
@@ -27,8 +41,104 @@ pub const SCORE_SQL: &str = include_str!("../sql/sqi_score.sql");
 /// The day's totals.
 pub const DAILY_SQL: &str = include_str!("../sql/daily.sql");
 
-/// The one file each day's output lives in.
+/// The one file each day's output lives in (an unsharded run).
 pub const DAY_FILE: &str = "part-00000.parquet";
+
+/// Pageviews over the window that make a publisher eligible (`sqi_score.sql`).
+pub const ELIGIBLE_PAGEVIEWS: i64 = 1000;
+/// Eligible publishers a category needs to be its own peer group (`sqi_score.sql`).
+pub const PEER_GROUP_MIN: usize = 30;
+/// The category of a publisher the dimension does not name.
+pub const UNCATEGORIZED: &str = "uncategorized";
+
+/// One of `count` shards of a day's run; `0/1` is the whole day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, from 0 (a Kubernetes Indexed Job's completion index).
+    pub index: u32,
+    /// How many shards the day is split into.
+    pub count: u32,
+}
+
+impl Shard {
+    /// The unsharded run.
+    pub const WHOLE: Self = Self { index: 0, count: 1 };
+
+    /// Whether this run covers every category.
+    pub fn is_whole(self) -> bool {
+        self.count == 1
+    }
+
+    /// The file this shard writes in each day partition.
+    pub fn file_name(self) -> String {
+        if self.is_whole() {
+            DAY_FILE.to_owned()
+        } else {
+            format!("part-{:05}-of-{:05}.parquet", self.index, self.count)
+        }
+    }
+
+    /// Whether `name` is written by this run or a sibling shard of the same
+    /// split, and so must survive this run's clean-up of stale files.
+    fn keeps(self, name: &str) -> bool {
+        if self.is_whole() {
+            return name == DAY_FILE;
+        }
+        let suffix = format!("-of-{:05}.parquet", self.count);
+        name.strip_prefix("part-")
+            .and_then(|rest| rest.strip_suffix(&suffix))
+            .is_some_and(|index| index.len() == 5 && index.bytes().all(|b| b.is_ascii_digit()))
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        let usage = || {
+            format!("`{text}` is not a shard: write INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4")
+        };
+        let (index, count) = text.split_once('/').ok_or_else(usage)?;
+        let index: u32 = index.trim().parse().map_err(|_| usage())?;
+        let count: u32 = count.trim().parse().map_err(|_| usage())?;
+        if count == 0 || index >= count {
+            return Err(usage());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+/// Spreads categories over `count` shards: largest first, each onto the shard
+/// with the fewest publishers so far (ties to the lower index). Every shard
+/// derives the same assignment from the same dimension, with no coordination.
+pub fn assign_shards(
+    publishers_per_category: &BTreeMap<String, u64>,
+    count: u32,
+) -> BTreeMap<String, u32> {
+    let mut categories: Vec<(&String, u64)> = publishers_per_category
+        .iter()
+        .map(|(c, n)| (c, *n))
+        .collect();
+    categories.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let mut load = vec![0u64; count.max(1) as usize];
+    let mut assignment = BTreeMap::new();
+    for (category, publishers) in categories {
+        let (shard, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, l)| (**l, *i))
+            .unwrap_or((0, &0));
+        load[shard] += publishers;
+        let _ = assignment.insert(category.clone(), shard as u32);
+    }
+    assignment
+}
 
 /// `sqi batch` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,6 +161,10 @@ pub struct BatchArgs {
     /// Compute days the processor has not marked complete; their rows get `complete = false`.
     #[arg(long, env = "SQI_ALLOW_INCOMPLETE")]
     pub allow_incomplete: bool,
+    /// Compute only shard INDEX of COUNT (categories spread by size), writing
+    /// `part-INDEX-of-COUNT.parquet`; `0/1` is the whole day.
+    #[arg(long, env = "SQI_SHARD", default_value = "0/1")]
+    pub shard: Shard,
 }
 
 /// Whether a day may be computed before the processor has closed all its hours.
@@ -136,12 +250,150 @@ pub fn render(template: &str, date: NaiveDate) -> String {
 
 /// Computes the SQI rows for `date` without writing them.
 pub async fn compute_sqi(lake: &Lake, date: NaiveDate) -> Result<RecordBatch> {
+    compute_sqi_shard(lake, date, Shard::WHOLE).await
+}
+
+/// The publishers one shard owns, and how the lake's `aggregates` are narrowed to them.
+struct ShardScope {
+    categories: BTreeSet<String>,
+    /// Publishers whose rows the shard reads (`keep = true`) or skips (`false`):
+    /// the shard owning `uncategorized` must also read publishers the dimension
+    /// does not know, so it lists the others' publishers to skip.
+    listed: RecordBatch,
+    keep: bool,
+}
+
+impl ShardScope {
+    async fn load(lake: &Lake, shard: Shard) -> Result<Self> {
+        let ctx = query::session(lake, &[Table::Publishers], num_cpus()).await?;
+        // The same normalisation as stage 1's `dimension` and category.
+        let dimension = query::collect_one(
+            &ctx,
+            &format!(
+                "SELECT publisher, COALESCE(NULLIF(MIN(category), ''), '{UNCATEGORIZED}') AS category \
+                 FROM publishers GROUP BY publisher"
+            ),
+        )
+        .await?;
+        let publishers = string_column(&dimension, "publisher")?;
+        let categories = string_column(&dimension, "category")?;
+        let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
+        *sizes.entry(UNCATEGORIZED.to_owned()).or_default() += 0;
+        for category in categories.iter().flatten() {
+            *sizes.entry(category.to_owned()).or_default() += 1;
+        }
+        let assignment = assign_shards(&sizes, shard.count);
+        let owned: BTreeSet<String> = assignment
+            .iter()
+            .filter(|(_, s)| **s == shard.index)
+            .map(|(c, _)| c.clone())
+            .collect();
+        let keep = !owned.contains(UNCATEGORIZED);
+        let mask: BooleanArray = categories
+            .iter()
+            .map(|c| Some(c.is_some_and(|c| owned.contains(c)) == keep))
+            .collect();
+        let listed = filter_record_batch(
+            &RecordBatch::try_from_iter([("publisher", Arc::new(publishers.clone()) as _)])?,
+            &mask,
+        )?;
+        Ok(Self {
+            categories: owned,
+            listed,
+            keep,
+        })
+    }
+
+    /// A session whose `aggregates` holds only this shard's publishers' rows.
+    async fn session(&self, lake: &Lake, tables: &[Table]) -> Result<SessionContext> {
+        let others: Vec<Table> = tables
+            .iter()
+            .copied()
+            .filter(|t| *t != Table::Aggregates)
+            .collect();
+        let ctx = query::session(lake, &others, num_cpus()).await?;
+        query::register_as(&ctx, lake, Table::Aggregates, "lake_aggregates").await?;
+        let _ = ctx.register_batch("shard_listed", self.listed.clone())?;
+        let exists = if self.keep { "EXISTS" } else { "NOT EXISTS" };
+        let _ = ctx
+            .sql(&format!(
+                "CREATE VIEW aggregates AS SELECT * FROM lake_aggregates a WHERE {exists} \
+                 (SELECT 1 FROM shard_listed s WHERE s.publisher = a.publisher)"
+            ))
+            .await?
+            .collect()
+            .await?;
+        Ok(ctx)
+    }
+
+    /// The rows of `batch` whose `category` this shard owns.
+    fn retain(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let categories = string_column(batch, "category")?;
+        let mask: BooleanArray = categories
+            .iter()
+            .map(|c| Some(c.is_some_and(|c| self.categories.contains(c))))
+            .collect();
+        Ok(filter_record_batch(batch, &mask)?)
+    }
+}
+
+fn string_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::Invalid(format!("query produced no column `{name}`")))?;
+    Ok(
+        arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?
+            .as_string::<i32>()
+            .clone(),
+    )
+}
+
+/// Whether any category among `inputs` has too few eligible publishers to be
+/// its own peer group, so that scoring needs the whole network.
+fn needs_network(inputs: &RecordBatch) -> Result<bool> {
+    let categories = string_column(inputs, "category")?;
+    let pageviews = inputs
+        .column_by_name("pageviews")
+        .ok_or_else(|| Error::Invalid("stage 1 produced no `pageviews`".into()))?;
+    let pageviews = arrow::compute::cast(pageviews, &arrow::datatypes::DataType::Int64)?;
+    let pageviews = pageviews.as_primitive::<Int64Type>();
+    let mut eligible: BTreeMap<&str, usize> = BTreeMap::new();
+    for (category, views) in categories.iter().zip(pageviews.iter()) {
+        let count = eligible
+            .entry(category.unwrap_or(UNCATEGORIZED))
+            .or_default();
+        if views.unwrap_or(0) >= ELIGIBLE_PAGEVIEWS {
+            *count += 1;
+        }
+    }
+    Ok(eligible.values().any(|n| *n < PEER_GROUP_MIN))
+}
+
+/// Computes one shard's SQI rows for `date` without writing them.
+pub async fn compute_sqi_shard(lake: &Lake, date: NaiveDate, shard: Shard) -> Result<RecordBatch> {
     require_publishers(lake).await?;
-    let ctx = query::session(lake, &[Table::Aggregates, Table::Publishers], num_cpus()).await?;
-    let inputs = query::collect_one(&ctx, &render(INPUTS_SQL, date)).await?;
+    let tables = [Table::Aggregates, Table::Publishers];
+    let inputs_sql = render(INPUTS_SQL, date);
+    let (scope, inputs) = if shard.is_whole() {
+        let ctx = query::session(lake, &tables, num_cpus()).await?;
+        (None, query::collect_one(&ctx, &inputs_sql).await?)
+    } else {
+        let scope = ShardScope::load(lake, shard).await?;
+        let ctx = scope.session(lake, &tables).await?;
+        let mut inputs = query::collect_one(&ctx, &inputs_sql).await?;
+        if needs_network(&inputs)? {
+            let ctx = query::session(lake, &tables, num_cpus()).await?;
+            inputs = query::collect_one(&ctx, &inputs_sql).await?;
+        }
+        (Some(scope), inputs)
+    };
     let scoring = query::session(lake, &[], 1).await?;
     let _ = scoring.register_batch("inputs", inputs)?;
     let scored = query::collect_one(&scoring, &render(SCORE_SQL, date)).await?;
+    let scored = match &scope {
+        Some(scope) => scope.retain(&scored)?,
+        None => scored,
+    };
     conform_computed(&scored, Table::Sqi)
 }
 
@@ -185,7 +437,23 @@ async fn require_publishers(lake: &Lake) -> Result<()> {
 
 /// Computes the day's totals without writing them.
 pub async fn compute_daily(lake: &Lake, date: NaiveDate) -> Result<RecordBatch> {
-    let ctx = query::session(lake, &[Table::Aggregates], num_cpus()).await?;
+    compute_daily_shard(lake, date, Shard::WHOLE).await
+}
+
+/// Computes one shard's totals for `date`: the rows of the publishers it owns.
+pub async fn compute_daily_shard(
+    lake: &Lake,
+    date: NaiveDate,
+    shard: Shard,
+) -> Result<RecordBatch> {
+    let ctx = if shard.is_whole() {
+        query::session(lake, &[Table::Aggregates], num_cpus()).await?
+    } else {
+        ShardScope::load(lake, shard)
+            .await?
+            .session(lake, &[Table::Aggregates])
+            .await?
+    };
     let daily = query::collect_one(&ctx, &render(DAILY_SQL, date)).await?;
     conform_computed(&daily, Table::Daily)
 }
@@ -195,7 +463,13 @@ pub const COMPLETE: &str = "complete";
 
 /// Computes and writes `daily/` and `sqi/` for one day, replacing any earlier run.
 /// A day the processor has not closed is refused unless `gate` allows it.
-pub async fn run_day(lake: &Lake, date: NaiveDate, gate: &Gate) -> Result<DayOutcome> {
+/// With a shard other than [`Shard::WHOLE`], only that shard's rows and file.
+pub async fn run_day(
+    lake: &Lake,
+    date: NaiveDate,
+    gate: &Gate,
+    shard: Shard,
+) -> Result<DayOutcome> {
     let missing = missing_hours(lake, &gate.topic, date).await?;
     let complete = missing.is_empty();
     if !complete && !gate.allow_incomplete {
@@ -215,13 +489,21 @@ pub async fn run_day(lake: &Lake, date: NaiveDate, gate: &Gate) -> Result<DayOut
             ),
         });
     }
-    let daily = with_complete(&compute_daily(lake, date).await?, Table::Daily, complete)?;
-    let sqi = with_complete(&compute_sqi(lake, date).await?, Table::Sqi, complete)?;
+    let daily = with_complete(
+        &compute_daily_shard(lake, date, shard).await?,
+        Table::Daily,
+        complete,
+    )?;
+    let sqi = with_complete(
+        &compute_sqi_shard(lake, date, shard).await?,
+        Table::Sqi,
+        complete,
+    )?;
     let scored = sqi
         .column_by_name("sqi")
         .map_or(0, |c| c.len() - c.null_count());
-    write_day(lake, Table::Daily, date, &daily).await?;
-    write_day(lake, Table::Sqi, date, &sqi).await?;
+    write_day(lake, Table::Daily, date, shard, &daily).await?;
+    write_day(lake, Table::Sqi, date, shard, &sqi).await?;
     Ok(DayOutcome {
         date,
         daily_rows: daily.num_rows(),
@@ -231,16 +513,18 @@ pub async fn run_day(lake: &Lake, date: NaiveDate, gate: &Gate) -> Result<DayOut
     })
 }
 
-/// Puts a day's single output file, then removes anything else in its partition.
+/// Puts a day's output file for `shard`, then removes anything in its
+/// partition that is neither that file nor a sibling shard's of the same split.
 pub async fn write_day(
     lake: &Lake,
     table: Table,
     date: NaiveDate,
+    shard: Shard,
     batch: &RecordBatch,
 ) -> Result<()> {
     let dir = format!("{}/{}", table.prefix(), day_partition(date));
     let bytes = sqi_processor::sink::parquet_bytes(batch)?;
-    let target = lake.path(&format!("{dir}/{DAY_FILE}"));
+    let target = lake.path(&format!("{dir}/{}", shard.file_name()));
     let _ = lake
         .store()
         .put(&target, PutPayload::from_bytes(bytes))
@@ -249,7 +533,9 @@ pub async fn write_day(
     let stale: Vec<_> = lake
         .store()
         .list(Some(&prefix))
-        .try_filter(|meta| futures::future::ready(meta.location != target))
+        .try_filter(|meta| {
+            futures::future::ready(!meta.location.filename().is_some_and(|n| shard.keeps(n)))
+        })
         .try_collect()
         .await?;
     for meta in stale {
@@ -271,7 +557,7 @@ pub async fn run(args: &BatchArgs, mut on_day: impl FnMut(&DayOutcome)) -> Resul
     };
     let mut outcomes = Vec::new();
     for date in args.days()? {
-        let outcome = run_day(&lake, date, &gate).await?;
+        let outcome = run_day(&lake, date, &gate, args.shard).await?;
         on_day(&outcome);
         outcomes.push(outcome);
     }
@@ -297,5 +583,67 @@ mod tests {
         for template in [INPUTS_SQL, SCORE_SQL, DAILY_SQL] {
             assert!(!render(template, date).contains("{{"));
         }
+    }
+
+    #[test]
+    fn shards_parse_strictly_and_name_their_files() {
+        let shard: Shard = "2/4".parse().unwrap();
+        assert_eq!(shard, Shard { index: 2, count: 4 });
+        assert_eq!(shard.to_string(), "2/4");
+        assert_eq!(shard.file_name(), "part-00002-of-00004.parquet");
+        assert_eq!("0/1".parse::<Shard>().unwrap(), Shard::WHOLE);
+        assert_eq!(Shard::WHOLE.file_name(), DAY_FILE);
+        for bad in ["4/4", "0/0", "-1/4", "1", "a/b", "1/2/3", ""] {
+            let error = bad.parse::<Shard>().unwrap_err();
+            assert!(error.contains("write INDEX/COUNT"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_shard_keeps_its_siblings_files_and_nothing_else() {
+        let shard = Shard { index: 1, count: 4 };
+        assert!(shard.keeps("part-00001-of-00004.parquet"));
+        assert!(shard.keeps("part-00003-of-00004.parquet"));
+        assert!(!shard.keeps("part-00001-of-00002.parquet"));
+        assert!(!shard.keeps(DAY_FILE));
+        assert!(!shard.keeps("part-x0001-of-00004.parquet"));
+        assert!(Shard::WHOLE.keeps(DAY_FILE));
+        assert!(!Shard::WHOLE.keeps("part-00000-of-00004.parquet"));
+    }
+
+    #[test]
+    fn categories_spread_largest_first_onto_the_least_loaded_shard() {
+        let sizes: BTreeMap<String, u64> = [
+            ("news", 100),
+            ("sports", 60),
+            ("food", 50),
+            ("pets", 10),
+            ("uncategorized", 0),
+        ]
+        .into_iter()
+        .map(|(c, n)| (c.to_owned(), n))
+        .collect();
+        let assignment = assign_shards(&sizes, 2);
+        let load = |shard: u32| -> u64 {
+            assignment
+                .iter()
+                .filter(|(_, s)| **s == shard)
+                .map(|(c, _)| sizes[c])
+                .sum()
+        };
+        // news | sports + food + pets (+ the empty uncategorized).
+        assert_eq!((load(0), load(1)), (110, 110));
+        assert_eq!(assignment.len(), sizes.len());
+        assert_eq!(assign_shards(&sizes, 2), assignment);
+        assert!(assign_shards(&sizes, 1).values().all(|s| *s == 0));
+    }
+
+    #[test]
+    fn the_eligibility_thresholds_are_the_published_sqls() {
+        assert!(SCORE_SQL.contains(&format!("pageviews >= {ELIGIBLE_PAGEVIEWS} AS eligible")));
+        assert!(SCORE_SQL.contains(&format!(
+            "COALESCE(c.eligible_count, 0) >= {PEER_GROUP_MIN}"
+        )));
+        assert!(INPUTS_SQL.contains(&format!("'{UNCATEGORIZED}'")));
     }
 }

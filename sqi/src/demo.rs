@@ -321,7 +321,13 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
     // The simulated day arrives all at once with 48 h of allowed lateness, so
     // the processor cannot have closed its hours yet: the demo scores it
     // provisionally, as `sqi batch --allow-incomplete` would.
-    let outcome = batch::run_day(&lake, day, &batch::Gate::allowing_incomplete(topic)).await?;
+    let outcome = batch::run_day(
+        &lake,
+        day,
+        &batch::Gate::allowing_incomplete(topic),
+        batch::Shard::WHOLE,
+    )
+    .await?;
     writeln!(
         out,
         "  batch wrote daily/ ({} rows) and sqi/ ({} rows, {} scored) for {day}{}",

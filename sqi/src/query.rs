@@ -32,6 +32,16 @@ pub async fn session(
 
 /// Declares one lake table on `ctx` under its prefix name.
 pub async fn register(ctx: &SessionContext, lake: &Lake, table: Table) -> Result<()> {
+    register_as(ctx, lake, table, table.prefix()).await
+}
+
+/// Declares one lake table on `ctx` under `name`.
+pub async fn register_as(
+    ctx: &SessionContext,
+    lake: &Lake,
+    table: Table,
+    name: &str,
+) -> Result<()> {
     let schema = table.schema();
     let partitions: Vec<(String, DataType)> = table
         .partition_columns()
@@ -42,7 +52,7 @@ pub async fn register(ctx: &SessionContext, lake: &Lake, table: Table) -> Result
         .schema(&schema)
         .table_partition_cols(partitions)
         .file_extension(".parquet");
-    ctx.register_parquet(table.prefix(), lake.table_url(table), options)
+    ctx.register_parquet(name, lake.table_url(table), options)
         .await?;
     Ok(())
 }

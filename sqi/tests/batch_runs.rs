@@ -101,7 +101,9 @@ async fn small_lake() -> (tempfile::TempDir, Lake) {
 async fn reruns_and_concurrent_runs_write_identical_files_and_nothing_else() {
     let (_dir, lake) = small_lake().await;
     let gate = Gate::allowing_incomplete("share-events");
-    let first = sqi::batch::run_day(&lake, day(), &gate).await.unwrap();
+    let first = sqi::batch::run_day(&lake, day(), &gate, sqi::batch::Shard::WHOLE)
+        .await
+        .unwrap();
     assert_eq!(first.sqi_rows, 40);
     let before = (files(&lake, "sqi").await, files(&lake, "daily").await);
 
@@ -113,8 +115,8 @@ async fn reruns_and_concurrent_runs_write_identical_files_and_nothing_else() {
         .unwrap();
 
     let (a, b) = tokio::join!(
-        sqi::batch::run_day(&lake, day(), &gate),
-        sqi::batch::run_day(&lake, day(), &gate)
+        sqi::batch::run_day(&lake, day(), &gate, sqi::batch::Shard::WHOLE),
+        sqi::batch::run_day(&lake, day(), &gate, sqi::batch::Shard::WHOLE)
     );
     assert_eq!(a.unwrap(), first);
     assert_eq!(b.unwrap(), first);
@@ -278,6 +280,7 @@ async fn an_incomplete_day_is_refused_unless_allowed_and_then_marked() {
             topic: "share-events".into(),
             allow_incomplete: false,
         },
+        sqi::batch::Shard::WHOLE,
     )
     .await
     .unwrap();

@@ -75,3 +75,23 @@ fn a_backfill_range_must_be_ordered() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_shard_outside_its_count_is_a_usage_error() {
+    for bad in ["4/4", "1/0", "two/4", "3"] {
+        let (code, stderr) = sqi(&[
+            "batch",
+            "--date",
+            "2024-01-01",
+            "--shard",
+            bad,
+            "--lake-url",
+            "memory://",
+        ]);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!("`{bad}` is not a shard: write INDEX/COUNT")),
+            "{bad}: {stderr}"
+        );
+    }
+}

@@ -4,196 +4,15 @@
 //! group, zero shares, exact ties, bots, provisional newcomers, and publishers
 //! missing from the dimension.
 
+mod fixture;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use arrow::array::{
-    Array, AsArray, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
-};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
-use chrono::NaiveDate;
-use object_store::{ObjectStoreExt, PutPayload};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use fixture::{day, random_lake};
 use serde_json::Value;
-use sqi::publishers::{self, Publisher};
-use sqi_schemas::lake::{HOUR_MS, Lake, LakeOptions, Table, hour_partition};
-
-type Row = (
-    i64,
-    String,
-    Option<&'static str>,
-    &'static str,
-    &'static str,
-    i64,
-);
-
-#[cfg(test)]
-fn day() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2025, 3, 31).unwrap()
-}
-
-#[cfg(test)]
-fn ms(date: NaiveDate) -> i64 {
-    date.and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc()
-        .timestamp_millis()
-}
-
-/// Builds the lake: returns rows of `aggregates` and the publisher dimension.
-#[cfg(test)]
-fn generate() -> (Vec<Row>, Vec<Publisher>) {
-    let mut rng = StdRng::seed_from_u64(20_250_331);
-    let categories = [
-        ("news", 2000),
-        ("sports", 1500),
-        ("food", 1000),
-        ("tech", 600),
-        ("travel", 60),
-        ("pets", 30),
-    ];
-    let window_start = ms(day()) - 27 * 24 * HOUR_MS;
-    let mut rows = Vec::new();
-    let mut dimension = Vec::new();
-    let mut previous: Option<(i64, i64, i64)> = None;
-    let mut index = 0;
-    for (category, count) in categories.iter().chain([("ghost", 10)].iter()) {
-        for _ in 0..*count {
-            index += 1;
-            let publisher = format!("{category}-{index:05}");
-            let mut pageviews = (rng.random_range(0.0f64..1.0).powf(2.5) * 6000.0) as i64 + 200;
-            let mut shares = if index % 17 == 0 {
-                0
-            } else {
-                (pageviews as f64 * rng.random_range(0.0..0.06)) as i64
-            };
-            let mut clickbacks = (shares as f64 * rng.random_range(0.0..0.8)) as i64;
-            if index % 41 == 0 {
-                // An exact copy of the previous publisher's counts: a tie.
-                if let Some((v, s, c)) = previous {
-                    (pageviews, shares, clickbacks) = (v, s, c);
-                }
-            }
-            previous = Some((pageviews, shares, clickbacks));
-            let hours: Vec<i64> = (0..3)
-                .map(|_| window_start + rng.random_range(0..28 * 24) * HOUR_MS)
-                .collect();
-            let split = |total: i64, rng: &mut StdRng| {
-                let a = rng.random_range(0..=total);
-                let b = rng.random_range(0..=total - a);
-                [a, b, total - a - b]
-            };
-            for (part, hour) in split(pageviews, &mut rng).iter().zip(&hours) {
-                rows.push((*hour, publisher.clone(), None, "pageview", "desktop", *part));
-            }
-            let channels = ["facebook", "twitter"];
-            for (i, part) in split(shares, &mut rng).iter().enumerate() {
-                rows.push((
-                    hours[i],
-                    publisher.clone(),
-                    Some(channels[i % 2]),
-                    "share",
-                    "mobile",
-                    *part,
-                ));
-            }
-            for (i, part) in split(clickbacks, &mut rng).iter().enumerate() {
-                rows.push((
-                    hours[i],
-                    publisher.clone(),
-                    Some(channels[i % 2]),
-                    "clickback",
-                    "desktop",
-                    *part,
-                ));
-            }
-            if index % 7 == 0 {
-                rows.push((
-                    hours[0],
-                    publisher.clone(),
-                    None,
-                    "pageview",
-                    "bot",
-                    rng.random_range(100..5000),
-                ));
-            }
-            let newcomer = index % 23 == 0;
-            if !newcomer && index % 3 == 0 {
-                // History before the window: not provisional even without created_at.
-                rows.push((
-                    window_start - 40 * 24 * HOUR_MS,
-                    publisher.clone(),
-                    None,
-                    "pageview",
-                    "desktop",
-                    5,
-                ));
-            }
-            if *category != "ghost" {
-                let created = if newcomer {
-                    ms(day()) - 10 * 24 * HOUR_MS
-                } else {
-                    ms(day()) - 400 * 24 * HOUR_MS
-                };
-                dimension.push(Publisher {
-                    publisher,
-                    domain: None,
-                    category: Some((*category).to_owned()),
-                    created_at: (index % 5 != 0 || newcomer).then_some(created),
-                });
-            }
-        }
-    }
-    rows.retain(|r| r.5 > 0);
-    (rows, dimension)
-}
-
-#[cfg(test)]
-async fn write_lake(lake: &Lake, rows: &[Row], dimension: &[Publisher]) {
-    let mut by_hour: BTreeMap<i64, Vec<&Row>> = BTreeMap::new();
-    for row in rows {
-        by_hour.entry(row.0).or_default().push(row);
-    }
-    for (hour, rows) in by_hour {
-        let mut t = TimestampMillisecondBuilder::new().with_timezone("UTC");
-        let (mut p, mut c, mut e, mut d, mut n) = (
-            StringBuilder::new(),
-            StringBuilder::new(),
-            StringBuilder::new(),
-            StringBuilder::new(),
-            Int64Builder::new(),
-        );
-        for row in rows {
-            t.append_value(row.0);
-            p.append_value(&row.1);
-            c.append_option(row.2);
-            e.append_value(row.3);
-            d.append_value(row.4);
-            n.append_value(row.5);
-        }
-        let batch = RecordBatch::try_new(
-            Table::Aggregates.schema(),
-            vec![
-                Arc::new(t.finish()),
-                Arc::new(p.finish()),
-                Arc::new(c.finish()),
-                Arc::new(e.finish()),
-                Arc::new(d.finish()),
-                Arc::new(n.finish()),
-            ],
-        )
-        .unwrap();
-        let bytes = sqi_processor::sink::parquet_bytes(&batch).unwrap();
-        let path = lake.path(&format!("aggregates/{}/part.parquet", hour_partition(hour)));
-        lake.store()
-            .put(&path, PutPayload::from_bytes(bytes))
-            .await
-            .unwrap();
-    }
-    publishers::write(lake, dimension).await.unwrap();
-}
 
 #[cfg(test)]
 fn close(a: Option<f64>, b: Option<f64>, tolerance: f64) -> bool {
@@ -206,18 +25,12 @@ fn close(a: Option<f64>, b: Option<f64>, tolerance: f64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_batch_agrees_with_an_independent_duckdb_implementation() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(
-        &format!("file://{}", dir.path().display()),
-        &LakeOptions::default(),
-    )
-    .unwrap();
-    let (rows, dimension) = generate();
-    write_lake(&lake, &rows, &dimension).await;
+    let (dir, lake) = random_lake().await;
     let outcome = sqi::batch::run_day(
         &lake,
         day(),
         &sqi::batch::Gate::allowing_incomplete("share-events"),
+        sqi::batch::Shard::WHOLE,
     )
     .await
     .unwrap();

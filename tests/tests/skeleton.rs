@@ -236,9 +236,14 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
     publishers::write(&lake, &publishers::parse_csv("publisher,domain,category,created_at\nalpha.com,alpha.com,news,2025-01-01\nbeta.org,beta.org,news,2025-06-01\n").unwrap())
         .await
         .unwrap();
-    let outcome = batch::run_day(&lake, day(), &batch::Gate::allowing_incomplete(&topic))
-        .await
-        .expect("batch");
+    let outcome = batch::run_day(
+        &lake,
+        day(),
+        &batch::Gate::allowing_incomplete(&topic),
+        batch::Shard::WHOLE,
+    )
+    .await
+    .expect("batch");
     assert_eq!(outcome.sqi_rows, 3);
     assert_eq!(outcome.scored, 2);
 
