@@ -79,12 +79,14 @@ ordered AS (
            COUNT(*) OVER (PARTITION BY group_key) AS cnt
     FROM member_rates
 ),
--- Medians: the middle value, or the mean of the two middle values.
+-- Medians: the middle value, or the mean of the two middle values. Row n is
+-- a middle one when cnt <= 2n <= cnt + 2 (no division, so engines that divide
+-- integers exactly, like DuckDB, agree).
 medians AS (
     SELECT group_key,
-           AVG(CASE WHEN n1 IN ((cnt + 1) / 2, (cnt + 2) / 2) THEN r1 END) AS med1,
-           AVG(CASE WHEN n2 IN ((cnt + 1) / 2, (cnt + 2) / 2) THEN r2 END) AS med2,
-           AVG(CASE WHEN n3 IN ((cnt + 1) / 2, (cnt + 2) / 2) THEN r3 END) AS med3
+           AVG(CASE WHEN 2 * n1 BETWEEN cnt AND cnt + 2 THEN r1 END) AS med1,
+           AVG(CASE WHEN 2 * n2 BETWEEN cnt AND cnt + 2 THEN r2 END) AS med2,
+           AVG(CASE WHEN 2 * n3 BETWEEN cnt AND cnt + 2 THEN r3 END) AS med3
     FROM ordered
     GROUP BY group_key
 ),
@@ -97,14 +99,18 @@ scored AS (
            ) / 3.0 AS z
     FROM member_rates r JOIN medians d ON r.group_key = d.group_key
 ),
+-- BIGINT throughout, so that the rounding below is integer arithmetic: an
+-- unsigned RANK() mixed with a signed count would otherwise widen to DECIMAL,
+-- whose division does not truncate.
 ranked AS (
     SELECT publisher, group_key, z,
-           RANK() OVER (PARTITION BY group_key ORDER BY z) - 1 AS below,
-           COUNT(*) OVER (PARTITION BY group_key, z) AS equal
+           CAST(RANK() OVER (PARTITION BY group_key ORDER BY z) AS BIGINT) - 1 AS below,
+           CAST(COUNT(*) OVER (PARTITION BY group_key, z) AS BIGINT) AS equal
     FROM scored
 ),
 -- SQI = clamp(round_half_even(200 q), 1, 200) with q = (below + equal / 2) / n,
--- done in integers: 200 q = 100 (2 below + equal) / n.
+-- done in integers: 200 q = 100 (2 below + equal) / n, whose whole part is
+-- (numerator - remainder) / n, an exact division in any engine.
 final AS (
     SELECT a.publisher, a.category, a.group_key, p.peer_count,
            a.pageviews, a.shares, a.clickbacks, a.eligible, a.first_day,
@@ -112,7 +118,7 @@ final AS (
            (a.clickbacks + p.alpha2) / (a.shares + p.beta2) AS clickback_rate,
            (a.clickbacks + p.alpha3) / (a.pageviews + p.beta3) AS social_traffic_ratio,
            k.z,
-           100 * (2 * k.below + k.equal) AS twice_q_numerator
+           CAST(100 * (2 * k.below + k.equal) AS BIGINT) AS twice_q_numerator
     FROM assigned a
     LEFT JOIN priors p ON a.group_key = p.group_key
     LEFT JOIN ranked k ON a.publisher = k.publisher AND a.group_key = k.group_key
@@ -131,10 +137,11 @@ SELECT DATE '{{date}}' AS date,
        CASE WHEN eligible THEN z END AS score_z,
        CASE WHEN eligible THEN
            LEAST(200, GREATEST(1,
-               twice_q_numerator / peer_count
+               (twice_q_numerator - twice_q_numerator % peer_count) / peer_count
                + CASE WHEN 2 * (twice_q_numerator % peer_count) > peer_count THEN 1
                       WHEN 2 * (twice_q_numerator % peer_count) = peer_count
-                           AND (twice_q_numerator / peer_count) % 2 = 1 THEN 1
+                           AND ((twice_q_numerator - twice_q_numerator % peer_count) / peer_count) % 2 = 1
+                      THEN 1
                       ELSE 0 END))
        END AS sqi,
        CASE WHEN eligible THEN NULL ELSE 'insufficient_pageviews' END AS reason,

@@ -17,11 +17,20 @@ Replace the `{{{{placeholders}}}}` with dates to run it yourself:\n\n\
 Tables: `aggregates` and `publishers` are the lake tables of the same names,\n\
 read with Hive partitioning (`dt`, `hour` as text). In DuckDB:\n\n\
 ```sql\n\
+SET TimeZone = 'UTC';\n\
 CREATE VIEW aggregates AS SELECT * FROM read_parquet('s3://bucket/lake/aggregates/**/*.parquet', hive_partitioning = true);\n\
 CREATE VIEW publishers AS SELECT * FROM read_parquet('s3://bucket/lake/publishers/*.parquet');\n\
+CREATE TEMP TABLE inputs AS <stage 1>;\n\
+<stage 2>;\n\
 ```\n\n\
-Stage 2 reads stage 1's result as `inputs`. Integer division (`/` between\n\
-integers) truncates, as in DataFusion and PostgreSQL; in DuckDB write `//`.\n\n\
+Stage 2 reads stage 1's result as `inputs`. The SQL never divides one integer\n\
+by another unless the division is exact, so it gives the same integers in\n\
+engines that truncate (DataFusion, PostgreSQL) and in those that do not\n\
+(DuckDB); `TimeZone = 'UTC'` makes DuckDB take a timestamp's date in UTC, as\n\
+the lake does. `bench/duckdb_sqi.py` runs it exactly so.\n\n\
+`sqi batch --shard i/N` runs the same SQL over the publishers of the\n\
+categories shard i owns (every shard scores the network group from the\n\
+whole network), so the N shards' rows are the rows of one run.\n\n\
 Choices the definition leaves open, and what this SQL does:\n\n\
 - A zero shrunk rate *or a zero peer median* enters the logarithm as `1e-12`\n\
   (a group whose rates are all zero scores z = 0 for everyone).\n\
