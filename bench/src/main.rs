@@ -16,6 +16,7 @@
 //!    records, as events per CPU-second relative to (1), plus files and bytes
 //!    per million events and the process's peak RSS.
 
+mod lake;
 mod process;
 
 use std::sync::Arc;
@@ -34,6 +35,8 @@ enum Bench {
     Ingest(IngestArgs),
     /// Processor throughput per core against a bare consumer.
     Process(process::ProcessArgs),
+    /// Writes a synthetic network-scale lake for the batch benchmark.
+    Lake(lake::LakeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -227,6 +230,7 @@ async fn main() -> anyhow::Result<()> {
     let args = match Bench::parse() {
         Bench::Ingest(args) => args,
         Bench::Process(args) => return process::run(args).await,
+        Bench::Lake(args) => return lake::run(&args),
     };
     let raw = raw_producer(&args).await?;
     let (batched, batched_requests) = http_closed_loop(&args, 50).await?;

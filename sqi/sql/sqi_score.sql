@@ -135,14 +135,14 @@ SELECT DATE '{{date}}' AS date,
        clickback_rate,
        social_traffic_ratio,
        CASE WHEN eligible THEN z END AS score_z,
-       CASE WHEN eligible THEN
+       CASE WHEN eligible THEN CAST(
            LEAST(200, GREATEST(1,
                (twice_q_numerator - twice_q_numerator % peer_count) / peer_count
                + CASE WHEN 2 * (twice_q_numerator % peer_count) > peer_count THEN 1
                       WHEN 2 * (twice_q_numerator % peer_count) = peer_count
                            AND ((twice_q_numerator - twice_q_numerator % peer_count) / peer_count) % 2 = 1
                       THEN 1
-                      ELSE 0 END))
+                      ELSE 0 END)) AS INTEGER)
        END AS sqi,
        CASE WHEN eligible THEN NULL ELSE 'insufficient_pageviews' END AS reason,
        COALESCE(first_day > DATE '{{provisional_after}}', false) AS provisional,

@@ -2,7 +2,8 @@
 //! DuckDB (`tests/py/sqi_duckdb.py`, run with PyPI's duckdb) on a randomized
 //! lake of 5,200 publishers: long tails, a category too small for its own peer
 //! group, zero shares, exact ties, bots, provisional newcomers, and publishers
-//! missing from the dimension.
+//! missing from the dimension. The published SQL, run by DuckDB unchanged
+//! (`bench/duckdb_sqi.py`), must agree with the engine as well.
 
 mod fixture;
 
@@ -179,5 +180,45 @@ async fn the_batch_agrees_with_an_independent_duckdb_implementation() {
     assert!(
         scored > 2000 && network > 0 && ties > 0 && zero_share > 0,
         "{scored} {network} {ties} {zero_share}"
+    );
+
+    // The published SQL itself, run unchanged by DuckDB (as an analyst would),
+    // gives the engine's SQI and peer group for every publisher too.
+    let rows_file = dir.path().join("duckdb-rows.json");
+    let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "bench", "duckdb_sqi.py"]
+        .iter()
+        .collect();
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir.path())
+        .arg(day().to_string())
+        .arg("--rows")
+        .arg(&rows_file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let published: BTreeMap<String, Value> =
+        serde_json::from_slice(&std::fs::read(&rows_file).unwrap()).unwrap();
+    assert_eq!(published.len(), batch.num_rows());
+    let disagreements: Vec<String> = (0..batch.num_rows())
+        .filter_map(|i| {
+            let name = publisher.value(i);
+            let theirs = &published[name];
+            let ours_sqi = (!sqi.is_null(i)).then(|| i64::from(sqi.value(i)));
+            let same = theirs["sqi"].as_i64() == ours_sqi
+                && theirs["peer_group"].as_str() == Some(peer_group.value(i))
+                && close(opt(&z, i), theirs["score_z"].as_f64(), 1e-9);
+            (!same).then(|| format!("{name}: engine sqi {ours_sqi:?}, duckdb {theirs}"))
+        })
+        .collect();
+    assert!(
+        disagreements.is_empty(),
+        "{} publishers differ under DuckDB, first: {:#?}",
+        disagreements.len(),
+        &disagreements[..disagreements.len().min(5)]
     );
 }
