@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Runs the published SQI SQL (sqi/sql/, as docs/sqi-sql.md shows it) in DuckDB
-over a local lake, unchanged apart from its date placeholders.
+"""Runs the published SQL (sqi/sql/, as docs/sqi-sql.md shows it) in DuckDB
+over a local lake, unchanged apart from its date placeholders: the day's
+totals and the SQI, each written to a Parquet file as `sqi batch` does, so the
+two do the same work.
 
 Prints one JSON line: wall seconds, peak RSS of this process (DuckDB runs in
 it), rows and scored rows. With --rows FILE, also writes every row's
@@ -14,6 +16,7 @@ import datetime
 import json
 import pathlib
 import resource
+import tempfile
 import time
 
 import duckdb
@@ -38,11 +41,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--memory-limit", default="8GB")
     parser.add_argument("--rows", type=pathlib.Path)
+    parser.add_argument("--out", type=pathlib.Path, help="where the Parquet goes (default: a temporary directory)")
     args = parser.parse_args()
 
     inputs_sql = render((ROOT / "sqi/sql/sqi_inputs.sql").read_text(), args.date)
     score_sql = render((ROOT / "sqi/sql/sqi_score.sql").read_text(), args.date)
+    daily_sql = render((ROOT / "sqi/sql/daily.sql").read_text(), args.date)
     lake = args.lake.resolve()
+    out = args.out or pathlib.Path(tempfile.mkdtemp(prefix="duckdb-sqi-"))
 
     started = time.perf_counter()
     con = duckdb.connect()
@@ -58,15 +64,17 @@ def main() -> None:
     con.execute(
         f"CREATE VIEW publishers AS SELECT * FROM read_parquet('{lake}/publishers/*.parquet')"
     )
+    con.execute(f"COPY ({daily_sql}) TO '{out}/daily.parquet' (FORMAT parquet, COMPRESSION snappy)")
     con.execute(f"CREATE TEMP TABLE inputs AS {inputs_sql}")
-    rows = con.execute(score_sql).fetchall()
-    columns = [d[0] for d in con.description]
+    con.execute(f"CREATE TEMP TABLE scored AS {score_sql}")
+    con.execute(f"COPY scored TO '{out}/sqi.parquet' (FORMAT parquet, COMPRESSION snappy)")
     seconds = time.perf_counter() - started
+    count, scored = con.execute("SELECT COUNT(*), COUNT(sqi) FROM scored").fetchone()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-    at = {name: i for i, name in enumerate(columns)}
-    scored = sum(1 for row in rows if row[at["sqi"]] is not None)
     if args.rows:
+        rows = con.execute("SELECT * FROM scored").fetchall()
+        at = {d[0]: i for i, d in enumerate(con.description)}
         args.rows.write_text(
             json.dumps(
                 {
@@ -85,7 +93,7 @@ def main() -> None:
                 "engine": f"duckdb {duckdb.__version__}",
                 "seconds": round(seconds, 2),
                 "peak_rss_mib": round(peak_kib / 1024),
-                "rows": len(rows),
+                "rows": count,
                 "scored": scored,
             }
         )

@@ -3,25 +3,25 @@
 -- {{date}}: exact integer sums over W with bot rows excluded, its category, and
 -- its first day. Placeholders: {{date}}, {{window_from}} (date - 27 days),
 -- {{next_day}} (date + 1 day).
-WITH window_rows AS (
-    SELECT publisher, event_type, device, events
-    FROM aggregates
-    WHERE dt >= '{{window_from}}' AND dt <= '{{date}}'
-      AND window_start >= TIMESTAMP '{{window_from}}T00:00:00Z'
-      AND window_start < TIMESTAMP '{{next_day}}T00:00:00Z'
-),
-totals AS (
+-- One pass over the history up to {{date}} gives both the window's sums and
+-- each publisher's first day.
+WITH totals AS (
     SELECT publisher,
-           SUM(CASE WHEN event_type = 'pageview' AND device <> 'bot' THEN events ELSE 0 END) AS pageviews,
-           SUM(CASE WHEN event_type = 'share' AND device <> 'bot' THEN events ELSE 0 END) AS shares,
-           SUM(CASE WHEN event_type = 'clickback' AND device <> 'bot' THEN events ELSE 0 END) AS clickbacks
-    FROM window_rows
-    GROUP BY publisher
-),
-first_seen AS (
-    SELECT publisher, CAST(MIN(window_start) AS DATE) AS first_day
-    FROM aggregates
-    WHERE dt <= '{{date}}'
+           COALESCE(SUM(events) FILTER (WHERE counted AND event_type = 'pageview'), 0) AS pageviews,
+           COALESCE(SUM(events) FILTER (WHERE counted AND event_type = 'share'), 0) AS shares,
+           COALESCE(SUM(events) FILTER (WHERE counted AND event_type = 'clickback'), 0) AS clickbacks,
+           BOOL_OR(in_window) AS seen_in_window,
+           CAST(MIN(window_start) AS DATE) AS first_day
+    FROM (
+        SELECT publisher, event_type, events, window_start, in_window,
+               in_window AND device <> 'bot' AS counted
+        FROM (
+            SELECT publisher, event_type, device, events, window_start,
+                   window_start >= TIMESTAMP '{{window_from}}T00:00:00Z' AS in_window
+            FROM aggregates
+            WHERE dt <= '{{date}}' AND window_start < TIMESTAMP '{{next_day}}T00:00:00Z'
+        ) history
+    ) flagged
     GROUP BY publisher
 ),
 dimension AS (
@@ -34,8 +34,8 @@ SELECT t.publisher,
        t.pageviews,
        t.shares,
        t.clickbacks,
-       LEAST(COALESCE(f.first_day, d.created_day), COALESCE(d.created_day, f.first_day)) AS first_day
+       LEAST(COALESCE(t.first_day, d.created_day), COALESCE(d.created_day, t.first_day)) AS first_day
 FROM totals t
 LEFT JOIN dimension d ON t.publisher = d.publisher
-LEFT JOIN first_seen f ON t.publisher = f.publisher
+WHERE t.seen_in_window
 ORDER BY t.publisher

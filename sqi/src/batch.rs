@@ -372,6 +372,7 @@ fn needs_network(inputs: &RecordBatch) -> Result<bool> {
 /// Computes one shard's SQI rows for `date` without writing them.
 pub async fn compute_sqi_shard(lake: &Lake, date: NaiveDate, shard: Shard) -> Result<RecordBatch> {
     require_publishers(lake).await?;
+    let started = std::time::Instant::now();
     let tables = [Table::Aggregates, Table::Publishers];
     let inputs_sql = render(INPUTS_SQL, date);
     let (scope, inputs) = if shard.is_whole() {
@@ -387,9 +388,22 @@ pub async fn compute_sqi_shard(lake: &Lake, date: NaiveDate, shard: Shard) -> Re
         }
         (Some(scope), inputs)
     };
+    tracing::info!(
+        %date,
+        %shard,
+        publishers = inputs.num_rows(),
+        seconds = started.elapsed().as_secs_f64(),
+        "stage 1: inputs summed"
+    );
     let scoring = query::session(lake, &[], 1).await?;
     let _ = scoring.register_batch("inputs", inputs)?;
     let scored = query::collect_one(&scoring, &render(SCORE_SQL, date)).await?;
+    tracing::info!(
+        %date,
+        %shard,
+        seconds = started.elapsed().as_secs_f64(),
+        "stage 2: scored"
+    );
     let scored = match &scope {
         Some(scope) => scope.retain(&scored)?,
         None => scored,
@@ -454,7 +468,9 @@ pub async fn compute_daily_shard(
             .session(lake, &[Table::Aggregates])
             .await?
     };
+    let started = std::time::Instant::now();
     let daily = query::collect_one(&ctx, &render(DAILY_SQL, date)).await?;
+    tracing::info!(%date, %shard, rows = daily.num_rows(), seconds = started.elapsed().as_secs_f64(), "daily totals summed");
     conform_computed(&daily, Table::Daily)
 }
 
