@@ -49,7 +49,19 @@ pub async fn register_as(
     table: Table,
     name: &str,
 ) -> Result<()> {
-    let schema = table.schema();
+    // Strings are read as views: keys of up to 12 bytes (publisher ids) then
+    // hash and compare inline, which halves the cost of grouping by them.
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ));
     let partitions: Vec<(String, DataType)> = table
         .partition_columns()
         .iter()
@@ -64,12 +76,30 @@ pub async fn register_as(
     Ok(())
 }
 
-/// Runs `sql` and returns one batch (possibly empty) with the output schema.
+/// Runs `sql` and returns one batch (possibly empty), strings as `Utf8`.
 pub async fn collect_one(ctx: &SessionContext, sql: &str) -> Result<RecordBatch> {
     let frame = ctx.sql(sql).await?;
-    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let declared: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await?;
-    Ok(concat_batches(&schema, &batches)?)
+    // Tables are read as string views, and operators may emit views where the
+    // plan declares strings: the batches' own schema is the truth, and callers
+    // get plain strings.
+    let schema = batches.first().map_or(declared, RecordBatch::schema);
+    without_views(&concat_batches(&schema, &batches)?)
+}
+
+/// `batch` with every string view column as a plain string column.
+pub fn without_views(batch: &RecordBatch) -> Result<RecordBatch> {
+    let fields: Vec<_> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    conform(batch, &Arc::new(arrow::datatypes::Schema::new(fields)))
 }
 
 /// Re-types `batch` column by column to `schema` (matching by name), so that
