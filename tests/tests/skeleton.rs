@@ -293,6 +293,8 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
         );
         assert!(answer["data_as_of"].is_string(), "{answer}");
         let sqi = &answer["sqi"];
+        // Readers can tell a provisional day from a closed one.
+        assert!(sqi["complete"].is_boolean(), "{answer}");
         if pageviews >= 1000 {
             // Two eligible publishers in the network group: mid-ranks give 50 and 150.
             assert!(matches!(sqi["sqi"].as_i64(), Some(50 | 150)), "{answer}");
