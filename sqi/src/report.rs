@@ -11,13 +11,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::prelude::{SessionContext, col, lit};
 use futures::TryStreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -30,6 +29,11 @@ use sqi_schemas::lake::{Lake, Table, day_partition};
 
 use crate::error::{Error, Result};
 use crate::query;
+
+mod endpoints;
+pub mod window;
+
+pub use endpoints::{Totals, totals};
 
 /// `sqi report` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -197,7 +201,17 @@ pub struct ReportState {
 impl ReportState {
     /// Opens a DataFusion session over the lake's tables.
     pub async fn new(lake: Lake, keys: KeyRing, metrics: Option<PrometheusHandle>) -> Result<Self> {
-        let ctx = query::session(&lake, &[Table::Aggregates, Table::Daily, Table::Sqi], 2).await?;
+        let ctx = query::session(
+            &lake,
+            &[
+                Table::Aggregates,
+                Table::UrlCounts,
+                Table::Daily,
+                Table::Sqi,
+            ],
+            2,
+        )
+        .await?;
         Ok(Self {
             lake,
             keys: Arc::new(keys),
@@ -210,7 +224,27 @@ impl ReportState {
 /// The report router.
 pub fn router(state: ReportState) -> Router {
     Router::new()
-        .route("/v1/publishers/{publisher}/summary", get(summary))
+        .route(
+            "/v1/publishers/{publisher}/summary",
+            get(endpoints::summary),
+        )
+        .route(
+            "/v1/publishers/{publisher}/timeseries",
+            get(endpoints::timeseries),
+        )
+        .route(
+            "/v1/publishers/{publisher}/channels",
+            get(endpoints::channels),
+        )
+        .route(
+            "/v1/publishers/{publisher}/top-urls",
+            get(endpoints::top_urls),
+        )
+        .route(
+            "/v1/publishers/{publisher}/sqi",
+            get(endpoints::sqi_history),
+        )
+        .route("/v1/sqi/leaderboard", get(endpoints::leaderboard))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .route(
@@ -234,7 +268,11 @@ pub async fn serve(
     Ok(())
 }
 
-fn authorize(state: &ReportState, headers: &HeaderMap, publisher: &str) -> Result<(), ReportError> {
+/// The key a request carries, or 401.
+fn authenticate<'a>(
+    state: &'a ReportState,
+    headers: &HeaderMap,
+) -> Result<&'a ApiKey, ReportError> {
     let raw = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -242,7 +280,12 @@ fn authorize(state: &ReportState, headers: &HeaderMap, publisher: &str) -> Resul
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or(ReportError::Unauthorized)?;
-    let key = state.keys.find(raw).ok_or(ReportError::Unauthorized)?;
+    state.keys.find(raw).ok_or(ReportError::Unauthorized)
+}
+
+/// 401 without a known key; 403 when the key does not cover `publisher`.
+fn authorize(state: &ReportState, headers: &HeaderMap, publisher: &str) -> Result<(), ReportError> {
+    let key = authenticate(state, headers)?;
     // The scope check looks only at the key, never at whether the publisher
     // exists, so a 403 is the same whatever publisher is asked for.
     match &key.scope {
@@ -263,96 +306,11 @@ pub struct PeriodParams {
     include_bots: Option<String>,
 }
 
-/// An inclusive range of days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Period {
-    /// First day.
-    pub from: NaiveDate,
-    /// Last day.
-    pub to: NaiveDate,
-}
-
-impl Period {
-    fn days(self) -> u64 {
-        (self.to - self.from).num_days().unsigned_abs() + 1
-    }
-
-    /// The equal-length window just before this one.
-    pub fn previous(self) -> Self {
-        let len = self.days();
-        Self {
-            from: self
-                .from
-                .checked_sub_days(Days::new(len))
-                .unwrap_or(self.from),
-            to: self
-                .from
-                .checked_sub_days(Days::new(1))
-                .unwrap_or(self.from),
-        }
-    }
-}
-
-fn bad(field: &'static str, message: impl Into<String>) -> ReportError {
+pub(crate) fn bad(field: &'static str, message: impl Into<String>) -> ReportError {
     ReportError::BadRequest {
         field,
         message: message.into(),
     }
-}
-
-/// Resolves `period` (and `from`/`to` for `custom`) to days ending `today`, inclusive.
-pub fn resolve_period(
-    params: &PeriodParams,
-    today: NaiveDate,
-) -> Result<(String, Period), ReportError> {
-    match params.tz.as_deref() {
-        None | Some("UTC") | Some("Etc/UTC") => {}
-        Some(other) => {
-            return Err(bad(
-                "tz",
-                format!("timezone `{other}` is not supported yet; use UTC"),
-            ));
-        }
-    }
-    let name = params.period.clone().unwrap_or_else(|| "28d".to_owned());
-    let last_days = |n: u64| Period {
-        from: today.checked_sub_days(Days::new(n - 1)).unwrap_or(today),
-        to: today,
-    };
-    let period = match name.as_str() {
-        "today" => last_days(1),
-        "7d" => last_days(7),
-        "28d" => last_days(28),
-        "30d" => last_days(30),
-        "90d" => last_days(90),
-        "custom" => {
-            let date = |field: &'static str, value: &Option<String>| {
-                let text = value.as_deref().ok_or_else(|| {
-                    bad(field, format!("period=custom needs `{field}` (YYYY-MM-DD)"))
-                })?;
-                NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                    .map_err(|_| bad(field, format!("`{text}` is not a date (YYYY-MM-DD)")))
-            };
-            let period = Period {
-                from: date("from", &params.from)?,
-                to: date("to", &params.to)?,
-            };
-            if period.from > period.to {
-                return Err(bad("from", "`from` is after `to`"));
-            }
-            if period.days() > 3660 {
-                return Err(bad("from", "a custom period may span at most 10 years"));
-            }
-            period
-        }
-        other => {
-            return Err(bad(
-                "period",
-                format!("unknown period `{other}`; use today, 7d, 28d, 30d, 90d or custom"),
-            ));
-        }
-    };
-    Ok((name, period))
 }
 
 fn parse_bool(field: &'static str, value: Option<&str>) -> Result<bool, ReportError> {
@@ -361,78 +319,6 @@ fn parse_bool(field: &'static str, value: Option<&str>) -> Result<bool, ReportEr
         Some("true") | Some("1") => Ok(true),
         Some(other) => Err(bad(field, format!("`{other}` is not true or false"))),
     }
-}
-
-/// Pageviews, shares and clickbacks of one publisher over a period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
-    /// Pageviews.
-    pub pageviews: i64,
-    /// Shares.
-    pub shares: i64,
-    /// Clickbacks.
-    pub clickbacks: i64,
-}
-
-impl Totals {
-    fn to_json(self) -> Value {
-        let rate = |x: i64, n: i64| (n > 0).then(|| x as f64 / n as f64);
-        json!({
-            "pageviews": self.pageviews,
-            "shares": self.shares,
-            "clickbacks": self.clickbacks,
-            "share_rate": rate(self.shares, self.pageviews),
-            "clickback_rate": rate(self.clickbacks, self.shares),
-            "social_traffic_ratio": rate(self.clickbacks, self.pageviews),
-        })
-    }
-}
-
-/// Sums a publisher's events by type over `period` from the hourly aggregates.
-pub async fn totals(
-    ctx: &SessionContext,
-    publisher: &str,
-    period: Period,
-    include_bots: bool,
-) -> Result<Totals> {
-    let mut frame = ctx.table(Table::Aggregates.prefix()).await?.filter(
-        col("dt")
-            .gt_eq(lit(period.from.to_string()))
-            .and(col("dt").lt_eq(lit(period.to.to_string())))
-            .and(col("publisher").eq(lit(publisher))),
-    )?;
-    if !include_bots {
-        frame = frame.filter(col("device").not_eq(lit("bot")))?;
-    }
-    let batches = frame
-        .aggregate(
-            vec![col("event_type")],
-            vec![sum(col("events")).alias("events")],
-        )?
-        .collect()
-        .await?;
-    let mut totals = Totals::default();
-    for batch in &batches {
-        // Group keys may come back as Utf8View; normalise before reading.
-        let types = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
-        let types = arrow::array::AsArray::as_string_opt::<i32>(&types)
-            .ok_or_else(|| Error::Invalid("event_type is not text".into()))?;
-        let counts = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
-            .ok_or_else(|| Error::Invalid("events sum is not int64".into()))?;
-        for row in 0..batch.num_rows() {
-            let n = counts.value(row);
-            match types.value(row) {
-                "pageview" => totals.pageviews += n,
-                "share" => totals.shares += n,
-                "clickback" => totals.clickbacks += n,
-                _ => {}
-            }
-        }
-    }
-    Ok(totals)
 }
 
 /// The publisher's most recent SQI row on or before `to`, as JSON.
@@ -521,120 +407,9 @@ async fn data_as_of(lake: &Lake, to: NaiveDate) -> Result<Option<DateTime<Utc>>>
     Ok(None)
 }
 
-async fn summary(
-    State(state): State<ReportState>,
-    Path(publisher): Path<String>,
-    Query(params): Query<PeriodParams>,
-    headers: HeaderMap,
-) -> Result<Response, ReportError> {
-    authorize(&state, &headers, &publisher)?;
-    if !is_valid_publisher(&publisher) {
-        return Err(bad(
-            "publisher",
-            "publisher must be 3 to 64 characters of [A-Za-z0-9_.-]",
-        ));
-    }
-    let (name, period) = resolve_period(&params, Utc::now().date_naive())?;
-    let include_bots = parse_bool("include_bots", params.include_bots.as_deref())?;
-    let compare = match params.compare.as_deref() {
-        None => false,
-        Some("previous_period") => true,
-        Some(other) => {
-            return Err(bad(
-                "compare",
-                format!("unknown compare `{other}`; use previous_period"),
-            ));
-        }
-    };
-    let current = totals(&state.ctx, &publisher, period, include_bots).await?;
-    let mut body = json!({
-        "publisher": publisher,
-        "period": {"name": name, "from": period.from.to_string(), "to": period.to.to_string(), "tz": "UTC"},
-        "include_bots": include_bots,
-    });
-    if let (Value::Object(body), Value::Object(numbers)) = (&mut body, current.to_json()) {
-        body.extend(numbers);
-    }
-    if compare {
-        let previous_period = period.previous();
-        let previous = totals(&state.ctx, &publisher, previous_period, include_bots).await?;
-        let change =
-            |now: i64, before: i64| (before != 0).then(|| (now - before) as f64 / before as f64);
-        body["previous"] = previous.to_json();
-        body["previous"]["from"] = json!(previous_period.from.to_string());
-        body["previous"]["to"] = json!(previous_period.to.to_string());
-        body["change"] = json!({
-            "pageviews": change(current.pageviews, previous.pageviews),
-            "shares": change(current.shares, previous.shares),
-            "clickbacks": change(current.clickbacks, previous.clickbacks),
-        });
-    }
-    body["sqi"] = latest_sqi(&state.ctx, &publisher, period.to)
-        .await?
-        .unwrap_or(Value::Null);
-    body["data_as_of"] = json!(
-        data_as_of(&state.lake, period.to)
-            .await?
-            .map(|t| t.to_rfc3339())
-    );
-    Ok(Json(body).into_response())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn params(period: &str, from: Option<&str>, to: Option<&str>) -> PeriodParams {
-        PeriodParams {
-            period: Some(period.into()),
-            from: from.map(Into::into),
-            to: to.map(Into::into),
-            ..PeriodParams::default()
-        }
-    }
-
-    #[test]
-    fn periods_are_inclusive_and_previous_is_equal_length() {
-        let today = NaiveDate::from_ymd_opt(2024, 3, 10).unwrap();
-        let (_, p) = resolve_period(&params("7d", None, None), today).unwrap();
-        assert_eq!(
-            (p.from.to_string(), p.to.to_string()),
-            ("2024-03-04".into(), "2024-03-10".into())
-        );
-        let prev = p.previous();
-        assert_eq!(
-            (prev.from.to_string(), prev.to.to_string()),
-            ("2024-02-26".into(), "2024-03-03".into())
-        );
-        let (_, c) = resolve_period(
-            &params("custom", Some("2024-01-01"), Some("2024-01-01")),
-            today,
-        )
-        .unwrap();
-        assert_eq!(c.days(), 1);
-    }
-
-    #[test]
-    fn bad_parameters_name_their_field() {
-        let today = NaiveDate::from_ymd_opt(2024, 3, 10).unwrap();
-        let field = |p: PeriodParams| match resolve_period(&p, today) {
-            Err(ReportError::BadRequest { field, .. }) => field,
-            other => panic!("expected 400, got {other:?}"),
-        };
-        assert_eq!(field(params("fortnight", None, None)), "period");
-        assert_eq!(
-            field(params("custom", Some("2024-13-01"), Some("2024-01-02"))),
-            "from"
-        );
-        assert_eq!(field(params("custom", Some("2024-01-01"), None)), "to");
-        assert_eq!(
-            field(params("custom", Some("2024-02-01"), Some("2024-01-02"))),
-            "from"
-        );
-        let mut tz = params("7d", None, None);
-        tz.tz = Some("Mars/Olympus".into());
-        assert_eq!(field(tz), "tz");
-    }
 
     #[test]
     fn keys_are_matched_by_hash_and_scoped() {

@@ -1,0 +1,756 @@
+//! The report endpoints (`CONTRACTS.md` §3) beyond authentication: each
+//! validates its parameters, resolves its window in the reader's timezone,
+//! asks DataFusion for the few rows it needs, and answers JSON or CSV with
+//! the same rows.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type, TimestampMillisecondType};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{Days, Utc};
+use datafusion::common::ScalarValue;
+use datafusion::functions_aggregate::expr_fn::sum;
+use datafusion::prelude::{Expr, SessionContext, col, lit};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqi_schemas::event::is_valid_publisher;
+use sqi_schemas::lake::Table;
+
+use super::window::{Window, parse_date};
+use super::{
+    PeriodParams, ReportError, ReportState, Scope, arrow_json_row, authorize, bad, data_as_of,
+    parse_bool,
+};
+use crate::error::Result;
+
+/// JSON (default) or CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
+    /// `{"rows": [...], ...}`.
+    Json,
+    /// RFC 4180, a header line and the same rows.
+    Csv,
+}
+
+fn parse_format(value: Option<&str>) -> Result<Format, ReportError> {
+    match value {
+        None | Some("json") => Ok(Format::Json),
+        Some("csv") => Ok(Format::Csv),
+        Some(other) => Err(bad(
+            "format",
+            format!("unknown format `{other}`; use json or csv"),
+        )),
+    }
+}
+
+/// `limit` (1–1000, default 50) and `offset` (default 0) of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Page {
+    limit: usize,
+    offset: usize,
+}
+
+fn parse_page(limit: Option<&str>, offset: Option<&str>) -> Result<Page, ReportError> {
+    let limit = match limit {
+        None => 50,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| bad("limit", format!("`{text}` is not a limit from 1 to 1000")))?,
+    };
+    let offset = match offset {
+        None => 0,
+        Some(text) => text
+            .parse::<usize>()
+            .map_err(|_| bad("offset", format!("`{text}` is not a non-negative offset")))?,
+    };
+    Ok(Page { limit, offset })
+}
+
+/// Answers `rows` (objects with `columns`) with `meta`, as JSON or CSV.
+fn respond(
+    format: Format,
+    mut meta: Value,
+    columns: &[&str],
+    rows: Vec<Value>,
+) -> Result<Response, ReportError> {
+    match format {
+        Format::Json => {
+            meta["rows"] = Value::Array(rows);
+            Ok(Json(meta).into_response())
+        }
+        Format::Csv => {
+            let mut out = csv::Writer::from_writer(Vec::new());
+            let csv_error =
+                |e: csv::Error| ReportError::Internal(crate::error::Error::Invalid(e.to_string()));
+            out.write_record(columns).map_err(csv_error)?;
+            for row in &rows {
+                out.write_record(columns.iter().map(|c| match &row[*c] {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }))
+                .map_err(csv_error)?;
+            }
+            let body = out
+                .into_inner()
+                .map_err(|e| ReportError::Internal(crate::error::Error::Invalid(e.to_string())))?;
+            let mut response = body.into_response();
+            let headers = response.headers_mut();
+            let _ = headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            if let Some(as_of) = meta["data_as_of"]
+                .as_str()
+                .and_then(|t| HeaderValue::from_str(t).ok())
+            {
+                let _ = headers.insert("x-data-as-of", as_of);
+            }
+            Ok(response)
+        }
+    }
+}
+
+fn check_publisher(publisher: &str) -> Result<(), ReportError> {
+    if is_valid_publisher(publisher) {
+        Ok(())
+    } else {
+        Err(bad(
+            "publisher",
+            "publisher must be 3 to 64 characters of [A-Za-z0-9_.-]",
+        ))
+    }
+}
+
+fn timestamp(ms: i64) -> Expr {
+    lit(ScalarValue::TimestampMillisecond(
+        Some(ms),
+        Some("UTC".into()),
+    ))
+}
+
+/// `table`'s rows of `publisher` inside `window` (whole UTC hours), summed by `keys`.
+async fn sum_by(
+    ctx: &SessionContext,
+    table: Table,
+    publisher: &str,
+    window: &Window,
+    filters: Vec<Expr>,
+    keys: &[&str],
+) -> Result<Vec<RecordBatch>> {
+    let (first, last) = window.partitions();
+    let hours = window.hours();
+    let start = hours.first().copied().unwrap_or(0);
+    let end = window.end.timestamp_millis();
+    let mut predicate = col("dt")
+        .gt_eq(lit(first.to_string()))
+        .and(col("dt").lt_eq(lit(last.to_string())))
+        .and(col("window_start").gt_eq(timestamp(start)))
+        .and(col("window_start").lt(timestamp(end)))
+        .and(col("publisher").eq(lit(publisher)));
+    for filter in filters {
+        predicate = predicate.and(filter);
+    }
+    Ok(ctx
+        .table(table.prefix())
+        .await?
+        .filter(predicate)?
+        .aggregate(
+            keys.iter().map(|k| col(*k)).collect(),
+            vec![sum(col("events")).alias("events")],
+        )?
+        .collect()
+        .await?)
+}
+
+/// Column `name` of `batch` as text (views and dictionaries included).
+fn texts(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| crate::error::Error::Invalid(format!("no column `{name}`")))?;
+    let column = arrow::compute::cast(column, &DataType::Utf8)?;
+    let column = column.as_string::<i32>();
+    Ok((0..column.len())
+        .map(|i| (!column.is_null(i)).then(|| column.value(i).to_owned()))
+        .collect())
+}
+
+fn integers(batch: &RecordBatch, name: &str) -> Result<Vec<i64>> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| crate::error::Error::Invalid(format!("no column `{name}`")))?;
+    let column = arrow::compute::cast(column, &DataType::Int64)?;
+    let column = column.as_primitive::<Int64Type>();
+    Ok((0..column.len()).map(|i| column.value(i)).collect())
+}
+
+fn hour_starts(batch: &RecordBatch) -> Result<Vec<i64>> {
+    let column = batch
+        .column_by_name("window_start")
+        .ok_or_else(|| crate::error::Error::Invalid("no column `window_start`".into()))?;
+    let column = arrow::compute::cast(
+        column,
+        &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())),
+    )?;
+    let column = column.as_primitive::<TimestampMillisecondType>();
+    Ok((0..column.len()).map(|i| column.value(i)).collect())
+}
+
+fn not_bots(include_bots: bool) -> Vec<Expr> {
+    if include_bots {
+        Vec::new()
+    } else {
+        vec![col("device").not_eq(lit("bot"))]
+    }
+}
+
+/// Pageviews, shares and clickbacks of one publisher in a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Pageviews.
+    pub pageviews: i64,
+    /// Shares.
+    pub shares: i64,
+    /// Clickbacks.
+    pub clickbacks: i64,
+}
+
+impl Totals {
+    fn add(&mut self, event_type: &str, events: i64) {
+        match event_type {
+            "pageview" => self.pageviews += events,
+            "share" => self.shares += events,
+            "clickback" => self.clickbacks += events,
+            _ => {}
+        }
+    }
+
+    fn to_json(self) -> Value {
+        let rate = |x: i64, n: i64| (n > 0).then(|| x as f64 / n as f64);
+        json!({
+            "pageviews": self.pageviews,
+            "shares": self.shares,
+            "clickbacks": self.clickbacks,
+            "share_rate": rate(self.shares, self.pageviews),
+            "clickback_rate": rate(self.clickbacks, self.shares),
+            "social_traffic_ratio": rate(self.clickbacks, self.pageviews),
+        })
+    }
+}
+
+/// A publisher's totals over `window`, from the hourly aggregates.
+pub async fn totals(
+    ctx: &SessionContext,
+    publisher: &str,
+    window: &Window,
+    include_bots: bool,
+) -> Result<Totals> {
+    let batches = sum_by(
+        ctx,
+        Table::Aggregates,
+        publisher,
+        window,
+        not_bots(include_bots),
+        &["event_type"],
+    )
+    .await?;
+    let mut totals = Totals::default();
+    for batch in &batches {
+        for (kind, events) in texts(batch, "event_type")?
+            .iter()
+            .zip(integers(batch, "events")?)
+        {
+            totals.add(kind.as_deref().unwrap_or_default(), events);
+        }
+    }
+    Ok(totals)
+}
+
+async fn as_of(state: &ReportState, window: &Window) -> Result<Value> {
+    let (_, last) = window.partitions();
+    Ok(json!(
+        data_as_of(&state.lake, last).await?.map(|t| t.to_rfc3339())
+    ))
+}
+
+/// `GET /v1/publishers/{publisher}/summary`.
+pub(super) async fn summary(
+    State(state): State<ReportState>,
+    Path(publisher): Path<String>,
+    Query(params): Query<PeriodParams>,
+    headers: HeaderMap,
+) -> Result<Response, ReportError> {
+    authorize(&state, &headers, &publisher)?;
+    check_publisher(&publisher)?;
+    let window = Window::resolve(&params, Utc::now())?;
+    let include_bots = parse_bool("include_bots", params.include_bots.as_deref())?;
+    let compare = match params.compare.as_deref() {
+        None => false,
+        Some("previous_period") => true,
+        Some(other) => {
+            return Err(bad(
+                "compare",
+                format!("unknown compare `{other}`; use previous_period"),
+            ));
+        }
+    };
+    let current = totals(&state.ctx, &publisher, &window, include_bots).await?;
+    let mut body = json!({
+        "publisher": publisher,
+        "period": window.to_json(),
+        "include_bots": include_bots,
+    });
+    if let (Value::Object(body), Value::Object(numbers)) = (&mut body, current.to_json()) {
+        body.extend(numbers);
+    }
+    if compare {
+        let previous_window = window.previous();
+        let previous = totals(&state.ctx, &publisher, &previous_window, include_bots).await?;
+        let change =
+            |now: i64, before: i64| (before != 0).then(|| (now - before) as f64 / before as f64);
+        body["previous"] = previous.to_json();
+        body["previous"]["period"] = previous_window.to_json();
+        body["change"] = json!({
+            "pageviews": change(current.pageviews, previous.pageviews),
+            "shares": change(current.shares, previous.shares),
+            "clickbacks": change(current.clickbacks, previous.clickbacks),
+        });
+    }
+    body["sqi"] = super::latest_sqi(&state.ctx, &publisher, window.to)
+        .await?
+        .unwrap_or(Value::Null);
+    body["data_as_of"] = as_of(&state, &window).await?;
+    Ok(Json(body).into_response())
+}
+
+/// Parameters of the list and series endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ListParams {
+    #[serde(flatten)]
+    period: PeriodParams,
+    metric: Option<String>,
+    interval: Option<String>,
+    sort: Option<String>,
+    format: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+fn event_type_of(
+    field: &'static str,
+    metric: Option<&str>,
+    default: &str,
+) -> Result<&'static str, ReportError> {
+    match metric.unwrap_or(default) {
+        "pageviews" => Ok("pageview"),
+        "shares" => Ok("share"),
+        "clickbacks" => Ok("clickback"),
+        other => Err(bad(
+            field,
+            format!("unknown metric `{other}`; use pageviews, shares or clickbacks"),
+        )),
+    }
+}
+
+/// `GET /v1/publishers/{publisher}/timeseries`: zero-filled buckets of one
+/// metric, by local day or by hour, that add up to the period's total.
+pub(super) async fn timeseries(
+    State(state): State<ReportState>,
+    Path(publisher): Path<String>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Result<Response, ReportError> {
+    authorize(&state, &headers, &publisher)?;
+    check_publisher(&publisher)?;
+    let window = Window::resolve(&params.period, Utc::now())?;
+    let include_bots = parse_bool("include_bots", params.period.include_bots.as_deref())?;
+    let format = parse_format(params.format.as_deref())?;
+    let event_type = event_type_of("metric", params.metric.as_deref(), "pageviews")?;
+    let hourly = match params.interval.as_deref() {
+        None | Some("day") => false,
+        Some("hour") => true,
+        Some(other) => {
+            return Err(bad(
+                "interval",
+                format!("unknown interval `{other}`; use hour or day"),
+            ));
+        }
+    };
+    let mut filters = not_bots(include_bots);
+    filters.push(col("event_type").eq(lit(event_type)));
+    let batches = sum_by(
+        &state.ctx,
+        Table::Aggregates,
+        &publisher,
+        &window,
+        filters,
+        &["window_start"],
+    )
+    .await?;
+    let mut by_hour: BTreeMap<i64, i64> = BTreeMap::new();
+    for batch in &batches {
+        for (hour, events) in hour_starts(batch)?
+            .into_iter()
+            .zip(integers(batch, "events")?)
+        {
+            *by_hour.entry(hour).or_default() += events;
+        }
+    }
+    let rows: Vec<Value> = if hourly {
+        window
+            .hours()
+            .into_iter()
+            .map(|h| json!({"bucket": window.local_hour(h), "value": by_hour.get(&h).copied().unwrap_or(0)}))
+            .collect()
+    } else {
+        let mut by_day: BTreeMap<String, i64> =
+            window.days().iter().map(|d| (d.to_string(), 0)).collect();
+        for (hour, events) in &by_hour {
+            *by_day
+                .entry(window.local_day(*hour).to_string())
+                .or_default() += events;
+        }
+        by_day
+            .into_iter()
+            .map(|(bucket, value)| json!({"bucket": bucket, "value": value}))
+            .collect()
+    };
+    let total: i64 = by_hour.values().sum();
+    let meta = json!({
+        "publisher": publisher,
+        "metric": params.metric.as_deref().unwrap_or("pageviews"),
+        "interval": if hourly { "hour" } else { "day" },
+        "period": window.to_json(),
+        "include_bots": include_bots,
+        "total": total,
+        "data_as_of": as_of(&state, &window).await?,
+    });
+    respond(format, meta, &["bucket", "value"], rows)
+}
+
+/// `GET /v1/publishers/{publisher}/channels`: shares and clickbacks by channel.
+pub(super) async fn channels(
+    State(state): State<ReportState>,
+    Path(publisher): Path<String>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Result<Response, ReportError> {
+    authorize(&state, &headers, &publisher)?;
+    check_publisher(&publisher)?;
+    let window = Window::resolve(&params.period, Utc::now())?;
+    let include_bots = parse_bool("include_bots", params.period.include_bots.as_deref())?;
+    let format = parse_format(params.format.as_deref())?;
+    let page = parse_page(params.limit.as_deref(), params.offset.as_deref())?;
+    let mut filters = not_bots(include_bots);
+    filters.push(col("event_type").in_list(vec![lit("share"), lit("clickback")], false));
+    let batches = sum_by(
+        &state.ctx,
+        Table::Aggregates,
+        &publisher,
+        &window,
+        filters,
+        &["channel", "event_type"],
+    )
+    .await?;
+    let mut by_channel: BTreeMap<String, Totals> = BTreeMap::new();
+    for batch in &batches {
+        let (channels, kinds, events) = (
+            texts(batch, "channel")?,
+            texts(batch, "event_type")?,
+            integers(batch, "events")?,
+        );
+        for ((channel, kind), events) in channels.into_iter().zip(kinds).zip(events) {
+            by_channel
+                .entry(channel.unwrap_or_else(|| "unknown".to_owned()))
+                .or_default()
+                .add(kind.as_deref().unwrap_or_default(), events);
+        }
+    }
+    let mut ranked: Vec<(String, Totals)> = by_channel.into_iter().collect();
+    ranked.sort_by(|a, b| {
+        b.1.shares
+            .cmp(&a.1.shares)
+            .then(b.1.clickbacks.cmp(&a.1.clickbacks))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    let total_rows = ranked.len();
+    let rows = ranked
+        .into_iter()
+        .skip(page.offset)
+        .take(page.limit)
+        .map(|(channel, t)| {
+            json!({
+                "channel": channel,
+                "shares": t.shares,
+                "clickbacks": t.clickbacks,
+                "clickback_rate": (t.shares > 0).then(|| t.clickbacks as f64 / t.shares as f64),
+            })
+        })
+        .collect();
+    let meta = json!({
+        "publisher": publisher,
+        "period": window.to_json(),
+        "include_bots": include_bots,
+        "total_rows": total_rows,
+        "limit": page.limit,
+        "offset": page.offset,
+        "data_as_of": as_of(&state, &window).await?,
+    });
+    respond(
+        format,
+        meta,
+        &["channel", "shares", "clickbacks", "clickback_rate"],
+        rows,
+    )
+}
+
+/// `GET /v1/publishers/{publisher}/top-urls`: URLs by `sort` (default shares),
+/// ties broken by URL, so pages never overlap.
+pub(super) async fn top_urls(
+    State(state): State<ReportState>,
+    Path(publisher): Path<String>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Result<Response, ReportError> {
+    authorize(&state, &headers, &publisher)?;
+    check_publisher(&publisher)?;
+    let window = Window::resolve(&params.period, Utc::now())?;
+    let format = parse_format(params.format.as_deref())?;
+    let page = parse_page(params.limit.as_deref(), params.offset.as_deref())?;
+    let sort = event_type_of("sort", params.sort.as_deref(), "shares")?;
+    let batches = sum_by(
+        &state.ctx,
+        Table::UrlCounts,
+        &publisher,
+        &window,
+        Vec::new(),
+        &["url", "event_type"],
+    )
+    .await?;
+    let mut by_url: BTreeMap<String, Totals> = BTreeMap::new();
+    for batch in &batches {
+        let (urls, kinds, events) = (
+            texts(batch, "url")?,
+            texts(batch, "event_type")?,
+            integers(batch, "events")?,
+        );
+        for ((url, kind), events) in urls.into_iter().zip(kinds).zip(events) {
+            by_url
+                .entry(url.unwrap_or_default())
+                .or_default()
+                .add(kind.as_deref().unwrap_or_default(), events);
+        }
+    }
+    let key = |t: &Totals| match sort {
+        "pageview" => t.pageviews,
+        "clickback" => t.clickbacks,
+        _ => t.shares,
+    };
+    let mut ranked: Vec<(String, Totals)> = by_url.into_iter().collect();
+    ranked.sort_by(|a, b| key(&b.1).cmp(&key(&a.1)).then_with(|| a.0.cmp(&b.0)));
+    let total_rows = ranked.len();
+    let rows = ranked
+        .into_iter()
+        .skip(page.offset)
+        .take(page.limit)
+        .map(|(url, t)| json!({"url": url, "pageviews": t.pageviews, "shares": t.shares, "clickbacks": t.clickbacks}))
+        .collect();
+    let meta = json!({
+        "publisher": publisher,
+        "period": window.to_json(),
+        "sort": params.sort.as_deref().unwrap_or("shares"),
+        "total_rows": total_rows,
+        "limit": page.limit,
+        "offset": page.offset,
+        "data_as_of": as_of(&state, &window).await?,
+    });
+    respond(
+        format,
+        meta,
+        &["url", "pageviews", "shares", "clickbacks"],
+        rows,
+    )
+}
+
+/// The columns of an SQI row, in the order responses and CSV use.
+const SQI_COLUMNS: &[&str] = &[
+    "date",
+    "publisher",
+    "category",
+    "sqi",
+    "score_z",
+    "reason",
+    "peer_group",
+    "peer_count",
+    "pageviews",
+    "shares",
+    "clickbacks",
+    "share_rate",
+    "clickback_rate",
+    "social_traffic_ratio",
+    "provisional",
+    "complete",
+];
+
+/// Parameters of the SQI endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct SqiParams {
+    from: Option<String>,
+    to: Option<String>,
+    date: Option<String>,
+    category: Option<String>,
+    format: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<Value>> {
+    let batches = ctx
+        .table(Table::Sqi.prefix())
+        .await?
+        .filter(predicate)?
+        .collect()
+        .await?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        rows.extend(arrow_json_row(batch)?);
+    }
+    Ok(rows)
+}
+
+/// `GET /v1/publishers/{publisher}/sqi?from=&to=`: the SQI history (default:
+/// the 28 days ending today, UTC), one row per computed day.
+pub(super) async fn sqi_history(
+    State(state): State<ReportState>,
+    Path(publisher): Path<String>,
+    Query(params): Query<SqiParams>,
+    headers: HeaderMap,
+) -> Result<Response, ReportError> {
+    authorize(&state, &headers, &publisher)?;
+    check_publisher(&publisher)?;
+    let format = parse_format(params.format.as_deref())?;
+    let today = Utc::now().date_naive();
+    let to = match params.to.as_deref() {
+        None => today,
+        some => parse_date("to", some)?,
+    };
+    let from = match params.from.as_deref() {
+        None => to.checked_sub_days(Days::new(27)).unwrap_or(to),
+        some => parse_date("from", some)?,
+    };
+    if from > to {
+        return Err(bad("from", "`from` is after `to`"));
+    }
+    if (to - from).num_days() >= 3660 {
+        return Err(bad("from", "the history may span at most 10 years"));
+    }
+    let mut rows = sqi_rows(
+        &state.ctx,
+        col("publisher")
+            .eq(lit(publisher.as_str()))
+            .and(col("dt").gt_eq(lit(from.to_string())))
+            .and(col("dt").lt_eq(lit(to.to_string()))),
+    )
+    .await?;
+    rows.sort_by(|a, b| a["date"].as_str().cmp(&b["date"].as_str()));
+    let window = Window::days_in("custom", chrono_tz::Tz::UTC, from, to);
+    let meta = json!({
+        "publisher": publisher,
+        "from": from.to_string(),
+        "to": to.to_string(),
+        "data_as_of": as_of(&state, &window).await?,
+    });
+    respond(format, meta, SQI_COLUMNS, rows)
+}
+
+/// `GET /v1/sqi/leaderboard?date=&category=`: scored publishers of a day
+/// (default: the newest computed), best first; marketer keys only.
+pub(super) async fn leaderboard(
+    State(state): State<ReportState>,
+    Query(params): Query<SqiParams>,
+    headers: HeaderMap,
+) -> Result<Response, ReportError> {
+    let key = super::authenticate(&state, &headers)?;
+    if key.scope != Scope::Marketer {
+        return Err(ReportError::Forbidden);
+    }
+    let format = parse_format(params.format.as_deref())?;
+    let page = parse_page(params.limit.as_deref(), params.offset.as_deref())?;
+    if let Some(category) = params.category.as_deref()
+        && (category.is_empty() || category.len() > 64)
+    {
+        return Err(bad("category", "category must be 1 to 64 characters"));
+    }
+    let date = match params.date.as_deref() {
+        Some(text) => Some(parse_date("date", Some(text))?),
+        None => newest_sqi_day(&state).await?,
+    };
+    let mut rows = match date {
+        None => Vec::new(),
+        Some(date) => {
+            let mut predicate = col("dt")
+                .eq(lit(date.to_string()))
+                .and(col("sqi").is_not_null());
+            if let Some(category) = params.category.as_deref() {
+                predicate = predicate.and(col("category").eq(lit(category)));
+            }
+            sqi_rows(&state.ctx, predicate).await?
+        }
+    };
+    rows.sort_by(|a, b| {
+        let z = |r: &Value| r["score_z"].as_f64().unwrap_or(f64::NEG_INFINITY);
+        b["sqi"]
+            .as_i64()
+            .cmp(&a["sqi"].as_i64())
+            .then(z(b).total_cmp(&z(a)))
+            .then_with(|| a["publisher"].as_str().cmp(&b["publisher"].as_str()))
+    });
+    let total_rows = rows.len();
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .enumerate()
+        .skip(page.offset)
+        .take(page.limit)
+        .map(|(i, mut row)| {
+            row["rank"] = json!(i + 1);
+            row
+        })
+        .collect();
+    let mut columns = vec!["rank"];
+    columns.extend_from_slice(SQI_COLUMNS);
+    let as_of = match date {
+        Some(d) => json!(data_as_of(&state.lake, d).await?.map(|t| t.to_rfc3339())),
+        None => Value::Null,
+    };
+    let meta = json!({
+        "date": date.map(|d| d.to_string()),
+        "category": params.category,
+        "total_rows": total_rows,
+        "limit": page.limit,
+        "offset": page.offset,
+        "data_as_of": as_of,
+    });
+    respond(format, meta, &columns, rows)
+}
+
+/// The newest day with SQI output.
+async fn newest_sqi_day(state: &ReportState) -> Result<Option<chrono::NaiveDate>> {
+    let batches = state
+        .ctx
+        .sql("SELECT MAX(dt) AS newest FROM sqi")
+        .await?
+        .collect()
+        .await?;
+    let newest = batches
+        .first()
+        .map(|b| texts(b, "newest"))
+        .transpose()?
+        .and_then(|v| v.into_iter().next().flatten());
+    Ok(newest.and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()))
+}

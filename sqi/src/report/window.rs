@@ -1,0 +1,263 @@
+//! Periods resolved in the reader's timezone: `7d` in `America/New_York` is
+//! seven New York days, from local midnight to local midnight, whatever their
+//! length in hours (23 or 25 across a DST change). Everything downstream works
+//! on the resulting UTC instants and buckets hours back into local days, so
+//! the days of a period always add up to its total.
+
+use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::{Value, json};
+
+use super::{PeriodParams, ReportError, bad};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A period of whole local days in a timezone, and the UTC instants it spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// The period's name as asked (`7d`, `custom`, ...).
+    pub name: String,
+    /// The reader's timezone.
+    pub tz: Tz,
+    /// First local day, inclusive.
+    pub from: NaiveDate,
+    /// Last local day, inclusive.
+    pub to: NaiveDate,
+    /// Local midnight starting `from`.
+    pub start: DateTime<Utc>,
+    /// Local midnight after `to` (exclusive).
+    pub end: DateTime<Utc>,
+}
+
+/// The first instant of `date` in `tz`: its midnight, or, where a DST change
+/// skips midnight, the first local time that exists.
+fn local_day_start(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
+    for hour in 0..24 {
+        let time = NaiveTime::from_hms_opt(hour, 0, 0).unwrap_or(NaiveTime::MIN);
+        if let Some(t) = tz.from_local_datetime(&date.and_time(time)).earliest() {
+            return t.with_timezone(&Utc);
+        }
+    }
+    date.and_time(NaiveTime::MIN).and_utc()
+}
+
+/// Parses `tz` (default UTC) as an IANA name.
+pub fn parse_tz(tz: Option<&str>) -> Result<Tz, ReportError> {
+    match tz {
+        None | Some("") => Ok(Tz::UTC),
+        Some(name) => name.parse::<Tz>().map_err(|_| {
+            bad(
+                "tz",
+                format!("unknown timezone `{name}`; use an IANA name such as America/New_York"),
+            )
+        }),
+    }
+}
+
+impl Window {
+    /// The window of local days `from..=to` in `tz`.
+    pub fn days_in(name: &str, tz: Tz, from: NaiveDate, to: NaiveDate) -> Self {
+        let after = to.checked_add_days(Days::new(1)).unwrap_or(to);
+        Self {
+            name: name.to_owned(),
+            tz,
+            from,
+            to,
+            start: local_day_start(tz, from),
+            end: local_day_start(tz, after),
+        }
+    }
+
+    /// Resolves `period` (and `from`/`to` for `custom`) in `tz`, ending on the
+    /// local day that contains `now`.
+    pub fn resolve(params: &PeriodParams, now: DateTime<Utc>) -> Result<Self, ReportError> {
+        let tz = parse_tz(params.tz.as_deref())?;
+        let today = now.with_timezone(&tz).date_naive();
+        let name = params.period.clone().unwrap_or_else(|| "28d".to_owned());
+        let last_days = |n: u64| {
+            (
+                today.checked_sub_days(Days::new(n - 1)).unwrap_or(today),
+                today,
+            )
+        };
+        let (from, to) = match name.as_str() {
+            "today" => last_days(1),
+            "7d" => last_days(7),
+            "28d" => last_days(28),
+            "30d" => last_days(30),
+            "90d" => last_days(90),
+            "custom" => {
+                let from = parse_date("from", params.from.as_deref())?;
+                let to = parse_date("to", params.to.as_deref())?;
+                if from > to {
+                    return Err(bad("from", "`from` is after `to`"));
+                }
+                if (to - from).num_days() >= 3660 {
+                    return Err(bad("from", "a custom period may span at most 10 years"));
+                }
+                (from, to)
+            }
+            other => {
+                return Err(bad(
+                    "period",
+                    format!("unknown period `{other}`; use today, 7d, 28d, 30d, 90d or custom"),
+                ));
+            }
+        };
+        Ok(Self::days_in(&name, tz, from, to))
+    }
+
+    /// How many local days the window covers.
+    pub fn day_count(&self) -> u64 {
+        (self.to - self.from).num_days().unsigned_abs() + 1
+    }
+
+    /// The equal-length window of days just before this one.
+    pub fn previous(&self) -> Self {
+        let len = self.day_count();
+        let from = self
+            .from
+            .checked_sub_days(Days::new(len))
+            .unwrap_or(self.from);
+        let to = self
+            .from
+            .checked_sub_days(Days::new(1))
+            .unwrap_or(self.from);
+        Self::days_in(&format!("previous_{}", self.name), self.tz, from, to)
+    }
+
+    /// Every local day, in order.
+    pub fn days(&self) -> Vec<NaiveDate> {
+        self.from
+            .iter_days()
+            .take_while(|d| *d <= self.to)
+            .collect()
+    }
+
+    /// Every hour the window spans, as UTC hour starts (ms), in order.
+    pub fn hours(&self) -> Vec<i64> {
+        let (start, end) = (self.start.timestamp_millis(), self.end.timestamp_millis());
+        // Zones with half-hour offsets start their days mid-UTC-hour; the lake
+        // is hourly in UTC, so the window counts whole UTC hours from the one
+        // containing its start.
+        let first = start.div_euclid(HOUR_MS) * HOUR_MS;
+        (0..)
+            .map(|i| first + i * HOUR_MS)
+            .take_while(|h| *h < end)
+            .collect()
+    }
+
+    /// The local day an hour (UTC ms) falls in.
+    pub fn local_day(&self, hour_ms: i64) -> NaiveDate {
+        DateTime::<Utc>::from_timestamp_millis(hour_ms)
+            .unwrap_or_default()
+            .with_timezone(&self.tz)
+            .date_naive()
+    }
+
+    /// An hour (UTC ms) as local RFC 3339 time, e.g. `2024-03-10T03:00:00-04:00`.
+    pub fn local_hour(&self, hour_ms: i64) -> String {
+        DateTime::<Utc>::from_timestamp_millis(hour_ms)
+            .unwrap_or_default()
+            .with_timezone(&self.tz)
+            .to_rfc3339()
+    }
+
+    /// The UTC dates (lake partitions) the window touches, inclusive.
+    pub fn partitions(&self) -> (NaiveDate, NaiveDate) {
+        let last = self.end - chrono::Duration::milliseconds(1);
+        (self.start.date_naive(), last.date_naive())
+    }
+
+    /// Whether the window is whole UTC days, so that `daily` answers it.
+    pub fn is_utc_days(&self) -> bool {
+        self.tz == Tz::UTC
+    }
+
+    /// The window as echoed in responses.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "from": self.from.to_string(),
+            "to": self.to.to_string(),
+            "tz": self.tz.name(),
+            "start": self.start.to_rfc3339(),
+            "end": self.end.to_rfc3339(),
+            "days": self.day_count(),
+        })
+    }
+}
+
+/// Parses a `YYYY-MM-DD` parameter.
+pub fn parse_date(field: &'static str, value: Option<&str>) -> Result<NaiveDate, ReportError> {
+    let text = value.ok_or_else(|| bad(field, format!("`{field}` is required (YYYY-MM-DD)")))?;
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| bad(field, format!("`{text}` is not a date (YYYY-MM-DD)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(period: &str, tz: Option<&str>) -> PeriodParams {
+        PeriodParams {
+            period: Some(period.into()),
+            tz: tz.map(Into::into),
+            ..PeriodParams::default()
+        }
+    }
+
+    #[test]
+    fn a_week_across_spring_forward_is_seven_local_days_of_167_hours() {
+        // 2024-03-10 is the US spring-forward day; noon UTC on the 12th is
+        // 08:00 in New York.
+        let now = Utc.with_ymd_and_hms(2024, 3, 12, 12, 0, 0).unwrap();
+        let w = Window::resolve(&params("7d", Some("America/New_York")), now).unwrap();
+        assert_eq!(
+            (w.from.to_string(), w.to.to_string()),
+            ("2024-03-06".into(), "2024-03-12".into())
+        );
+        assert_eq!(w.start.to_rfc3339(), "2024-03-06T05:00:00+00:00");
+        assert_eq!(w.end.to_rfc3339(), "2024-03-13T04:00:00+00:00");
+        assert_eq!(w.hours().len(), 7 * 24 - 1);
+        assert_eq!(w.days().len(), 7);
+        let per_day = |d: &str| {
+            w.hours()
+                .iter()
+                .filter(|h| w.local_day(**h).to_string() == d)
+                .count()
+        };
+        assert_eq!(per_day("2024-03-10"), 23);
+        assert_eq!(per_day("2024-03-11"), 24);
+        let previous = w.previous();
+        assert_eq!(previous.day_count(), 7);
+        assert_eq!(previous.to.to_string(), "2024-03-05");
+    }
+
+    #[test]
+    fn today_is_the_readers_today() {
+        // 02:00 UTC on the 1st is still the 31st in Los Angeles.
+        let now = Utc.with_ymd_and_hms(2024, 2, 1, 2, 0, 0).unwrap();
+        let la = Window::resolve(&params("today", Some("America/Los_Angeles")), now).unwrap();
+        assert_eq!(la.from.to_string(), "2024-01-31");
+        let utc = Window::resolve(&params("today", None), now).unwrap();
+        assert_eq!(utc.from.to_string(), "2024-02-01");
+        assert!(utc.is_utc_days() && !la.is_utc_days());
+        assert_eq!(utc.partitions(), (utc.from, utc.from));
+    }
+
+    #[test]
+    fn bad_periods_dates_and_zones_name_their_field() {
+        let now = Utc.with_ymd_and_hms(2024, 3, 10, 0, 0, 0).unwrap();
+        let field = |p: PeriodParams| match Window::resolve(&p, now) {
+            Err(ReportError::BadRequest { field, .. }) => field,
+            other => panic!("expected 400, got {other:?}"),
+        };
+        assert_eq!(field(params("fortnight", None)), "period");
+        assert_eq!(field(params("7d", Some("Mars/Olympus"))), "tz");
+        let mut custom = params("custom", None);
+        custom.from = Some("2024-13-01".into());
+        custom.to = Some("2024-01-02".into());
+        assert_eq!(field(custom), "from");
+    }
+}

@@ -1,0 +1,397 @@
+//! The report API over a fixture lake, through HTTP: periods in a timezone
+//! across a DST change, zero-filled series that add up to the summary, CSV
+//! equal to JSON row for row, pages that never overlap, scoped keys, and 400s
+//! that name their field.
+
+mod fixture;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
+use chrono::{TimeZone, Utc};
+use object_store::{ObjectStoreExt, PutPayload};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqi::report::{KeyRing, ReportState};
+use sqi_schemas::lake::{HOUR_MS, Lake, Table, hour_partition};
+
+const PUBLISHER_KEY: &str = "key-for-pub-ny";
+const MARKETER_KEY: &str = "key-for-marketing";
+
+/// Hourly data from 2024-03-06 00:00 to 2024-03-14 00:00 UTC for `pub-ny`,
+/// except the New York day 2024-03-08 (05:00 UTC on the 8th to 05:00 on the
+/// 9th), which has none: every hour 3 pageviews (plus 50 from bots) and, on
+/// even hours, 1 share and 1 clickback on a channel that rotates.
+#[cfg(test)]
+async fn write_fixture(lake: &Lake) -> BTreeMap<i64, i64> {
+    let first = Utc
+        .with_ymd_and_hms(2024, 3, 6, 0, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let gap = (
+        Utc.with_ymd_and_hms(2024, 3, 8, 5, 0, 0)
+            .unwrap()
+            .timestamp_millis(),
+        Utc.with_ymd_and_hms(2024, 3, 9, 5, 0, 0)
+            .unwrap()
+            .timestamp_millis(),
+    );
+    let channels = ["facebook", "twitter", "linkedin"];
+    let mut pageviews_by_hour = BTreeMap::new();
+    for i in 0..(8 * 24) {
+        let hour = first + i * HOUR_MS;
+        if (gap.0..gap.1).contains(&hour) {
+            continue;
+        }
+        let mut rows: Vec<(&str, Option<&str>, &str, &str, i64)> = vec![
+            ("pub-ny", None, "pageview", "desktop", 3),
+            ("pub-ny", None, "pageview", "bot", 50),
+            ("pub-other", None, "pageview", "desktop", 7),
+        ];
+        if i % 2 == 0 {
+            let channel = channels[(i as usize / 2) % 3];
+            rows.push(("pub-ny", Some(channel), "share", "mobile", 1));
+            rows.push(("pub-ny", Some(channel), "clickback", "desktop", 1));
+        }
+        let _ = pageviews_by_hour.insert(hour, 3);
+        let mut t = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let (mut p, mut c, mut e, mut d, mut n) = (
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            Int64Builder::new(),
+        );
+        for row in &rows {
+            t.append_value(hour);
+            p.append_value(row.0);
+            c.append_option(row.1);
+            e.append_value(row.2);
+            d.append_value(row.3);
+            n.append_value(row.4);
+        }
+        let batch = RecordBatch::try_new(
+            Table::Aggregates.schema(),
+            vec![
+                Arc::new(t.finish()),
+                Arc::new(p.finish()),
+                Arc::new(c.finish()),
+                Arc::new(e.finish()),
+                Arc::new(d.finish()),
+                Arc::new(n.finish()),
+            ],
+        )
+        .unwrap();
+        put(lake, Table::Aggregates, hour, &batch).await;
+    }
+    // URLs with tied counts, so pages must break ties by URL.
+    let hour = Utc
+        .with_ymd_and_hms(2024, 3, 10, 15, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let mut t = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    let (mut p, mut u, mut e, mut c, mut n) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        Int64Builder::new(),
+    );
+    for k in 0..11i64 {
+        for (kind, events) in [("pageview", 10 + k % 3), ("share", k % 4)] {
+            t.append_value(hour);
+            p.append_value("pub-ny");
+            u.append_value(format!("https://ny.example/story-{k:02}"));
+            e.append_value(kind);
+            c.append_option((kind == "share").then_some("facebook"));
+            n.append_value(events);
+        }
+    }
+    let urls = RecordBatch::try_new(
+        Table::UrlCounts.schema(),
+        vec![
+            Arc::new(t.finish()),
+            Arc::new(p.finish()),
+            Arc::new(u.finish()),
+            Arc::new(e.finish()),
+            Arc::new(c.finish()),
+            Arc::new(n.finish()),
+        ],
+    )
+    .unwrap();
+    put(lake, Table::UrlCounts, hour, &urls).await;
+    pageviews_by_hour
+}
+
+#[cfg(test)]
+async fn put(lake: &Lake, table: Table, hour: i64, batch: &RecordBatch) {
+    let bytes = sqi_processor::sink::parquet_bytes(batch).unwrap();
+    let path = lake.path(&format!(
+        "{}/{}/part-00000.parquet",
+        table.prefix(),
+        hour_partition(hour)
+    ));
+    lake.store()
+        .put(&path, PutPayload::from_bytes(bytes))
+        .await
+        .unwrap();
+}
+
+#[cfg(test)]
+async fn serve(lake: Lake) -> String {
+    let hash = |k: &str| hex::encode(Sha256::digest(k.as_bytes()));
+    let keys = KeyRing::parse(&format!(
+        r#"[{{"name":"ny","sha256":"{}","scope":"publisher:pub-ny"}},
+            {{"name":"marketing","sha256":"{}","scope":"marketer"}}]"#,
+        hash(PUBLISHER_KEY),
+        hash(MARKETER_KEY)
+    ))
+    .unwrap();
+    let state = ReportState::new(lake, keys, None).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    // Detached: the server lives as long as the test runtime.
+    drop(tokio::spawn(sqi::report::serve(
+        state,
+        listener,
+        std::future::pending(),
+    )));
+    base
+}
+
+#[cfg(test)]
+async fn get(base: &str, key: Option<&str>, path: &str) -> (u16, String, Option<String>) {
+    let mut request = reqwest::Client::new().get(format!("{base}{path}"));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, response.text().await.unwrap(), content_type)
+}
+
+#[cfg(test)]
+async fn json(base: &str, path: &str) -> Value {
+    let (status, body, _) = get(base, Some(PUBLISHER_KEY), path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// CSV and JSON of the same request hold the same rows, field for field.
+#[cfg(test)]
+async fn assert_csv_matches_json(base: &str, path: &str) {
+    let from_json = json(base, path).await;
+    let (status, csv_text, content_type) =
+        get(base, Some(PUBLISHER_KEY), &format!("{path}&format=csv")).await;
+    assert_eq!(status, 200, "{csv_text}");
+    assert_eq!(content_type.as_deref(), Some("text/csv; charset=utf-8"));
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let csv_rows: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    let json_rows = from_json["rows"].as_array().unwrap();
+    assert_eq!(csv_rows.len(), json_rows.len(), "{path}");
+    for (csv_row, json_row) in csv_rows.iter().zip(json_rows) {
+        for (column, cell) in header.iter().zip(csv_row) {
+            let expected = match &json_row[column] {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(cell, &expected, "{path}: column {column}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_api_answers_in_the_readers_timezone_and_formats() {
+    let (_dir, lake) = fixture::local_lake();
+    let pageviews_by_hour = write_fixture(&lake).await;
+    let base = serve(lake).await;
+    let week = "period=custom&from=2024-03-06&to=2024-03-12&tz=America/New_York";
+
+    // Seven New York days across spring-forward: 167 hours, zero-filled.
+    let series = json(
+        &base,
+        &format!("/v1/publishers/pub-ny/timeseries?{week}&metric=pageviews"),
+    )
+    .await;
+    let rows = series["rows"].as_array().unwrap();
+    let days: Vec<&str> = rows.iter().map(|r| r["bucket"].as_str().unwrap()).collect();
+    assert_eq!(
+        days,
+        [
+            "2024-03-06",
+            "2024-03-07",
+            "2024-03-08",
+            "2024-03-09",
+            "2024-03-10",
+            "2024-03-11",
+            "2024-03-12"
+        ]
+    );
+    let value = |day: &str| {
+        rows.iter().find(|r| r["bucket"] == day).unwrap()["value"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(value("2024-03-08"), 0, "the empty day is there, as zero");
+    assert_eq!(value("2024-03-10"), 23 * 3, "the short day has 23 hours");
+    assert_eq!(value("2024-03-11"), 24 * 3);
+    assert_eq!(series["period"]["start"], "2024-03-06T05:00:00+00:00");
+    assert_eq!(series["period"]["end"], "2024-03-13T04:00:00+00:00");
+
+    let start = Utc
+        .with_ymd_and_hms(2024, 3, 6, 5, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let end = Utc
+        .with_ymd_and_hms(2024, 3, 13, 4, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let expected: i64 = pageviews_by_hour.range(start..end).map(|(_, n)| n).sum();
+    let summed: i64 = rows.iter().map(|r| r["value"].as_i64().unwrap()).sum();
+    let summary = json(&base, &format!("/v1/publishers/pub-ny/summary?{week}")).await;
+    assert_eq!(summed, expected);
+    assert_eq!(series["total"].as_i64(), Some(expected));
+    assert_eq!(summary["pageviews"].as_i64(), Some(expected), "{summary}");
+    let with_bots = json(
+        &base,
+        &format!("/v1/publishers/pub-ny/summary?{week}&include_bots=true"),
+    )
+    .await;
+    assert!(with_bots["pageviews"].as_i64().unwrap() > expected);
+
+    // Hourly buckets are local times, one per existing hour.
+    let hourly = json(
+        &base,
+        "/v1/publishers/pub-ny/timeseries?period=custom&from=2024-03-10&to=2024-03-10&tz=America/New_York&interval=hour",
+    )
+    .await;
+    let hours = hourly["rows"].as_array().unwrap();
+    assert_eq!(hours.len(), 23);
+    assert_eq!(
+        hours[2]["bucket"], "2024-03-10T03:00:00-04:00",
+        "02:00 does not exist"
+    );
+
+    // Channels and URLs: CSV equals JSON; pages partition the whole list.
+    assert_csv_matches_json(
+        &base,
+        &format!("/v1/publishers/pub-ny/timeseries?{week}&metric=shares"),
+    )
+    .await;
+    assert_csv_matches_json(&base, &format!("/v1/publishers/pub-ny/channels?{week}")).await;
+    assert_csv_matches_json(&base, &format!("/v1/publishers/pub-ny/top-urls?{week}")).await;
+    let channels = json(&base, &format!("/v1/publishers/pub-ny/channels?{week}")).await;
+    let shares: i64 = channels["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["shares"].as_i64().unwrap())
+        .sum();
+    assert_eq!(Some(shares), summary["shares"].as_i64());
+    assert_eq!(channels["total_rows"], 3);
+
+    let all = json(
+        &base,
+        &format!("/v1/publishers/pub-ny/top-urls?{week}&limit=1000"),
+    )
+    .await;
+    let total = all["total_rows"].as_u64().unwrap() as usize;
+    assert_eq!(total, 11);
+    let mut paged = Vec::new();
+    for offset in (0..total + 3).step_by(3) {
+        let page = json(
+            &base,
+            &format!("/v1/publishers/pub-ny/top-urls?{week}&limit=3&offset={offset}"),
+        )
+        .await;
+        paged.extend(page["rows"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(
+        &paged,
+        all["rows"].as_array().unwrap(),
+        "pages overlap or leave gaps"
+    );
+    let order: Vec<(i64, String)> = paged
+        .iter()
+        .map(|r| {
+            (
+                -r["shares"].as_i64().unwrap(),
+                r["url"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "shares descending, ties by URL");
+
+    // Keys: 401 without, 403 outside the scope with one body for every
+    // publisher, existing or not; the leaderboard is for marketers.
+    let (status, _, _) = get(&base, None, "/v1/publishers/pub-ny/summary").await;
+    assert_eq!(status, 401);
+    let (status, _, _) = get(&base, Some("not-a-key"), "/v1/publishers/pub-ny/summary").await;
+    assert_eq!(status, 401);
+    let (a_status, a_body, _) = get(
+        &base,
+        Some(PUBLISHER_KEY),
+        "/v1/publishers/pub-other/summary",
+    )
+    .await;
+    let (b_status, b_body, _) = get(
+        &base,
+        Some(PUBLISHER_KEY),
+        "/v1/publishers/pub-nobody/summary",
+    )
+    .await;
+    assert_eq!((a_status, b_status), (403, 403));
+    assert_eq!(a_body, b_body);
+    let (status, _, _) = get(&base, Some(PUBLISHER_KEY), "/v1/sqi/leaderboard").await;
+    assert_eq!(status, 403);
+    let (status, body, _) = get(&base, Some(MARKETER_KEY), "/v1/sqi/leaderboard").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = get(
+        &base,
+        Some(MARKETER_KEY),
+        "/v1/publishers/pub-other/channels?period=7d",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Bad input: 400 naming the field.
+    for (path, field) in [
+        ("/v1/publishers/pub-ny/timeseries?metric=likes", "metric"),
+        (
+            "/v1/publishers/pub-ny/timeseries?interval=minute",
+            "interval",
+        ),
+        ("/v1/publishers/pub-ny/summary?tz=Mars/Olympus", "tz"),
+        (
+            "/v1/publishers/pub-ny/summary?period=custom&from=2024-13-01&to=2024-01-01",
+            "from",
+        ),
+        ("/v1/publishers/pub-ny/top-urls?limit=0", "limit"),
+        ("/v1/publishers/pub-ny/top-urls?offset=-1", "offset"),
+        ("/v1/publishers/pub-ny/channels?format=xml", "format"),
+        ("/v1/publishers/pub-ny/sqi?from=yesterday", "from"),
+    ] {
+        let (status, body, _) = get(&base, Some(PUBLISHER_KEY), path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error["error"]["field"], field, "{path}: {body}");
+    }
+}
