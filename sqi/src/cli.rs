@@ -151,7 +151,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let metrics = telemetry::install_metrics();
             let lake = Lake::open(&args.lake.url, &args.lake.options())?;
             let keys = report::KeyRing::load(&args.api_keys_file)?;
-            let state = report::ReportState::new(lake, keys, metrics).await?;
+            let state =
+                report::ReportState::with_options(lake, keys, metrics, args.options()).await?;
             let listener = TcpListener::bind(args.listen).await?;
             tracing::info!(addr = %args.listen, "report API listening");
             report::serve(state, listener, shutdown_signal()).await?;

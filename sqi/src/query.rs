@@ -29,7 +29,16 @@ pub async fn session(
     let config = config
         .with_target_partitions(target_partitions.max(1))
         .with_information_schema(false);
-    let ctx = SessionContext::new_with_config(config);
+    // DataFusion caches file listings forever by default; a long-lived report
+    // API would then never see the processor's new files. Listings are cheap
+    // next to the report's own answer cache, so every query lists afresh.
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                .with_list_files_cache_limit(0),
+        )
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     let _ = ctx.register_object_store(&lake.store_url(), lake.store().clone());
     for table in tables {
         register(&ctx, lake, *table).await?;

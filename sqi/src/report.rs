@@ -31,7 +31,10 @@ use crate::error::{Error, Result};
 use crate::query;
 
 mod endpoints;
+mod guard;
 pub mod window;
+
+pub use guard::ReportOptions;
 
 pub use endpoints::{Totals, totals};
 
@@ -47,6 +50,27 @@ pub struct ReportArgs {
     /// JSON file of API keys: `[{"name", "sha256", "scope"}]`.
     #[arg(long, env = "SQI_API_KEYS_FILE")]
     pub api_keys_file: PathBuf,
+    /// Requests each key may make per minute, sustained (0: no limit).
+    #[arg(long, env = "SQI_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+    /// Requests each key may make at once.
+    #[arg(long, env = "SQI_RATE_LIMIT_BURST", default_value_t = 60)]
+    pub rate_limit_burst: u32,
+    /// How often the lake's state is re-read: the longest a cached answer lives.
+    #[arg(long, env = "SQI_CACHE_REFRESH_SECONDS", default_value_t = 15)]
+    pub cache_refresh_seconds: u64,
+}
+
+impl ReportArgs {
+    /// The options these flags give.
+    pub fn options(&self) -> ReportOptions {
+        ReportOptions {
+            requests_per_minute: self.rate_limit_per_minute,
+            burst: self.rate_limit_burst,
+            cache_refresh: std::time::Duration::from_secs(self.cache_refresh_seconds),
+            ..ReportOptions::default()
+        }
+    }
 }
 
 /// What a key may read.
@@ -196,11 +220,23 @@ pub struct ReportState {
     keys: Arc<KeyRing>,
     ctx: SessionContext,
     metrics: Option<PrometheusHandle>,
+    options: ReportOptions,
+    guard: Arc<guard::Guard>,
 }
 
 impl ReportState {
-    /// Opens a DataFusion session over the lake's tables.
+    /// Opens a DataFusion session over the lake's tables, with default options.
     pub async fn new(lake: Lake, keys: KeyRing, metrics: Option<PrometheusHandle>) -> Result<Self> {
+        Self::with_options(lake, keys, metrics, ReportOptions::default()).await
+    }
+
+    /// Opens a DataFusion session over the lake's tables.
+    pub async fn with_options(
+        lake: Lake,
+        keys: KeyRing,
+        metrics: Option<PrometheusHandle>,
+        options: ReportOptions,
+    ) -> Result<Self> {
         let ctx = query::session(
             &lake,
             &[
@@ -212,11 +248,14 @@ impl ReportState {
             2,
         )
         .await?;
+        let guard = guard::Guard::start(lake.clone(), options).await;
         Ok(Self {
             lake,
             keys: Arc::new(keys),
             ctx,
             metrics,
+            options,
+            guard,
         })
     }
 }
@@ -253,6 +292,10 @@ pub fn router(state: ReportState) -> Router {
                 s.metrics.map(|h| h.render()).unwrap_or_default()
             }),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .with_state(state)
 }
 

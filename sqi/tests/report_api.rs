@@ -13,7 +13,7 @@ use chrono::{TimeZone, Utc};
 use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqi::report::{KeyRing, ReportState};
+use sqi::report::{KeyRing, ReportOptions, ReportState};
 use sqi_schemas::lake::{HOUR_MS, Lake, Table, hour_partition};
 
 const PUBLISHER_KEY: &str = "key-for-pub-ny";
@@ -140,6 +140,11 @@ async fn put(lake: &Lake, table: Table, hour: i64, batch: &RecordBatch) {
 
 #[cfg(test)]
 async fn serve(lake: Lake) -> String {
+    serve_with(lake, ReportOptions::default()).await
+}
+
+#[cfg(test)]
+async fn serve_with(lake: Lake, options: ReportOptions) -> String {
     let hash = |k: &str| hex::encode(Sha256::digest(k.as_bytes()));
     let keys = KeyRing::parse(&format!(
         r#"[{{"name":"ny","sha256":"{}","scope":"publisher:pub-ny"}},
@@ -148,7 +153,9 @@ async fn serve(lake: Lake) -> String {
         hash(MARKETER_KEY)
     ))
     .unwrap();
-    let state = ReportState::new(lake, keys, None).await.unwrap();
+    let state = ReportState::with_options(lake, keys, None, options)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     // Detached: the server lives as long as the test runtime.
@@ -394,4 +401,124 @@ async fn the_report_api_answers_in_the_readers_timezone_and_formats() {
         let error: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(error["error"]["field"], field, "{path}: {body}");
     }
+}
+
+#[cfg(test)]
+async fn raw(base: &str, key: &str, path: &str, etag: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(etag) = etag {
+        request = request.header("if-none-match", etag);
+    }
+    request.send().await.unwrap()
+}
+
+#[cfg(test)]
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_revalidate_by_etag_until_the_lake_changes() {
+    let (_dir, lake) = fixture::local_lake();
+    let _ = write_fixture(&lake).await;
+    let base = serve_with(
+        lake.clone(),
+        ReportOptions {
+            cache_refresh: std::time::Duration::from_millis(100),
+            ..ReportOptions::default()
+        },
+    )
+    .await;
+    let path = "/v1/publishers/pub-ny/summary?period=today";
+    let first = raw(&base, PUBLISHER_KEY, path, None).await;
+    assert_eq!(first.status(), 200);
+    let etag = header(&first, "etag").expect("an ETag");
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["pageviews"], 0);
+    assert!(body.get("data_as_of").is_some());
+
+    // Same lake: 304, no body; another key with the same scope rules gets the same tag.
+    let again = raw(&base, PUBLISHER_KEY, path, Some(&etag)).await;
+    assert_eq!(again.status(), 304);
+    assert_eq!(header(&again, "etag").as_deref(), Some(etag.as_str()));
+    assert!(again.text().await.unwrap().is_empty());
+    let marketer = raw(&base, MARKETER_KEY, path, Some(&etag)).await;
+    assert_eq!(marketer.status(), 304);
+
+    // Today's events arrive: within a refresh the answer and its tag change.
+    let hour = Utc::now().timestamp_millis() / HOUR_MS * HOUR_MS;
+    let mut t = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    t.append_value(hour);
+    let batch = RecordBatch::try_new(
+        Table::Aggregates.schema(),
+        vec![
+            Arc::new(t.finish()),
+            Arc::new(arrow::array::StringArray::from(vec!["pub-ny"])),
+            Arc::new(arrow::array::StringArray::from(vec![None::<&str>])),
+            Arc::new(arrow::array::StringArray::from(vec!["pageview"])),
+            Arc::new(arrow::array::StringArray::from(vec!["desktop"])),
+            Arc::new(arrow::array::Int64Array::from(vec![5])),
+        ],
+    )
+    .unwrap();
+    put(&lake, Table::Aggregates, hour, &batch).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let fresh = raw(&base, PUBLISHER_KEY, path, Some(&etag)).await;
+        if fresh.status() == 200 {
+            assert_ne!(header(&fresh, "etag").as_deref(), Some(etag.as_str()));
+            let body: Value = fresh.json().await.unwrap();
+            assert_eq!(body["pageviews"], 5, "{body}");
+            break;
+        }
+        assert_eq!(fresh.status(), 304);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cache never saw the new file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_sees_its_quota_and_is_told_when_to_retry() {
+    let (_dir, lake) = fixture::local_lake();
+    let _ = write_fixture(&lake).await;
+    let base = serve_with(
+        lake,
+        ReportOptions {
+            requests_per_minute: 2,
+            burst: 3,
+            ..ReportOptions::default()
+        },
+    )
+    .await;
+    let path = "/v1/publishers/pub-ny/channels?period=7d";
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let response = raw(&base, PUBLISHER_KEY, path, None).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-ratelimit-limit").as_deref(), Some("3"));
+        remaining.push(header(&response, "x-ratelimit-remaining").unwrap());
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let limited = raw(&base, PUBLISHER_KEY, path, None).await;
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = header(&limited, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert_eq!(
+        header(&limited, "x-ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Another key has its own allowance.
+    let other = raw(&base, MARKETER_KEY, path, None).await;
+    assert_eq!(other.status(), 200);
 }
