@@ -292,6 +292,12 @@ pub fn router(state: ReportState) -> Router {
                 s.metrics.map(|h| h.render()).unwrap_or_default()
             }),
         )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "not_found", "message": "no such endpoint; see CONTRACTS.md §3"}})),
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,

@@ -369,6 +369,12 @@ async fn the_report_api_answers_in_the_readers_timezone_and_formats() {
     assert_eq!(a_body, b_body);
     let (status, _, _) = get(&base, Some(PUBLISHER_KEY), "/v1/sqi/leaderboard").await;
     assert_eq!(status, 403);
+    let (status, body, _) = get(&base, Some(PUBLISHER_KEY), "/v1/nothing-here").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "not_found"
+    );
     let (status, body, _) = get(&base, Some(MARKETER_KEY), "/v1/sqi/leaderboard").await;
     assert_eq!(status, 200, "{body}");
     let (status, body, _) = get(
@@ -521,4 +527,147 @@ async fn each_key_sees_its_quota_and_is_told_when_to_retry() {
     // Another key has its own allowance.
     let other = raw(&base, MARKETER_KEY, path, None).await;
     assert_eq!(other.status(), 200);
+}
+
+/// A request built from parts a property test picks.
+#[derive(Debug, Clone)]
+struct Probe {
+    key: Option<&'static str>,
+    endpoint: &'static str,
+    publisher: String,
+    params: Vec<(&'static str, String)>,
+}
+
+#[cfg(test)]
+fn probes() -> impl proptest::strategy::Strategy<Value = Probe> {
+    use proptest::prelude::*;
+    let key = prop_oneof![
+        Just(Some(PUBLISHER_KEY)),
+        Just(Some(MARKETER_KEY)),
+        Just(Some("a-stolen-guess")),
+        Just(None),
+    ];
+    let endpoint = prop_oneof![
+        Just("summary"),
+        Just("timeseries"),
+        Just("channels"),
+        Just("top-urls"),
+        Just("sqi"),
+        Just("leaderboard"),
+    ];
+    let publisher = prop_oneof![
+        Just("pub-ny".to_owned()),
+        Just("pub-other".to_owned()),
+        Just("pub-nobody".to_owned()),
+        "\\PC{0,80}",
+    ];
+    let value = prop_oneof![
+        Just(String::new()),
+        Just("7d".to_owned()),
+        Just("custom".to_owned()),
+        Just("2024-03-10".to_owned()),
+        Just("America/New_York".to_owned()),
+        Just("csv".to_owned()),
+        Just("-1".to_owned()),
+        Just("99999999999999999999".to_owned()),
+        "\\PC{0,40}",
+    ];
+    let name = prop_oneof![
+        Just("period"),
+        Just("from"),
+        Just("to"),
+        Just("tz"),
+        Just("compare"),
+        Just("include_bots"),
+        Just("metric"),
+        Just("interval"),
+        Just("sort"),
+        Just("format"),
+        Just("limit"),
+        Just("offset"),
+        Just("date"),
+        Just("category"),
+    ];
+    let params = proptest::collection::vec((name, value), 0..6);
+    (key, endpoint, publisher, params).prop_map(|(key, endpoint, publisher, params)| Probe {
+        key,
+        endpoint,
+        publisher,
+        params,
+    })
+}
+
+/// Random keys, publishers and parameters: never a 5xx; a publisher key never
+/// sees another publisher's rows, and is refused with one identical body.
+#[test]
+fn no_request_leaks_another_publisher_or_breaks_the_server() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_dir, lake) = fixture::local_lake();
+    let base = runtime.block_on(async {
+        let _ = write_fixture(&lake).await;
+        serve_with(
+            lake,
+            ReportOptions {
+                requests_per_minute: 0,
+                ..ReportOptions::default()
+            },
+        )
+        .await
+    });
+    let forbidden = runtime.block_on(async {
+        get(
+            &base,
+            Some(PUBLISHER_KEY),
+            "/v1/publishers/pub-other/summary",
+        )
+        .await
+        .1
+    });
+    let config = ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(probe in probes())| {
+        let mut url = url::Url::parse(&base).unwrap();
+        {
+            let mut path = url.path_segments_mut().unwrap();
+            if probe.endpoint == "leaderboard" {
+                let _ = path.extend(["v1", "sqi", "leaderboard"]);
+            } else {
+                let _ = path.extend(["v1", "publishers", probe.publisher.as_str(), probe.endpoint]);
+            }
+        }
+        {
+            let mut query = url.query_pairs_mut();
+            for (name, value) in &probe.params {
+                let _ = query.append_pair(name, value);
+            }
+        }
+        let (status, body) = runtime.block_on(async {
+            let mut request = reqwest::Client::new().get(url.clone());
+            if let Some(key) = probe.key {
+                request = request.bearer_auth(key);
+            }
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        });
+        prop_assert!(status < 500, "{url}: {status} {body}");
+        if probe.key == Some(PUBLISHER_KEY) {
+            prop_assert!(!body.contains("pub-other"), "{url}: {body}");
+            let own = probe.endpoint != "leaderboard" && probe.publisher == "pub-ny";
+            if !own && status != 404 {
+                prop_assert_eq!(status, 403, "{}: {}", url, body);
+                prop_assert_eq!(&body, &forbidden);
+            }
+        }
+        if probe.key.is_none() || probe.key == Some("a-stolen-guess") {
+            prop_assert!(status == 401 || status == 404, "{url}: {status}");
+        }
+    });
 }
