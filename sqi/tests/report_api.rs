@@ -671,3 +671,69 @@ fn no_request_leaks_another_publisher_or_breaks_the_server() {
         }
     });
 }
+
+/// Every number the API gives for the fixture equals DuckDB's, computed from
+/// the same Parquet files by `tests/py/report_duckdb.py`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_number_matches_duckdb_on_the_same_files() {
+    let (dir, lake) = fixture::local_lake();
+    let _ = write_fixture(&lake).await;
+    let base = serve(lake).await;
+    let (tz, from, to) = ("America/New_York", "2024-03-06", "2024-03-12");
+    let script: std::path::PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "tests",
+        "py",
+        "report_duckdb.py",
+    ]
+    .iter()
+    .collect();
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir.path())
+        .args(["pub-ny", tz, from, to])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let duck: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let query = format!("period=custom&from={from}&to={to}&tz={tz}&limit=1000");
+
+    let summary = json(&base, &format!("/v1/publishers/pub-ny/summary?{query}")).await;
+    for metric in ["pageviews", "shares", "clickbacks"] {
+        assert_eq!(summary[metric], duck["totals"][metric], "{metric}");
+    }
+    let series = json(
+        &base,
+        &format!("/v1/publishers/pub-ny/timeseries?{query}&metric=pageviews"),
+    )
+    .await;
+    for row in series["rows"].as_array().unwrap() {
+        let day = row["bucket"].as_str().unwrap();
+        let want = duck["days"].get(day).and_then(Value::as_i64).unwrap_or(0);
+        assert_eq!(row["value"].as_i64(), Some(want), "{day}");
+    }
+    let channels = json(&base, &format!("/v1/publishers/pub-ny/channels?{query}")).await;
+    let rows = channels["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), duck["channels"].as_object().unwrap().len());
+    for row in rows {
+        let want = &duck["channels"][row["channel"].as_str().unwrap()];
+        assert_eq!(
+            (&row["shares"], &row["clickbacks"]),
+            (&want["shares"], &want["clickbacks"])
+        );
+    }
+    let urls = json(&base, &format!("/v1/publishers/pub-ny/top-urls?{query}")).await;
+    let rows = urls["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), duck["urls"].as_object().unwrap().len());
+    for row in rows {
+        let want = &duck["urls"][row["url"].as_str().unwrap()];
+        for metric in ["pageviews", "shares", "clickbacks"] {
+            assert_eq!(row[metric], want[metric], "{metric} of {}", row["url"]);
+        }
+    }
+}
