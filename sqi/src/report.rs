@@ -32,6 +32,7 @@ use crate::query;
 
 mod endpoints;
 mod guard;
+mod openapi;
 pub mod window;
 
 pub use guard::ReportOptions;
@@ -284,6 +285,7 @@ pub fn router(state: ReportState) -> Router {
             get(endpoints::sqi_history),
         )
         .route("/v1/sqi/leaderboard", get(endpoints::leaderboard))
+        .route("/openapi.json", get(openapi::document))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .route(
@@ -345,13 +347,20 @@ fn authorize(state: &ReportState, headers: &HeaderMap, publisher: &str) -> Resul
 }
 
 /// Query parameters shared by the publisher endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PeriodParams {
+    /// `today`, `7d`, `28d` (default), `30d`, `90d`, or `custom` with `from` and `to`.
     period: Option<String>,
+    /// First local day of a custom period (YYYY-MM-DD, inclusive).
     from: Option<String>,
+    /// Last local day of a custom period (YYYY-MM-DD, inclusive).
     to: Option<String>,
+    /// IANA timezone the days are in (default UTC).
     tz: Option<String>,
+    /// `previous_period`: also the equal-length window before (summary).
     compare: Option<String>,
+    /// `true` to count bot traffic (default false).
     include_bots: Option<String>,
 }
 

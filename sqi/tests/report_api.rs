@@ -737,3 +737,74 @@ async fn every_number_matches_duckdb_on_the_same_files() {
         }
     }
 }
+
+/// `/openapi.json` is a valid OpenAPI 3 document listing every endpoint, and
+/// schemathesis (PyPI), generating requests from it, finds no 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_holds_under_schemathesis() {
+    let (_dir, lake) = fixture::local_lake();
+    let _ = write_fixture(&lake).await;
+    let base = serve_with(
+        lake,
+        ReportOptions {
+            requests_per_minute: 0,
+            ..ReportOptions::default()
+        },
+    )
+    .await;
+    let (status, body, _) = get(&base, None, "/openapi.json").await;
+    assert_eq!(status, 200);
+    let document: Value = serde_json::from_str(&body).unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+    for path in [
+        "/v1/publishers/{publisher}/summary",
+        "/v1/publishers/{publisher}/timeseries",
+        "/v1/publishers/{publisher}/channels",
+        "/v1/publishers/{publisher}/top-urls",
+        "/v1/publishers/{publisher}/sqi",
+        "/v1/sqi/leaderboard",
+    ] {
+        assert!(
+            paths.iter().any(|p| *p == path),
+            "{path} missing from {paths:?}"
+        );
+    }
+    let parameters =
+        &document["paths"]["/v1/publishers/{publisher}/timeseries"]["get"]["parameters"];
+    let names: Vec<&str> = parameters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["publisher", "period", "tz", "metric", "interval", "format"] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+
+    // The server runs on the runtime's workers; this thread may block.
+    // Through python3, so a fresh pip install needs no PATH or shim update.
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys; from schemathesis.cli import schemathesis; sys.argv[0] = 'schemathesis'; schemathesis()",
+        ])
+        .args(["run", &format!("{base}/openapi.json")])
+        .args(["--header", &format!("Authorization: Bearer {MARKETER_KEY}")])
+        .args(["--checks", "not_a_server_error", "--max-examples", "30"])
+        .arg("--generation-deterministic")
+        .output()
+        .expect("schemathesis (pip install -r tests/py/requirements.txt)");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    eprintln!(
+        "{}",
+        report.lines().rev().take(12).collect::<Vec<_>>().join("\n")
+    );
+    assert!(report.contains("passed"), "{report}");
+}

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqi_schemas::event::is_valid_publisher;
 use sqi_schemas::lake::Table;
+use utoipa::IntoParams;
 
 use super::window::{Window, parse_date};
 use super::{
@@ -280,6 +281,22 @@ async fn as_of(state: &ReportState, window: &Window) -> Result<Value> {
 }
 
 /// `GET /v1/publishers/{publisher}/summary`.
+#[utoipa::path(
+    get,
+    path = "/v1/publishers/{publisher}/summary",
+    tag = "publishers",
+    summary = "Totals, rates, the change from the previous period and the latest SQI",
+    params(("publisher" = String, Path, description = "The publisher id"), super::PeriodParams),
+    responses(
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
+        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn summary(
     State(state): State<ReportState>,
     Path(publisher): Path<String>,
@@ -329,17 +346,31 @@ pub(super) async fn summary(
     Ok(Json(body).into_response())
 }
 
+/// Options of the list and series endpoints.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListOptions {
+    /// `pageviews` (default), `shares` or `clickbacks` (timeseries).
+    metric: Option<String>,
+    /// `day` (default, local days) or `hour` (timeseries).
+    interval: Option<String>,
+    /// `shares` (default), `pageviews` or `clickbacks` (top-urls order).
+    sort: Option<String>,
+    /// `json` (default) or `csv` (the same rows, RFC 4180).
+    format: Option<String>,
+    /// Rows per page, 1 to 1000 (default 50).
+    limit: Option<String>,
+    /// Rows to skip (default 0).
+    offset: Option<String>,
+}
+
 /// Parameters of the list and series endpoints.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct ListParams {
     #[serde(flatten)]
     period: PeriodParams,
-    metric: Option<String>,
-    interval: Option<String>,
-    sort: Option<String>,
-    format: Option<String>,
-    limit: Option<String>,
-    offset: Option<String>,
+    #[serde(flatten)]
+    list: ListOptions,
 }
 
 fn event_type_of(
@@ -360,6 +391,22 @@ fn event_type_of(
 
 /// `GET /v1/publishers/{publisher}/timeseries`: zero-filled buckets of one
 /// metric, by local day or by hour, that add up to the period's total.
+#[utoipa::path(
+    get,
+    path = "/v1/publishers/{publisher}/timeseries",
+    tag = "publishers",
+    summary = "One metric, zero-filled by local day or hour",
+    params(("publisher" = String, Path, description = "The publisher id"), super::PeriodParams, ListOptions),
+    responses(
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
+        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn timeseries(
     State(state): State<ReportState>,
     Path(publisher): Path<String>,
@@ -370,9 +417,9 @@ pub(super) async fn timeseries(
     check_publisher(&publisher)?;
     let window = Window::resolve(&params.period, Utc::now())?;
     let include_bots = parse_bool("include_bots", params.period.include_bots.as_deref())?;
-    let format = parse_format(params.format.as_deref())?;
-    let event_type = event_type_of("metric", params.metric.as_deref(), "pageviews")?;
-    let hourly = match params.interval.as_deref() {
+    let format = parse_format(params.list.format.as_deref())?;
+    let event_type = event_type_of("metric", params.list.metric.as_deref(), "pageviews")?;
+    let hourly = match params.list.interval.as_deref() {
         None | Some("day") => false,
         Some("hour") => true,
         Some(other) => {
@@ -424,7 +471,7 @@ pub(super) async fn timeseries(
     let total: i64 = by_hour.values().sum();
     let meta = json!({
         "publisher": publisher,
-        "metric": params.metric.as_deref().unwrap_or("pageviews"),
+        "metric": params.list.metric.as_deref().unwrap_or("pageviews"),
         "interval": if hourly { "hour" } else { "day" },
         "period": window.to_json(),
         "include_bots": include_bots,
@@ -435,6 +482,22 @@ pub(super) async fn timeseries(
 }
 
 /// `GET /v1/publishers/{publisher}/channels`: shares and clickbacks by channel.
+#[utoipa::path(
+    get,
+    path = "/v1/publishers/{publisher}/channels",
+    tag = "publishers",
+    summary = "Shares and clickbacks by channel",
+    params(("publisher" = String, Path, description = "The publisher id"), super::PeriodParams, ListOptions),
+    responses(
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
+        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn channels(
     State(state): State<ReportState>,
     Path(publisher): Path<String>,
@@ -445,8 +508,8 @@ pub(super) async fn channels(
     check_publisher(&publisher)?;
     let window = Window::resolve(&params.period, Utc::now())?;
     let include_bots = parse_bool("include_bots", params.period.include_bots.as_deref())?;
-    let format = parse_format(params.format.as_deref())?;
-    let page = parse_page(params.limit.as_deref(), params.offset.as_deref())?;
+    let format = parse_format(params.list.format.as_deref())?;
+    let page = parse_page(params.list.limit.as_deref(), params.list.offset.as_deref())?;
     let mut filters = not_bots(include_bots);
     filters.push(col("event_type").in_list(vec![lit("share"), lit("clickback")], false));
     let batches = sum_by(
@@ -512,6 +575,22 @@ pub(super) async fn channels(
 
 /// `GET /v1/publishers/{publisher}/top-urls`: URLs by `sort` (default shares),
 /// ties broken by URL, so pages never overlap.
+#[utoipa::path(
+    get,
+    path = "/v1/publishers/{publisher}/top-urls",
+    tag = "publishers",
+    summary = "URLs by shares (or `sort`), paginated, ties by URL",
+    params(("publisher" = String, Path, description = "The publisher id"), super::PeriodParams, ListOptions),
+    responses(
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
+        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn top_urls(
     State(state): State<ReportState>,
     Path(publisher): Path<String>,
@@ -521,9 +600,9 @@ pub(super) async fn top_urls(
     authorize(&state, &headers, &publisher)?;
     check_publisher(&publisher)?;
     let window = Window::resolve(&params.period, Utc::now())?;
-    let format = parse_format(params.format.as_deref())?;
-    let page = parse_page(params.limit.as_deref(), params.offset.as_deref())?;
-    let sort = event_type_of("sort", params.sort.as_deref(), "shares")?;
+    let format = parse_format(params.list.format.as_deref())?;
+    let page = parse_page(params.list.limit.as_deref(), params.list.offset.as_deref())?;
+    let sort = event_type_of("sort", params.list.sort.as_deref(), "shares")?;
     let batches = sum_by(
         &state.ctx,
         Table::UrlCounts,
@@ -564,7 +643,7 @@ pub(super) async fn top_urls(
     let meta = json!({
         "publisher": publisher,
         "period": window.to_json(),
-        "sort": params.sort.as_deref().unwrap_or("shares"),
+        "sort": params.list.sort.as_deref().unwrap_or("shares"),
         "total_rows": total_rows,
         "limit": page.limit,
         "offset": page.offset,
@@ -599,14 +678,22 @@ const SQI_COLUMNS: &[&str] = &[
 ];
 
 /// Parameters of the SQI endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct SqiParams {
+    /// First day of the history (YYYY-MM-DD; default: 27 days before `to`).
     from: Option<String>,
+    /// Last day of the history (YYYY-MM-DD; default: today, UTC).
     to: Option<String>,
+    /// The leaderboard's day (YYYY-MM-DD; default: the newest computed).
     date: Option<String>,
+    /// Only this category (leaderboard).
     category: Option<String>,
+    /// `json` (default) or `csv`.
     format: Option<String>,
+    /// Rows per page, 1 to 1000 (default 50; leaderboard).
     limit: Option<String>,
+    /// Rows to skip (default 0; leaderboard).
     offset: Option<String>,
 }
 
@@ -626,6 +713,22 @@ async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<Value>> {
 
 /// `GET /v1/publishers/{publisher}/sqi?from=&to=`: the SQI history (default:
 /// the 28 days ending today, UTC), one row per computed day.
+#[utoipa::path(
+    get,
+    path = "/v1/publishers/{publisher}/sqi",
+    tag = "publishers",
+    summary = "The SQI history with its components",
+    params(("publisher" = String, Path, description = "The publisher id"), SqiParams),
+    responses(
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
+        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn sqi_history(
     State(state): State<ReportState>,
     Path(publisher): Path<String>,
@@ -671,6 +774,22 @@ pub(super) async fn sqi_history(
 
 /// `GET /v1/sqi/leaderboard?date=&category=`: scored publishers of a day
 /// (default: the newest computed), best first; marketer keys only.
+#[utoipa::path(
+    get,
+    path = "/v1/sqi/leaderboard",
+    tag = "sqi",
+    summary = "Scored publishers of a day, best first (marketer keys)",
+    params(SqiParams),
+    responses(
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 304, description = "Not modified since the ETag in If-None-Match"),
+        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
+        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn leaderboard(
     State(state): State<ReportState>,
     Query(params): Query<SqiParams>,

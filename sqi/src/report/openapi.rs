@@ -1,0 +1,69 @@
+//! `GET /openapi.json`: the OpenAPI 3 document, generated from the handlers'
+//! annotations and the parameter types they parse, so it cannot drift from
+//! what the server accepts.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::endpoints;
+
+/// `{"error": {"code", "message", "field"?}}`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the JSON the handlers build; never constructed.
+pub(super) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ErrorDetail {
+    /// `invalid_parameter`, `unauthorized`, `forbidden`, `rate_limited`, `not_found` or `internal`.
+    code: String,
+    /// For people.
+    message: String,
+    /// The parameter at fault (400 only).
+    field: Option<String>,
+}
+
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "SQI Engine report API",
+        description = "Share, clickback and pageview reports and the Social Quality Index. Keys are scoped to one publisher or to marketers; every answer carries data_as_of, an ETag and the key's remaining quota.",
+    ),
+    paths(
+        endpoints::summary,
+        endpoints::timeseries,
+        endpoints::channels,
+        endpoints::top_urls,
+        endpoints::sqi_history,
+        endpoints::leaderboard,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerKeys),
+)]
+struct ApiDoc;
+
+/// The document.
+pub(super) fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Serves the document.
+pub(super) async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
