@@ -30,6 +30,7 @@ use sqi_schemas::lake::{Lake, Table, day_partition};
 use crate::error::{Error, Result};
 use crate::query;
 
+mod dashboard;
 mod endpoints;
 mod guard;
 mod openapi;
@@ -285,7 +286,13 @@ pub fn router(state: ReportState) -> Router {
             get(endpoints::sqi_history),
         )
         .route("/v1/sqi/leaderboard", get(endpoints::leaderboard))
+        .route("/v1/me", get(endpoints::me))
         .route("/openapi.json", get(openapi::document))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::app))
+        .route("/dashboard/style.css", get(dashboard::style))
+        .route("/dashboard/chart.umd.min.js", get(dashboard::chart))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .route(

@@ -369,6 +369,17 @@ async fn the_report_api_answers_in_the_readers_timezone_and_formats() {
     assert_eq!(a_body, b_body);
     let (status, _, _) = get(&base, Some(PUBLISHER_KEY), "/v1/sqi/leaderboard").await;
     assert_eq!(status, 403);
+    // `/v1/me` describes each key, never another key's cached answer.
+    let me = json(&base, "/v1/me").await;
+    assert_eq!(
+        (me["scope"].as_str(), me["publisher"].as_str()),
+        (Some("publisher:pub-ny"), Some("pub-ny"))
+    );
+    let (_, body, _) = get(&base, Some(MARKETER_KEY), "/v1/me").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["scope"],
+        "marketer"
+    );
     let (status, body, _) = get(&base, Some(PUBLISHER_KEY), "/v1/nothing-here").await;
     assert_eq!(status, 404);
     assert_eq!(

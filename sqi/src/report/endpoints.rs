@@ -873,3 +873,29 @@ async fn newest_sqi_day(state: &ReportState) -> Result<Option<chrono::NaiveDate>
         .and_then(|v| v.into_iter().next().flatten());
     Ok(newest.and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()))
 }
+
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "keys",
+    summary = "What the presented key may read",
+    responses(
+        (status = 200, description = "`{\"name\", \"scope\"}`: `marketer` or `publisher:<id>`", body = serde_json::Value),
+        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+/// `GET /v1/me`: the key's name and scope, so a client (the dashboard) knows
+/// what to show without probing for 403s.
+pub(super) async fn me(
+    State(state): State<ReportState>,
+    headers: HeaderMap,
+) -> Result<Response, ReportError> {
+    let key = super::authenticate(&state, &headers)?;
+    let (scope, publisher) = match &key.scope {
+        Scope::Marketer => ("marketer".to_owned(), None),
+        Scope::Publisher(id) => (format!("publisher:{id}"), Some(id.clone())),
+    };
+    Ok(Json(json!({"name": key.name, "scope": scope, "publisher": publisher})).into_response())
+}

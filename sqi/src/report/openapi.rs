@@ -52,6 +52,7 @@ impl Modify for BearerKeys {
         endpoints::top_urls,
         endpoints::sqi_history,
         endpoints::leaderboard,
+        endpoints::me,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerKeys),
