@@ -796,6 +796,8 @@ async fn the_openapi_document_holds_under_schemathesis() {
     // The server runs on the runtime's workers; this thread may block.
     // Through python3, so a fresh pip install needs no PATH or shim update.
     let output = std::process::Command::new("python3")
+        // schemathesis keeps a cache in its working directory; not in the clone.
+        .current_dir(std::env::temp_dir())
         .args([
             "-c",
             "import sys; from schemathesis.cli import schemathesis; sys.argv[0] = 'schemathesis'; schemathesis()",
