@@ -561,6 +561,10 @@ async fn serve_report(
         out,
         "  try: curl -H 'Authorization: Bearer {marketer_key}' 'http://{addr}/v1/publishers/{example}/summary?period=custom&from={day}&to={day}'"
     )?;
+    writeln!(
+        out,
+        "  dashboard: http://{addr}/dashboard#key={marketer_key}&publisher={example}&period=custom&from={day}&to={day}"
+    )?;
     out.flush()?;
     report::serve(state, listener, async {
         let _ = tokio::signal::ctrl_c().await;
