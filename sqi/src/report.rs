@@ -38,7 +38,7 @@ pub mod window;
 
 pub use guard::ReportOptions;
 
-pub use endpoints::{Totals, totals};
+pub use endpoints::Totals;
 
 /// `sqi report` flags.
 #[derive(Debug, Clone, clap::Args)]

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{Days, Utc};
 use datafusion::common::ScalarValue;
-use datafusion::functions_aggregate::expr_fn::sum;
+use datafusion::functions_aggregate::expr_fn::{bool_and, sum};
 use datafusion::prelude::{Expr, SessionContext, col, lit};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -170,6 +170,111 @@ async fn sum_by(
         .await?)
 }
 
+/// The days of a whole-UTC-day window that `daily` answers: those the batch
+/// has written with every row `complete` (a day computed early, with
+/// `--allow-incomplete`, is read from the hourly aggregates instead, which
+/// may have grown since). `daily` is one small file a day where `aggregates`
+/// is 24 hourly ones.
+async fn daily_days(
+    ctx: &SessionContext,
+    lake: &sqi_schemas::lake::Lake,
+    window: &Window,
+) -> Result<Vec<String>> {
+    if !window.is_utc_days() {
+        return Ok(Vec::new());
+    }
+    let (from, to) = (window.from.to_string(), window.to.to_string());
+    let listing = lake
+        .store()
+        .list_with_delimiter(Some(&lake.path(Table::Daily.prefix())))
+        .await?;
+    let candidates: Vec<Expr> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename()?.strip_prefix("dt=").map(str::to_owned))
+        .filter(|day| *day >= from && *day <= to)
+        .map(lit)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batches = ctx
+        .table(Table::Daily.prefix())
+        .await?
+        .filter(col("dt").in_list(candidates, false))?
+        .aggregate(
+            vec![col("dt")],
+            vec![bool_and(col("complete")).alias("complete")],
+        )?
+        .collect()
+        .await?;
+    let mut days = Vec::new();
+    for batch in &batches {
+        let complete = batch
+            .column_by_name("complete")
+            .map(|c| c.as_boolean().clone());
+        for (i, day) in texts(batch, "dt")?.into_iter().enumerate() {
+            let is_complete = complete
+                .as_ref()
+                .is_some_and(|c| !c.is_null(i) && c.value(i));
+            if let (Some(day), true) = (day, is_complete) {
+                days.push(day);
+            }
+        }
+    }
+    days.sort();
+    Ok(days)
+}
+
+/// A publisher's rows in `window`, summed by `keys`: from `daily` for its
+/// complete UTC days, from the hourly `aggregates` for the rest. In `daily`
+/// batches the hour key `window_start` becomes the day, `date`.
+async fn sum_split(
+    state: &ReportState,
+    publisher: &str,
+    window: &Window,
+    filters: Vec<Expr>,
+    keys: &[&str],
+) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+    let days = daily_days(&state.ctx, &state.lake, window).await?;
+    let mut hourly_filters = filters.clone();
+    if !days.is_empty() {
+        hourly_filters
+            .push(col("dt").in_list(days.iter().map(|d| lit(d.as_str())).collect(), true));
+    }
+    let hourly = sum_by(
+        &state.ctx,
+        Table::Aggregates,
+        publisher,
+        window,
+        hourly_filters,
+        keys,
+    )
+    .await?;
+    if days.is_empty() {
+        return Ok((hourly, Vec::new()));
+    }
+    let mut predicate = col("dt")
+        .in_list(days.iter().map(|d| lit(d.as_str())).collect(), false)
+        .and(col("publisher").eq(lit(publisher)));
+    for filter in filters {
+        predicate = predicate.and(filter);
+    }
+    let daily_keys: Vec<Expr> = keys
+        .iter()
+        .map(|k| col(if *k == "window_start" { "date" } else { *k }))
+        .collect();
+    let daily = state
+        .ctx
+        .table(Table::Daily.prefix())
+        .await?
+        .filter(predicate)?
+        .aggregate(daily_keys, vec![sum(col("events")).alias("events")])?
+        .collect()
+        .await?;
+    Ok((hourly, daily))
+}
+
 /// Column `name` of `batch` as text (views and dictionaries included).
 fn texts(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
     let column = batch
@@ -245,16 +350,15 @@ impl Totals {
     }
 }
 
-/// A publisher's totals over `window`, from the hourly aggregates.
-pub async fn totals(
-    ctx: &SessionContext,
+/// A publisher's totals over `window`.
+pub(super) async fn totals(
+    state: &ReportState,
     publisher: &str,
     window: &Window,
     include_bots: bool,
 ) -> Result<Totals> {
-    let batches = sum_by(
-        ctx,
-        Table::Aggregates,
+    let (hourly, daily) = sum_split(
+        state,
         publisher,
         window,
         not_bots(include_bots),
@@ -262,7 +366,7 @@ pub async fn totals(
     )
     .await?;
     let mut totals = Totals::default();
-    for batch in &batches {
+    for batch in hourly.iter().chain(&daily) {
         for (kind, events) in texts(batch, "event_type")?
             .iter()
             .zip(integers(batch, "events")?)
@@ -317,7 +421,7 @@ pub(super) async fn summary(
             ));
         }
     };
-    let current = totals(&state.ctx, &publisher, &window, include_bots).await?;
+    let current = totals(&state, &publisher, &window, include_bots).await?;
     let mut body = json!({
         "publisher": publisher,
         "period": window.to_json(),
@@ -328,7 +432,7 @@ pub(super) async fn summary(
     }
     if compare {
         let previous_window = window.previous();
-        let previous = totals(&state.ctx, &publisher, &previous_window, include_bots).await?;
+        let previous = totals(&state, &publisher, &previous_window, include_bots).await?;
         let change =
             |now: i64, before: i64| (before != 0).then(|| (now - before) as f64 / before as f64);
         body["previous"] = previous.to_json();
@@ -431,15 +535,29 @@ pub(super) async fn timeseries(
     };
     let mut filters = not_bots(include_bots);
     filters.push(col("event_type").eq(lit(event_type)));
-    let batches = sum_by(
-        &state.ctx,
-        Table::Aggregates,
-        &publisher,
-        &window,
-        filters,
-        &["window_start"],
-    )
-    .await?;
+    let (batches, daily) = if hourly {
+        let batches = sum_by(
+            &state.ctx,
+            Table::Aggregates,
+            &publisher,
+            &window,
+            filters,
+            &["window_start"],
+        )
+        .await?;
+        (batches, Vec::new())
+    } else {
+        sum_split(&state, &publisher, &window, filters, &["window_start"]).await?
+    };
+    let mut by_date: BTreeMap<String, i64> = BTreeMap::new();
+    for batch in &daily {
+        for (date, events) in texts(batch, "date")?
+            .into_iter()
+            .zip(integers(batch, "events")?)
+        {
+            *by_date.entry(date.unwrap_or_default()).or_default() += events;
+        }
+    }
     let mut by_hour: BTreeMap<i64, i64> = BTreeMap::new();
     for batch in &batches {
         for (hour, events) in hour_starts(batch)?
@@ -463,12 +581,15 @@ pub(super) async fn timeseries(
                 .entry(window.local_day(*hour).to_string())
                 .or_default() += events;
         }
+        for (date, events) in &by_date {
+            *by_day.entry(date.clone()).or_default() += events;
+        }
         by_day
             .into_iter()
             .map(|(bucket, value)| json!({"bucket": bucket, "value": value}))
             .collect()
     };
-    let total: i64 = by_hour.values().sum();
+    let total: i64 = by_hour.values().sum::<i64>() + by_date.values().sum::<i64>();
     let meta = json!({
         "publisher": publisher,
         "metric": params.list.metric.as_deref().unwrap_or("pageviews"),
@@ -512,9 +633,8 @@ pub(super) async fn channels(
     let page = parse_page(params.list.limit.as_deref(), params.list.offset.as_deref())?;
     let mut filters = not_bots(include_bots);
     filters.push(col("event_type").in_list(vec![lit("share"), lit("clickback")], false));
-    let batches = sum_by(
-        &state.ctx,
-        Table::Aggregates,
+    let (hourly, daily) = sum_split(
+        &state,
         &publisher,
         &window,
         filters,
@@ -522,7 +642,7 @@ pub(super) async fn channels(
     )
     .await?;
     let mut by_channel: BTreeMap<String, Totals> = BTreeMap::new();
-    for batch in &batches {
+    for batch in hourly.iter().chain(&daily) {
         let (channels, kinds, events) = (
             texts(batch, "channel")?,
             texts(batch, "event_type")?,
