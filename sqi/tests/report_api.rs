@@ -535,6 +535,19 @@ async fn each_key_sees_its_quota_and_is_told_when_to_retry() {
     );
     let body: Value = limited.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
+    // Refused requests still say where the quota stands.
+    let refused = raw(
+        &base,
+        MARKETER_KEY,
+        "/v1/publishers/pub-ny/channels?format=xml",
+        None,
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+    assert_eq!(
+        header(&refused, "x-ratelimit-remaining").as_deref(),
+        Some("2")
+    );
     // Another key has its own allowance.
     let other = raw(&base, MARKETER_KEY, path, None).await;
     assert_eq!(other.status(), 200);

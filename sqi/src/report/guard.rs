@@ -246,7 +246,9 @@ pub(super) async fn guard(
         return next.run(request).await;
     }
     let guard = state.guard.clone();
-    let key_name = match check(&state, request.headers(), request.uri().path()) {
+    // A known key pays for every request, refused ones included, and so
+    // every answer to it carries its quota.
+    let key_name = match authenticate(&state, request.headers()) {
         Ok(key) => key.name.clone(),
         Err(error) => return error.into_response(),
     };
@@ -268,6 +270,9 @@ pub(super) async fn guard(
             return with_quota(response, guard.limit, Some(0));
         }
     };
+    if let Err(error) = check(&state, request.headers(), request.uri().path()) {
+        return with_quota(error.into_response(), guard.limit, remaining);
+    }
     let epoch = Utc::now().timestamp() / MAX_AGE.as_secs().max(1) as i64;
     // `/v1/me` describes the key itself; every other answer depends on the URL only.
     if request.uri().path() == "/v1/me" {
