@@ -358,16 +358,20 @@ fn authorize(state: &ReportState, headers: &HeaderMap, publisher: &str) -> Resul
 #[into_params(parameter_in = Query)]
 pub struct PeriodParams {
     /// `today`, `7d`, `28d` (default), `30d`, `90d`, or `custom` with `from` and `to`.
+    #[param(value_type = Option<openapi::PeriodName>)]
     period: Option<String>,
     /// First local day of a custom period (YYYY-MM-DD, inclusive).
+    #[param(format = Date)]
     from: Option<String>,
     /// Last local day of a custom period (YYYY-MM-DD, inclusive).
+    #[param(format = Date)]
     to: Option<String>,
     /// IANA timezone the days are in (default UTC).
     tz: Option<String>,
     /// `previous_period`: also the equal-length window before (summary).
     compare: Option<String>,
     /// `true` to count bot traffic (default false).
+    #[param(value_type = Option<bool>)]
     include_bots: Option<String>,
 }
 

@@ -390,7 +390,7 @@ async fn as_of(state: &ReportState, window: &Window) -> Result<Value> {
     path = "/v1/publishers/{publisher}/summary",
     tag = "publishers",
     summary = "Totals, rates, the change from the previous period and the latest SQI",
-    params(("publisher" = String, Path, description = "The publisher id"), super::PeriodParams),
+    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
         (status = 304, description = "Not modified since the ETag in If-None-Match"),
@@ -455,16 +455,22 @@ pub(super) async fn summary(
 #[into_params(parameter_in = Query)]
 pub(super) struct ListOptions {
     /// `pageviews` (default), `shares` or `clickbacks` (timeseries).
+    #[param(value_type = Option<super::openapi::Metric>)]
     metric: Option<String>,
     /// `day` (default, local days) or `hour` (timeseries).
+    #[param(value_type = Option<super::openapi::Interval>)]
     interval: Option<String>,
     /// `shares` (default), `pageviews` or `clickbacks` (top-urls order).
+    #[param(value_type = Option<super::openapi::Metric>)]
     sort: Option<String>,
     /// `json` (default) or `csv` (the same rows, RFC 4180).
+    #[param(value_type = Option<super::openapi::Format>)]
     format: Option<String>,
     /// Rows per page, 1 to 1000 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// Rows to skip (default 0).
+    #[param(value_type = Option<u32>)]
     offset: Option<String>,
 }
 
@@ -500,7 +506,7 @@ fn event_type_of(
     path = "/v1/publishers/{publisher}/timeseries",
     tag = "publishers",
     summary = "One metric, zero-filled by local day or hour",
-    params(("publisher" = String, Path, description = "The publisher id"), super::PeriodParams, ListOptions),
+    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
         (status = 304, description = "Not modified since the ETag in If-None-Match"),
@@ -608,7 +614,7 @@ pub(super) async fn timeseries(
     path = "/v1/publishers/{publisher}/channels",
     tag = "publishers",
     summary = "Shares and clickbacks by channel",
-    params(("publisher" = String, Path, description = "The publisher id"), super::PeriodParams, ListOptions),
+    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
         (status = 304, description = "Not modified since the ETag in If-None-Match"),
@@ -700,7 +706,7 @@ pub(super) async fn channels(
     path = "/v1/publishers/{publisher}/top-urls",
     tag = "publishers",
     summary = "URLs by shares (or `sort`), paginated, ties by URL",
-    params(("publisher" = String, Path, description = "The publisher id"), super::PeriodParams, ListOptions),
+    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
         (status = 304, description = "Not modified since the ETag in If-None-Match"),
@@ -838,7 +844,7 @@ async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<Value>> {
     path = "/v1/publishers/{publisher}/sqi",
     tag = "publishers",
     summary = "The SQI history with its components",
-    params(("publisher" = String, Path, description = "The publisher id"), SqiParams),
+    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), SqiParams),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
         (status = 304, description = "Not modified since the ETag in If-None-Match"),

@@ -27,6 +27,55 @@ struct ErrorDetail {
     field: Option<String>,
 }
 
+// The values some parameters take, for the document only: the handlers parse
+// strings themselves so that a wrong value gets a 400 naming its field.
+
+/// A period.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) enum PeriodName {
+    #[serde(rename = "today")]
+    Today,
+    #[serde(rename = "7d")]
+    Days7,
+    #[serde(rename = "28d")]
+    Days28,
+    #[serde(rename = "30d")]
+    Days30,
+    #[serde(rename = "90d")]
+    Days90,
+    #[serde(rename = "custom")]
+    Custom,
+}
+
+/// A metric.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Metric {
+    Pageviews,
+    Shares,
+    Clickbacks,
+}
+
+/// A timeseries bucket.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Interval {
+    Day,
+    Hour,
+}
+
+/// An answer format.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Format {
+    Json,
+    Csv,
+}
+
 struct BearerKeys;
 
 impl Modify for BearerKeys {
@@ -54,7 +103,7 @@ impl Modify for BearerKeys {
         endpoints::leaderboard,
         endpoints::me,
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, PeriodName, Metric, Interval, Format)),
     modifiers(&BearerKeys),
 )]
 struct ApiDoc;
