@@ -184,6 +184,16 @@ pub fn run(args: &LakeArgs) -> anyhow::Result<()> {
                             dir.join("part-00000.parquet"),
                             sqi_processor::sink::parquet_bytes(&batch)?,
                         )?;
+                        let urls = url_batch(&batch)?;
+                        let dir = args
+                            .out
+                            .join("url_counts")
+                            .join(hour_partition(window_start));
+                        std::fs::create_dir_all(&dir)?;
+                        std::fs::write(
+                            dir.join("part-00000.parquet"),
+                            sqi_processor::sink::parquet_bytes(&urls)?,
+                        )?;
                     }
                 })
             })
@@ -269,6 +279,62 @@ fn hour_batch(
         Arc::new(events.finish()),
     ];
     Ok(RecordBatch::try_new(Table::Aggregates.schema(), columns)?)
+}
+
+/// The hour's `url_counts`: each pageview, share and clickback row of
+/// `aggregates` credited to one of five pages of its publisher, so that URL
+/// totals add up to the publisher's.
+fn url_batch(aggregates: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    use arrow::array::{Array, AsArray};
+    let text = |name: &str| -> anyhow::Result<arrow::array::StringArray> {
+        Ok(aggregates
+            .column_by_name(name)
+            .ok_or_else(|| anyhow::anyhow!("no {name}"))?
+            .as_string::<i32>()
+            .clone())
+    };
+    let (publishers, channels, kinds, devices) = (
+        text("publisher")?,
+        text("channel")?,
+        text("event_type")?,
+        text("device")?,
+    );
+    let counts = aggregates
+        .column_by_name("events")
+        .ok_or_else(|| anyhow::anyhow!("no events"))?
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .clone();
+    let starts = aggregates.column(0).clone();
+    let mut publisher = StringBuilder::new();
+    let mut url = StringBuilder::new();
+    let mut event_type = StringBuilder::new();
+    let mut channel = StringBuilder::new();
+    let mut events = Int64Builder::new();
+    let mut keep = Vec::new();
+    for row in 0..aggregates.num_rows() {
+        if devices.value(row) == "bot" {
+            continue;
+        }
+        keep.push(row as u32);
+        let who = publishers.value(row);
+        publisher.append_value(who);
+        url.append_value(format!("https://{who}.example/p/{}", row % 5));
+        event_type.append_value(kinds.value(row));
+        channel.append_option((!channels.is_null(row)).then(|| channels.value(row)));
+        events.append_value(counts.value(row));
+    }
+    let starts = arrow::compute::take(&starts, &arrow::array::UInt32Array::from(keep), None)?;
+    Ok(RecordBatch::try_new(
+        Table::UrlCounts.schema(),
+        vec![
+            starts,
+            Arc::new(publisher.finish()),
+            Arc::new(url.finish()),
+            Arc::new(event_type.finish()),
+            Arc::new(channel.finish()),
+            Arc::new(events.finish()),
+        ],
+    )?)
 }
 
 fn write_publishers(out: &Path, args: &LakeArgs, first_hour: i64) -> anyhow::Result<()> {

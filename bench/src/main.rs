@@ -18,6 +18,7 @@
 
 mod lake;
 mod process;
+mod report;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,17 @@ enum Bench {
     Process(process::ProcessArgs),
     /// Writes a synthetic network-scale lake for the batch benchmark.
     Lake(lake::LakeArgs),
+    /// Report API latency under concurrent clients.
+    Report(report::ReportArgs),
+    /// Prints the publishers `report` samples, one per line.
+    ReportSample {
+        /// Publishers in the lake.
+        #[arg(long, default_value_t = 2_000_000)]
+        network: u32,
+        /// Publishers to sample.
+        #[arg(long, default_value_t = 200)]
+        sample: u32,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -231,6 +243,11 @@ async fn main() -> anyhow::Result<()> {
         Bench::Ingest(args) => args,
         Bench::Process(args) => return process::run(args).await,
         Bench::Lake(args) => return lake::run(&args),
+        Bench::Report(args) => return report::run(args).await,
+        Bench::ReportSample { network, sample } => {
+            println!("{}", report::sample(network, sample).join("\n"));
+            return Ok(());
+        }
     };
     let raw = raw_producer(&args).await?;
     let (batched, batched_requests) = http_closed_loop(&args, 50).await?;

@@ -61,6 +61,9 @@ pub struct ReportArgs {
     /// How often the lake's state is re-read: the longest a cached answer lives.
     #[arg(long, env = "SQI_CACHE_REFRESH_SECONDS", default_value_t = 15)]
     pub cache_refresh_seconds: u64,
+    /// Answers kept in the cache; 0 turns it off (benchmarks of the queries).
+    #[arg(long, env = "SQI_ANSWER_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub answer_cache_entries: usize,
 }
 
 impl ReportArgs {
@@ -70,7 +73,7 @@ impl ReportArgs {
             requests_per_minute: self.rate_limit_per_minute,
             burst: self.rate_limit_burst,
             cache_refresh: std::time::Duration::from_secs(self.cache_refresh_seconds),
-            ..ReportOptions::default()
+            cache_entries: self.answer_cache_entries,
         }
     }
 }

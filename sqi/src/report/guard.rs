@@ -46,7 +46,7 @@ pub struct ReportOptions {
     pub burst: u32,
     /// How often the lake's state is re-read (the longest a cached answer lives).
     pub cache_refresh: Duration,
-    /// Answers kept in the cache.
+    /// Answers kept in the cache; 0 turns the cache (and so ETags) off.
     pub cache_entries: usize,
 }
 
@@ -126,7 +126,7 @@ impl Guard {
             limiter,
             limit: options.burst,
             cache: Mutex::new(HashMap::new()),
-            cache_entries: options.cache_entries.max(1),
+            cache_entries: options.cache_entries,
             lake_state: receiver,
         })
     }
@@ -275,7 +275,7 @@ pub(super) async fn guard(
     }
     let epoch = Utc::now().timestamp() / MAX_AGE.as_secs().max(1) as i64;
     // `/v1/me` describes the key itself; every other answer depends on the URL only.
-    if request.uri().path() == "/v1/me" {
+    if request.uri().path() == "/v1/me" || guard.cache_entries == 0 {
         return with_quota(next.run(request).await, guard.limit, remaining);
     }
     let cache_key = format!(

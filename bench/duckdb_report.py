@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""The report benchmark's baseline: DuckDB answering the report API's three
+queries (30-day summary, 30-day daily timeseries, top 20 URLs) for the same
+publishers over the same Parquet files, from CLIENTS threads with a cursor
+each. A first pass warms caches and is not measured, as for the API.
+
+usage: bench/duckdb_report.py LAKE_DIR FROM TO CLIENTS < publishers.txt
+Prints JSON: p50/p99 in ms per query.
+"""
+
+import concurrent.futures
+import json
+import sys
+import time
+
+import duckdb
+
+
+def quantile(values, q):
+    values = sorted(values)
+    return round(values[min(int(len(values) * q), len(values) - 1)] * 1000, 1)
+
+
+def main() -> None:
+    lake, first, last, clients = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    publishers = [line.strip() for line in sys.stdin if line.strip()]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for table in ("aggregates", "url_counts"):
+        con.execute(
+            f"""CREATE VIEW {table} AS SELECT * FROM read_parquet(
+                '{lake}/{table}/*/*/*.parquet', hive_partitioning = true,
+                hive_types = {{'dt': VARCHAR, 'hour': VARCHAR}})"""
+        )
+    window = f"dt BETWEEN '{first}' AND '{last}' AND publisher = ?"
+    queries = {
+        "summary": f"""SELECT event_type, SUM(events) FROM aggregates
+                       WHERE {window} AND device <> 'bot' GROUP BY 1""",
+        "timeseries_30d": f"""SELECT dt, SUM(events) FROM aggregates
+                              WHERE {window} AND device <> 'bot' AND event_type = 'pageview' GROUP BY 1""",
+        "top_urls": f"""SELECT url, SUM(events) FILTER (WHERE event_type = 'share') AS shares
+                        FROM url_counts WHERE {window} GROUP BY 1 ORDER BY shares DESC, url LIMIT 20""",
+    }
+    out = {}
+    for name, sql in queries.items():
+        def one(publisher):
+            cursor = con.cursor()
+            started = time.perf_counter()
+            cursor.execute(sql, [publisher]).fetchall()
+            return time.perf_counter() - started
+
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            list(pool.map(one, publishers))  # warm-up, not measured
+            latencies = list(pool.map(one, publishers))
+        out[name] = {"p50_ms": quantile(latencies, 0.5), "p99_ms": quantile(latencies, 0.99)}
+    out["engine"] = f"duckdb {duckdb.__version__}"
+    out["clients"] = clients
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
