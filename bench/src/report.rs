@@ -58,7 +58,8 @@ async fn run_pass(
     args: &ReportArgs,
     urls: &[String],
 ) -> anyhow::Result<Vec<Duration>> {
-    let queue = Arc::new(Mutex::new(urls.to_vec().into_iter()));
+    let owned: Vec<String> = urls.to_vec();
+    let queue = Arc::new(Mutex::new(owned.into_iter()));
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
         let (queue, client, key) = (queue.clone(), client.clone(), args.key.clone());
