@@ -584,6 +584,7 @@ fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 
+// Test code only: an unwrap or panic here fails the test with its cause, which is the point.
 #[cfg(test)]
 mod tests {
     use super::*;
