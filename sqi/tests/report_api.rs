@@ -802,6 +802,16 @@ async fn the_openapi_document_holds_under_schemathesis() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
+    let responses = document["paths"]["/v1/publishers/{publisher}/summary"]["get"]["responses"]
+        .as_object()
+        .unwrap();
+    for status in ["200", "304", "400", "401", "403", "429"] {
+        assert!(
+            responses.contains_key(status),
+            "{status} missing: {responses:?}"
+        );
+    }
+    assert!(responses["400"]["content"]["application/json"]["schema"].is_object());
     for name in ["publisher", "period", "tz", "metric", "interval", "format"] {
         assert!(names.contains(&name), "{name} not in {names:?}");
     }

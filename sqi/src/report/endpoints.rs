@@ -393,11 +393,7 @@ async fn as_of(state: &ReportState, window: &Window) -> Result<Value> {
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
-        (status = 304, description = "Not modified since the ETag in If-None-Match"),
-        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
-        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
-        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        super::openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -509,11 +505,7 @@ fn event_type_of(
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
-        (status = 304, description = "Not modified since the ETag in If-None-Match"),
-        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
-        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
-        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        super::openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -617,11 +609,7 @@ pub(super) async fn timeseries(
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
-        (status = 304, description = "Not modified since the ETag in If-None-Match"),
-        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
-        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
-        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        super::openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -709,11 +697,7 @@ pub(super) async fn channels(
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
-        (status = 304, description = "Not modified since the ETag in If-None-Match"),
-        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
-        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
-        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        super::openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -847,11 +831,7 @@ async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<Value>> {
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), SqiParams),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
-        (status = 304, description = "Not modified since the ETag in If-None-Match"),
-        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
-        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
-        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        super::openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -908,11 +888,7 @@ pub(super) async fn sqi_history(
     params(SqiParams),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
-        (status = 304, description = "Not modified since the ETag in If-None-Match"),
-        (status = 400, description = "A parameter is wrong; `field` names it", body = super::openapi::ErrorBody),
-        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
-        (status = 403, description = "The key does not cover this", body = super::openapi::ErrorBody),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        super::openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]

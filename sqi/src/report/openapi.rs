@@ -4,7 +4,7 @@
 
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use super::endpoints;
 
@@ -13,6 +13,27 @@ use super::endpoints;
 #[allow(dead_code)] // Describes the JSON the handlers build; never constructed.
 pub(super) struct ErrorBody {
     error: ErrorDetail,
+}
+
+/// The answers every data endpoint may give besides 200.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Describes responses for the document; never constructed.
+pub(super) enum Refusals {
+    /// Not modified since the ETag in If-None-Match
+    #[response(status = 304)]
+    NotModified,
+    /// A parameter is wrong; `field` names it
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No key, or an unknown one
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The key does not cover this
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Over the key's rate limit; see Retry-After
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
 }
 
 /// What went wrong.
