@@ -41,8 +41,14 @@ pub struct KafkaArgs {
     /// The events topic.
     #[arg(long, env = "SQI_TOPIC", default_value = "share-events")]
     pub topic: String,
-    /// Extra librdkafka properties; repeatable.
-    #[arg(long = "kafka-config", value_name = "KEY=VALUE")]
+    /// Extra librdkafka properties; repeatable. The environment variable
+    /// takes several separated by `;` (a ConfigMap has one value per key).
+    #[arg(
+        long = "kafka-config",
+        env = "SQI_KAFKA_CONFIG",
+        value_name = "KEY=VALUE",
+        value_delimiter = ';'
+    )]
     pub extra: Vec<KafkaProperty>,
 }
 

@@ -146,14 +146,15 @@ pub struct BatchArgs {
     /// The lake.
     #[command(flatten)]
     pub lake: LakeArgs,
-    /// Compute one day (YYYY-MM-DD, UTC).
-    #[arg(long, conflicts_with_all = ["from", "to"], required_unless_present = "from")]
+    /// Compute one day: YYYY-MM-DD (UTC), or `today`/`yesterday` by the UTC
+    /// clock, so that a CronJob needs no shell to name the day before.
+    #[arg(long, env = "SQI_DATE", value_parser = parse_day, conflicts_with_all = ["from", "to"], required_unless_present = "from")]
     pub date: Option<NaiveDate>,
-    /// First day of a backfill, inclusive.
-    #[arg(long, requires = "to")]
+    /// First day of a backfill, inclusive (same forms as `--date`).
+    #[arg(long, env = "SQI_FROM", value_parser = parse_day, requires = "to")]
     pub from: Option<NaiveDate>,
-    /// Last day of a backfill, inclusive.
-    #[arg(long, requires = "from")]
+    /// Last day of a backfill, inclusive (same forms as `--date`).
+    #[arg(long, env = "SQI_TO", value_parser = parse_day, requires = "from")]
     pub to: Option<NaiveDate>,
     /// The events topic whose completeness markers gate each day.
     #[arg(long, env = "SQI_TOPIC", default_value = "share-events")]
@@ -165,6 +166,22 @@ pub struct BatchArgs {
     /// `part-INDEX-of-COUNT.parquet`; `0/1` is the whole day.
     #[arg(long, env = "SQI_SHARD", default_value = "0/1")]
     pub shard: Shard,
+}
+
+/// Parses a `--date`: an ISO day, or `today`/`yesterday` in UTC.
+pub fn parse_day(text: &str) -> std::result::Result<NaiveDate, String> {
+    day_relative_to(text, chrono::Utc::now().date_naive())
+}
+
+fn day_relative_to(text: &str, today: NaiveDate) -> std::result::Result<NaiveDate, String> {
+    match text.trim() {
+        "today" => Ok(today),
+        "yesterday" => today
+            .checked_sub_days(Days::new(1))
+            .ok_or_else(|| "there is no day before the first one".to_owned()),
+        day => NaiveDate::parse_from_str(day, "%Y-%m-%d")
+            .map_err(|_| format!("`{day}` is not a day: give YYYY-MM-DD, `today` or `yesterday`")),
+    }
 }
 
 /// Whether a day may be computed before the processor has closed all its hours.
@@ -599,6 +616,19 @@ mod tests {
         assert_eq!(sql, "2024-03-01 2024-03-28 2024-03-29 2024-02-29");
         for template in [INPUTS_SQL, SCORE_SQL, DAILY_SQL] {
             assert!(!render(template, date).contains("{{"));
+        }
+    }
+
+    #[test]
+    fn days_are_iso_or_relative_to_the_utc_day() {
+        let today = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+        let leap_day = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
+        assert_eq!(day_relative_to("yesterday", today), Ok(leap_day));
+        assert_eq!(day_relative_to("today", today), Ok(today));
+        assert_eq!(day_relative_to("2024-02-29", today), Ok(leap_day));
+        for bad in ["2024-02-30", "tomorrow", "", "1/3/2024"] {
+            let error = day_relative_to(bad, today).unwrap_err();
+            assert!(error.contains("YYYY-MM-DD"), "{bad}: {error}");
         }
     }
 
