@@ -203,7 +203,11 @@ fn deploy_validate_passes_the_overlays_and_rejects_every_broken_fixture() {
         "deploy/validate failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for checked in ["overlays/dev", "overlays/prod", ".github/workflows/deploy.yml"] {
+    for checked in [
+        "overlays/dev",
+        "overlays/prod",
+        ".github/workflows/deploy.yml",
+    ] {
         assert!(stdout.contains(&format!("ok      {checked}\n")), "{stdout}");
     }
     let fixtures: Vec<String> = std::fs::read_dir(repo().join("deploy/tests/broken"))
