@@ -17,9 +17,13 @@ fn sqi(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn a_malformed_date_is_a_usage_error() {
-    let (code, stderr) = sqi(&["batch", "--date", "yesterday", "--lake-url", "memory://"]);
+    let (code, stderr) = sqi(&["batch", "--date", "last-tuesday", "--lake-url", "memory://"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("invalid value 'yesterday'"), "{stderr}");
+    assert!(stderr.contains("invalid value 'last-tuesday'"), "{stderr}");
+    assert!(
+        stderr.contains("give YYYY-MM-DD, `today` or `yesterday`"),
+        "{stderr}"
+    );
 }
 
 #[test]
