@@ -5,6 +5,8 @@
 //! `SQI_TEST_KAFKA_BROKERS` and `SQI_TEST_S3_ENDPOINT`. Every test makes its own
 //! topics and bucket, so tests never see each other's data.
 
+pub mod chaos;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
@@ -253,13 +255,16 @@ pub fn topic_count(brokers: &str, topic: &str, partitions: i32) -> i64 {
         .sum()
 }
 
-/// The `sqi` binary built for this test run (beside the test executables).
+/// The `sqi` binary built for this run: beside a binary of this crate
+/// (`sqi-chaos`), or one directory up from the test executables in `deps/`.
 pub fn sqi_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
+    let beside = exe.parent().expect("exe dir");
+    let dir = if beside.join("sqi").is_file() {
+        beside
+    } else {
+        beside.parent().expect("target dir")
+    };
     let binary = dir.join("sqi");
     assert!(
         binary.exists(),
@@ -303,6 +308,11 @@ impl OwnBroker {
         };
         broker.resume().await;
         broker
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
     }
 
     /// The bootstrap address.
@@ -509,6 +519,11 @@ impl ProcessorChild {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         self.signal("TERM");
         self.child.wait().expect("wait")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Resident set size now, in bytes.
@@ -760,6 +775,11 @@ impl OwnMoto {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (`STOP`, `CONT`).
     pub fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
@@ -782,4 +802,10 @@ pub fn free_address() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
+}
+
+/// The hex SHA-256 of a text (API key files store keys this way).
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }

@@ -323,6 +323,14 @@ struct Pod {
     log: PathBuf,
 }
 
+impl Drop for Pod {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the role running after the test.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Pod {
     fn url(&self, port: &Value, path: &str) -> String {
         let port = match port {

@@ -1,0 +1,170 @@
+//! `sqi-chaos`: the whole pipeline on loopback under faults, or a soak
+//! (`tests/src/chaos.rs`; `scripts/chaos`, `scripts/soak`, BENCHMARKS.md).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sqi_integration_tests::chaos::{self, ChaosConfig};
+
+#[derive(Debug, Parser)]
+#[command(about = "SQI Engine's chaos and soak runs")]
+struct Args {
+    #[command(subcommand)]
+    command: Run,
+}
+
+#[derive(Debug, Subcommand)]
+enum Run {
+    /// Load with random faults, then an exact count check.
+    Chaos {
+        /// Seconds of load and faults.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Events per second offered.
+        #[arg(long, default_value_t = 400)]
+        rate: u32,
+        /// Seed of events and faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Test-only: count one acknowledged event twice; the check must fail.
+        #[arg(long)]
+        inject_double_count: bool,
+    },
+    /// Capacity, then a long run at half of it with RSS sampled every minute.
+    Soak {
+        /// Seconds of the soak itself.
+        #[arg(long, default_value_t = 1800)]
+        seconds: u64,
+        /// Seconds of the capacity measurement before it.
+        #[arg(long, default_value_t = 60)]
+        capacity_seconds: u64,
+        /// Skip the measurement and offer this rate.
+        #[arg(long)]
+        rate: Option<u32>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args.command)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Run) -> anyhow::Result<bool> {
+    match command {
+        Run::Chaos {
+            seconds,
+            rate,
+            seed,
+            inject_double_count,
+        } => {
+            let config = ChaosConfig {
+                duration: Duration::from_secs(seconds),
+                rate,
+                faults: true,
+                inject_double_count,
+                sample_rss_every: None,
+                seed,
+                log_dir: chaos::log_dir("chaos"),
+            };
+            eprintln!("chaos: logs in {}", config.log_dir.display());
+            let report = chaos::run(&config).await?;
+            println!("{}", chaos::markdown(&config, &report));
+            for mismatch in &report.mismatches {
+                println!("MISMATCH {mismatch}");
+            }
+            Ok(report.mismatches.is_empty())
+        }
+        Run::Soak {
+            seconds,
+            capacity_seconds,
+            rate,
+        } => {
+            let rate = match rate {
+                Some(rate) => rate,
+                None => {
+                    // Offer far more than the machine can take; what reaches
+                    // the lake per second, catch-up included, is the capacity.
+                    let probe = ChaosConfig {
+                        duration: Duration::from_secs(capacity_seconds),
+                        rate: 50_000,
+                        faults: false,
+                        inject_double_count: false,
+                        sample_rss_every: None,
+                        seed: 7,
+                        log_dir: chaos::log_dir("capacity"),
+                    };
+                    let measured = chaos::run(&probe).await?;
+                    let capacity = measured.acked_events as f64
+                        / (measured.load_seconds + measured.drain_seconds);
+                    println!(
+                        "capacity: {} events in {:.0} s of load + {:.1} s catch-up = {capacity:.0} events/s end to end",
+                        measured.acked_events, measured.load_seconds, measured.drain_seconds
+                    );
+                    (capacity / 2.0) as u32
+                }
+            };
+            let config = ChaosConfig {
+                duration: Duration::from_secs(seconds),
+                rate,
+                faults: false,
+                inject_double_count: false,
+                sample_rss_every: Some(Duration::from_secs(60)),
+                seed: 11,
+                log_dir: chaos::log_dir("soak"),
+            };
+            eprintln!(
+                "soak: {rate} events/s for {seconds} s; logs in {}",
+                config.log_dir.display()
+            );
+            let report = chaos::run(&config).await?;
+            println!("{}", chaos::markdown(&config, &report));
+            println!(
+                "| process | RSS at minute 5 | at minute {} | growth |\n|---|---|---|---|",
+                seconds / 60
+            );
+            let growth = report.rss_growth(300, seconds);
+            let mut flat = report.mismatches.is_empty();
+            for (name, (from, to, g)) in &growth {
+                println!(
+                    "| {name} | {:.1} MiB | {:.1} MiB | {:+.1}% |",
+                    *from as f64 / 1048576.0,
+                    *to as f64 / 1048576.0,
+                    g * 100.0
+                );
+                flat &= *g < 0.10;
+            }
+            println!(
+                "\n| process | CPU-seconds per 1,000 events (minute 5 to the end) |\n|---|---|"
+            );
+            for (name, per_thousand) in report.cpu_per_thousand_events(300, seconds) {
+                println!("| {name} | {per_thousand:.3} |");
+            }
+            println!("\nRSS samples (seconds, process, MiB):");
+            for (t, name, bytes) in &report.rss {
+                println!("{t} {name} {:.1}", *bytes as f64 / 1048576.0);
+            }
+            for mismatch in &report.mismatches {
+                println!("MISMATCH {mismatch}");
+            }
+            Ok(flat)
+        }
+    }
+}
