@@ -351,10 +351,18 @@ impl Processor {
         self.progress.clone()
     }
 
-    fn partition_count(&self) -> Result<i32> {
+    /// The topic's partition count. A broker that does not answer is waited
+    /// for (a processor that starts during a broker restart must not crash
+    /// and leave its partitions unowned); a topic that the broker says does
+    /// not exist is an error after a few tries, so a typo fails loudly.
+    async fn partition_count(
+        &self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Option<i32>> {
         let topic = &self.config.kafka.topic;
-        let mut last = None;
-        for _ in 0..10 {
+        let mut missing = 0;
+        let mut backoff = Duration::from_millis(500);
+        loop {
             match self
                 .consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(5))
@@ -366,16 +374,24 @@ impl Processor {
                         .find(|t| t.name() == topic)
                         .map_or(0, |t| t.partitions().len());
                     if count > 0 {
-                        return i32::try_from(count).map_err(|_| Error::NoTopic(topic.clone()));
+                        return i32::try_from(count)
+                            .map(Some)
+                            .map_err(|_| Error::NoTopic(topic.clone()));
+                    }
+                    missing += 1;
+                    if missing >= 10 {
+                        return Err(Error::NoTopic(topic.clone()));
                     }
                 }
-                Err(error) => last = Some(error),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "no broker answers yet; waiting for one");
+                }
             }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        match last {
-            Some(error) => Err(Error::Kafka(error)),
-            None => Err(Error::NoTopic(topic.clone())),
+            tokio::select! {
+                () = shutdown.as_mut() => return Ok(None),
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -386,7 +402,8 @@ impl Processor {
         metrics: Option<PrometheusHandle>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<()> {
-        let ready = Arc::new(AtomicBool::new(true));
+        // Ready once it knows the topic and consumes; alive from the start.
+        let ready = Arc::new(AtomicBool::new(false));
         if let Some(listener) = admin {
             let app = admin_router(AdminState {
                 ready: ready.clone(),
@@ -394,7 +411,11 @@ impl Processor {
             });
             let _server = tokio::spawn(async move { axum::serve(listener, app).await });
         }
-        let partitions = self.partition_count()?;
+        let shutdown = std::pin::pin!(shutdown);
+        let mut shutdown = shutdown;
+        let Some(partitions) = self.partition_count(&mut shutdown).await? else {
+            return Ok(());
+        };
         let completeness = Arc::new(Completeness::new(
             self.lake.clone(),
             &self.config.kafka.topic,
@@ -431,6 +452,7 @@ impl Processor {
             paused: false,
             written_through: BTreeMap::new(),
         };
+        ready.store(true, Ordering::SeqCst);
         let result = run.consume(shutdown).await;
         ready.store(false, Ordering::SeqCst);
         run.finish().await;

@@ -31,6 +31,29 @@ use crate::{
     sqi_binary, unique, wait_until_written,
 };
 
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fault {
+    /// `kill -9` a processor, restart it within 3 s.
+    KillProcessor,
+    /// Stop the broker (SIGTERM, as a rolling restart does) and start it again 1–5 s later.
+    RestartBroker,
+    /// Freeze S3 (`SIGSTOP`) for 5–60 s.
+    FreezeS3,
+    /// `SIGTERM` an ingest and start it again once it has drained.
+    TermIngest,
+}
+
+impl Fault {
+    /// Every kind.
+    pub const ALL: [Fault; 4] = [
+        Fault::KillProcessor,
+        Fault::RestartBroker,
+        Fault::FreezeS3,
+        Fault::TermIngest,
+    ];
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ChaosConfig {
@@ -38,8 +61,8 @@ pub struct ChaosConfig {
     pub duration: Duration,
     /// Events per second the generator offers.
     pub rate: u32,
-    /// Inject faults while the load runs.
-    pub faults: bool,
+    /// The faults to draw from while the load runs (none: a clean run).
+    pub faults: Vec<Fault>,
     /// Test-only: after the load, produce one acknowledged event again, with
     /// its own `event_id`, to another partition, where per-partition dedup
     /// cannot see it. The check must then fail.
@@ -232,6 +255,60 @@ fn rss_of(pid: u32) -> Option<u64> {
         .parse::<u64>()
         .ok()
         .map(|kb| kb * 1024)
+}
+
+/// Restarts a broker that stopped making progress, as a liveness probe would.
+///
+/// Tansu 0.6 (SQLite storage), the broker these runs use, sometimes panics
+/// inside its storage service after a restart (`more or less than one row` in
+/// its idempotent-producer check, `unreachable!` in a group update) and then
+/// accepts connections but acknowledges nothing. A real Kafka broker does not
+/// do this; a Kubernetes liveness probe would restart it. So: no event
+/// acknowledged for 30 s outside a fault means a broker restart, recorded as
+/// a fault of its own ("watchdog").
+struct Watchdog {
+    quiet_since: Instant,
+    acked: u64,
+    broker_log_copy: PathBuf,
+}
+
+impl Watchdog {
+    fn new(broker_log_copy: PathBuf) -> Self {
+        Self {
+            quiet_since: Instant::now(),
+            acked: 0,
+            broker_log_copy,
+        }
+    }
+
+    async fn check(
+        &mut self,
+        ledger: &Arc<Mutex<Ledger>>,
+        broker: &mut OwnBroker,
+        started: Instant,
+        report: &mut ChaosReport,
+    ) {
+        let acked = ledger.lock().map(|l| l.acked).unwrap_or(0);
+        if acked != self.acked {
+            self.acked = acked;
+            self.quiet_since = Instant::now();
+            return;
+        }
+        if self.quiet_since.elapsed() < Duration::from_secs(30) {
+            return;
+        }
+        let log = broker.log();
+        let panics = log.matches("panicked at").count();
+        let _ = std::fs::write(&self.broker_log_copy, &log);
+        broker.stop();
+        broker.resume().await;
+        let what = format!(
+            "watchdog: nothing acknowledged for 30 s; broker restarted ({panics} panics in its log so far)"
+        );
+        eprintln!("chaos: {:>4}s {what}", started.elapsed().as_secs());
+        report.faults.push((started.elapsed().as_secs(), what));
+        self.quiet_since = Instant::now();
+    }
 }
 
 /// Acknowledged events, per `publisher|channel|event_type`.
@@ -479,6 +556,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
             })
         };
 
+        let mut watchdog = Watchdog::new(config.log_dir.join("broker.log"));
         // Faults, one at a time, and RSS samples.
         let mut next_sample = config.sample_rss_every.map(|_| Duration::ZERO);
         let load_began = Instant::now();
@@ -520,11 +598,11 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
                 }
                 next_sample = Some(at + every);
             }
-            if config.faults && Instant::now() >= next_fault {
+            if !config.faults.is_empty() && Instant::now() >= next_fault {
                 let remaining = config.duration.saturating_sub(load_began.elapsed());
                 let t = started.elapsed().as_secs();
-                let what = match rng.random_range(0..4) {
-                    0 => {
+                let what = match config.faults[rng.random_range(0..config.faults.len())] {
+                    Fault::KillProcessor => {
                         let i = rng.random_range(0..processors.len());
                         processors[i].kill9();
                         let pause = rng.random_range(0..3000);
@@ -532,21 +610,21 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
                         processors[i] = setup.spawn(&config.log_dir.join(format!("processor-{i}.log")));
                         format!("kill -9 processor {i}, restarted after {pause} ms")
                     }
-                    1 => {
-                        broker.kill();
+                    Fault::RestartBroker => {
+                        broker.stop();
                         let pause = rng.random_range(1000..5000);
                         tokio::time::sleep(Duration::from_millis(pause)).await;
                         broker.resume().await;
-                        format!("broker down for {pause} ms")
+                        format!("broker stopped, restarted after {pause} ms")
                     }
-                    2 => {
+                    Fault::FreezeS3 => {
                         let secs = rng.random_range(5..=60u64).min(remaining.as_secs().max(5));
                         moto.signal("STOP");
                         tokio::time::sleep(Duration::from_secs(secs)).await;
                         moto.signal("CONT");
                         format!("S3 frozen for {secs} s")
                     }
-                    _ => {
+                    Fault::TermIngest => {
                         let i = rng.random_range(0..ingests.len());
                         ingests[i].terminate()?;
                         ingests[i].spawn()?;
@@ -556,15 +634,23 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
                 };
                 eprintln!("chaos: {t:>4}s {what}");
                 report.faults.push((t, what));
+                watchdog.quiet_since = Instant::now();
                 next_fault = Instant::now() + Duration::from_secs(rng.random_range(5..15));
             }
+            watchdog.check(&ledger, &mut broker, started, &mut report).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         report.load_seconds = load_began.elapsed().as_secs_f64();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        tokio::time::timeout(Duration::from_secs(300), generator)
-            .await
-            .map_err(|_| anyhow!("the generator could not get its last batches acknowledged in 5 min"))??;
+        let drain_deadline = Instant::now() + Duration::from_secs(300);
+        while !generator.is_finished() {
+            if Instant::now() > drain_deadline {
+                bail!("the generator could not get its last batches acknowledged in 5 min");
+            }
+            watchdog.check(&ledger, &mut broker, started, &mut report).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        generator.await?;
         let (counts, first_day, last_day, sample_id) = {
             let l = ledger.lock().map_err(|_| anyhow!("ledger poisoned"))?;
             report.acked_events = l.acked;
@@ -655,6 +741,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
     .await;
     let _ = report_api.kill();
     let _ = report_api.wait();
+    let _ = std::fs::write(config.log_dir.join("broker.log"), broker.log());
     drop(processors);
     drop(ingests);
     result?;

@@ -346,6 +346,22 @@ impl OwnBroker {
         }
     }
 
+    /// Stops the broker with SIGTERM, as a rolling restart would, waiting up
+    /// to 10 s before killing it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts it again on the same port and storage, and waits until it accepts connections.
     pub async fn resume(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);

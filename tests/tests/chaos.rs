@@ -6,13 +6,17 @@
 
 use std::time::Duration;
 
-use sqi_integration_tests::chaos::{self, ChaosConfig};
+use sqi_integration_tests::chaos::{self, ChaosConfig, Fault};
 
 fn config(seconds: u64, faults: bool, inject_double_count: bool) -> ChaosConfig {
     ChaosConfig {
         duration: Duration::from_secs(seconds),
         rate: 200,
-        faults,
+        faults: if faults {
+            Fault::ALL.to_vec()
+        } else {
+            Vec::new()
+        },
         inject_double_count,
         sample_rss_every: None,
         seed: std::env::var("SQI_CHAOS_SEED")

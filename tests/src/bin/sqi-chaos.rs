@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sqi_integration_tests::chaos::{self, ChaosConfig};
+use sqi_integration_tests::chaos::{self, ChaosConfig, Fault};
 
 #[derive(Debug, Parser)]
 #[command(about = "SQI Engine's chaos and soak runs")]
@@ -30,6 +30,9 @@ enum Run {
         /// Test-only: count one acknowledged event twice; the check must fail.
         #[arg(long)]
         inject_double_count: bool,
+        /// The faults to draw from (comma-separated); all by default.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        faults: Vec<Fault>,
     },
     /// Capacity, then a long run at half of it with RSS sampled every minute.
     Soak {
@@ -74,11 +77,16 @@ async fn run(command: Run) -> anyhow::Result<bool> {
             rate,
             seed,
             inject_double_count,
+            faults,
         } => {
             let config = ChaosConfig {
                 duration: Duration::from_secs(seconds),
                 rate,
-                faults: true,
+                faults: if faults.is_empty() {
+                    Fault::ALL.to_vec()
+                } else {
+                    faults
+                },
                 inject_double_count,
                 sample_rss_every: None,
                 seed,
@@ -105,7 +113,7 @@ async fn run(command: Run) -> anyhow::Result<bool> {
                     let probe = ChaosConfig {
                         duration: Duration::from_secs(capacity_seconds),
                         rate: 50_000,
-                        faults: false,
+                        faults: Vec::new(),
                         inject_double_count: false,
                         sample_rss_every: None,
                         seed: 7,
@@ -124,7 +132,7 @@ async fn run(command: Run) -> anyhow::Result<bool> {
             let config = ChaosConfig {
                 duration: Duration::from_secs(seconds),
                 rate,
-                faults: false,
+                faults: Vec::new(),
                 inject_double_count: false,
                 sample_rss_every: Some(Duration::from_secs(60)),
                 seed: 11,
