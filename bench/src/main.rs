@@ -68,6 +68,17 @@ struct IngestArgs {
     /// Concurrent HTTP connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// The ingest process, to report its CPU time per event and per request.
+    #[arg(long)]
+    ingest_pid: Option<u32>,
+}
+
+/// User + system CPU seconds of a process so far (`/proc/PID/stat`, 100 ticks a second).
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn event(n: u64) -> Value {
@@ -250,8 +261,20 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let raw = raw_producer(&args).await?;
+    let cpu_before = cpu_seconds(args.ingest_pid);
     let (batched, batched_requests) = http_closed_loop(&args, 50).await?;
+    let cpu_between = cpu_seconds(args.ingest_pid);
     let (_, single) = http_closed_loop(&args, 1).await?;
+    let cpu_after = cpu_seconds(args.ingest_pid);
+    // Microseconds of ingest CPU per event (batches of 50) and per single-event
+    // request: the per-core figures the scale model uses.
+    let per_unit = |from: Option<f64>, to: Option<f64>, rate: f64| {
+        from.zip(to).map(|(a, b)| {
+            ((b - a) / (rate * args.seconds as f64) * 1e6 * 10.0).round() / 10.0
+        })
+    };
+    let cpu_us_per_batched_event = per_unit(cpu_before, cpu_between, batched);
+    let cpu_us_per_single_request = per_unit(cpu_between, cpu_after, single);
     let (p50, p99, samples) = latency_at(&args, single / 2.0).await?;
     let out = json!({
         "raw_producer_events_per_s": raw.round(),
@@ -263,6 +286,8 @@ async fn main() -> anyhow::Result<()> {
         "half_load_p50_ms": (p50 * 100.0).round() / 100.0,
         "half_load_p99_ms": (p99 * 100.0).round() / 100.0,
         "half_load_samples": samples,
+        "ingest_cpu_us_per_event_batched": cpu_us_per_batched_event,
+        "ingest_cpu_us_per_single_event_request": cpu_us_per_single_request,
         "connections": args.connections,
         "seconds_per_phase": args.seconds,
     });

@@ -71,6 +71,10 @@ pub struct ChaosConfig {
     pub sample_rss_every: Option<Duration>,
     /// Seed of the events and the faults.
     pub seed: u64,
+    /// The processors' `--dedup-horizon`, when not the default (30 min). A
+    /// soak sets it short so that the dedup window is full before the RSS
+    /// comparison starts: until then memory grows by design, not by leak.
+    pub dedup_horizon: Option<String>,
     /// Where the children's logs go.
     pub log_dir: PathBuf,
 }
@@ -435,7 +439,15 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     let mut report = ChaosReport::default();
 
-    let mut broker = OwnBroker::start().await;
+    // SQLite storage survives the broker restarts; without them, memory
+    // storage, because Tansu 0.6's SQLite storage also wedges under heavy
+    // idempotent produce load (see `Watchdog`), which is not what a soak or
+    // a capacity measurement is about.
+    let mut broker = if config.faults.contains(&Fault::RestartBroker) {
+        OwnBroker::start().await
+    } else {
+        OwnBroker::start_with_storage("memory://tansu/").await
+    };
     let moto = OwnMoto::start().await;
     let services = Services {
         kafka_brokers: broker.brokers(),
@@ -488,6 +500,27 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
     // Files every few seconds rather than every second: fewer objects to check.
     if let Some(age) = setup.args.iter().position(|a| a == "--max-file-age") {
         setup.args[age + 1] = "3s".into();
+    }
+    if !config.faults.contains(&Fault::KillProcessor) {
+        // The crash tests' 3 s session timeout is for killed members to be
+        // noticed quickly; with none killed, librdkafka's default avoids
+        // rebalances when a loaded machine delays a heartbeat.
+        let mut kept = Vec::new();
+        let mut args = setup.args.iter();
+        while let Some(arg) = args.next() {
+            if arg != "--kafka-config" {
+                kept.push(arg.clone());
+            } else if let Some(value) = args.next()
+                && !value.starts_with("session.timeout.ms")
+                && !value.starts_with("heartbeat.interval.ms")
+            {
+                kept.extend([arg.clone(), value.clone()]);
+            }
+        }
+        setup.args = kept;
+    }
+    if let Some(horizon) = &config.dedup_horizon {
+        setup.args.extend(["--dedup-horizon".to_owned(), horizon.clone()]);
     }
     let mut processors: Vec<ProcessorChild> = (0..2)
         .map(|i| setup.spawn(&config.log_dir.join(format!("processor-{i}.log"))))

@@ -286,8 +286,14 @@ pub struct OwnBroker {
 }
 
 impl OwnBroker {
-    /// Starts a fresh broker on a free loopback port.
+    /// Starts a fresh broker on a free loopback port, with SQLite storage.
     pub async fn start() -> Self {
+        Self::start_with_storage("sqlite://tansu.db").await
+    }
+
+    /// Starts a fresh broker on a free loopback port with the given storage
+    /// (`memory://tansu/` for one that need not survive a restart).
+    pub async fn start_with_storage(storage: &str) -> Self {
         let binary = PathBuf::from(
             std::env::var("SQI_TEST_TANSU_BIN")
                 .expect("SQI_TEST_TANSU_BIN: run the suite with scripts/test"),
@@ -297,8 +303,8 @@ impl OwnBroker {
             .expect("free port")
             .port();
         let dir = tempfile::tempdir().expect("temp dir");
-        // Tansu resolves the SQLite path against its working directory.
-        let storage = "sqlite://tansu.db".to_owned();
+        // Tansu resolves a SQLite path against its working directory.
+        let storage = storage.to_owned();
         let mut broker = Self {
             binary,
             port,

@@ -23,6 +23,7 @@ fn config(seconds: u64, faults: bool, inject_double_count: bool) -> ChaosConfig 
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(42),
+        dedup_horizon: None,
         log_dir: chaos::log_dir("chaos-test"),
     }
 }

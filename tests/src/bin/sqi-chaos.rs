@@ -7,6 +7,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use sqi_integration_tests::chaos::{self, ChaosConfig, Fault};
 
+/// The soak's dedup horizon: full well before minute 5, when the RSS
+/// comparison starts (at the default 30 min it would still be filling at the
+/// end, and growth would be by design; `ChaosConfig::dedup_horizon`).
+const SOAK_DEDUP_HORIZON: &str = "2m";
+
 #[derive(Debug, Parser)]
 #[command(about = "SQI Engine's chaos and soak runs")]
 struct Args {
@@ -90,6 +95,7 @@ async fn run(command: Run) -> anyhow::Result<bool> {
                 inject_double_count,
                 sample_rss_every: None,
                 seed,
+                dedup_horizon: None,
                 log_dir: chaos::log_dir("chaos"),
             };
             eprintln!("chaos: logs in {}", config.log_dir.display());
@@ -117,6 +123,7 @@ async fn run(command: Run) -> anyhow::Result<bool> {
                         inject_double_count: false,
                         sample_rss_every: None,
                         seed: 7,
+                        dedup_horizon: Some(SOAK_DEDUP_HORIZON.into()),
                         log_dir: chaos::log_dir("capacity"),
                     };
                     let measured = chaos::run(&probe).await?;
@@ -136,6 +143,7 @@ async fn run(command: Run) -> anyhow::Result<bool> {
                 inject_double_count: false,
                 sample_rss_every: Some(Duration::from_secs(60)),
                 seed: 11,
+                dedup_horizon: Some(SOAK_DEDUP_HORIZON.into()),
                 log_dir: chaos::log_dir("soak"),
             };
             eprintln!(
