@@ -269,9 +269,8 @@ async fn main() -> anyhow::Result<()> {
     // Microseconds of ingest CPU per event (batches of 50) and per single-event
     // request: the per-core figures the scale model uses.
     let per_unit = |from: Option<f64>, to: Option<f64>, rate: f64| {
-        from.zip(to).map(|(a, b)| {
-            ((b - a) / (rate * args.seconds as f64) * 1e6 * 10.0).round() / 10.0
-        })
+        from.zip(to)
+            .map(|(a, b)| ((b - a) / (rate * args.seconds as f64) * 1e6 * 10.0).round() / 10.0)
     };
     let cpu_us_per_batched_event = per_unit(cpu_before, cpu_between, batched);
     let cpu_us_per_single_request = per_unit(cpu_between, cpu_after, single);

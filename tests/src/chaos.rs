@@ -520,7 +520,9 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
         setup.args = kept;
     }
     if let Some(horizon) = &config.dedup_horizon {
-        setup.args.extend(["--dedup-horizon".to_owned(), horizon.clone()]);
+        setup
+            .args
+            .extend(["--dedup-horizon".to_owned(), horizon.clone()]);
     }
     let mut processors: Vec<ProcessorChild> = (0..2)
         .map(|i| setup.spawn(&config.log_dir.join(format!("processor-{i}.log"))))
