@@ -5,39 +5,19 @@ Downloads the lake's tables from the S3 endpoint (boto3) and prints JSON:
 `aggregates` and `daily` summed per "publisher|channel|event_type" (channel
 "-" when null), and the rows and distinct ids of `events`.
 """
-import argparse
 import glob
 import json
 import os
-import tempfile
 
-import boto3
 import duckdb
+
+from check_lake import download, lake_args
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--bucket", required=True)
-    parser.add_argument("--prefix", required=True)
-    args = parser.parse_args()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=args.endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    root = tempfile.mkdtemp(prefix="sqi-chaos-check-")
+    args = lake_args()
+    root, _ = download(args, "sqi-chaos-check-")
     prefix = args.prefix.strip("/")
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args.bucket, Prefix=prefix + "/"):
-        for item in page.get("Contents", []):
-            key = item["Key"]
-            if "/_" in key or not key.endswith(".parquet"):
-                continue
-            target = os.path.join(root, key)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            s3.download_file(args.bucket, key, target)
     base = os.path.join(root, prefix)
     con = duckdb.connect()
     out = {"aggregates": {}, "daily": {}, "event_rows": 0, "distinct_event_ids": 0}

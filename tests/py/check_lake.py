@@ -19,13 +19,19 @@ import pyarrow.parquet as pq
 TABLES = ["events", "aggregates", "url_counts", "publishers", "daily", "sqi"]
 
 
-def main():
+def lake_args():
+    """The flags every lake reader here takes: where the lake is on S3."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--prefix", required=True)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def download(args, prefix_name):
+    """Copies every object under the lake prefix to a temp dir, except the
+    processor's own log and markers (`/_`: not tables, and a running processor
+    deletes superseded markers meanwhile). Returns (root, all keys listed)."""
     s3 = boto3.client(
         "s3",
         endpoint_url=args.endpoint,
@@ -33,20 +39,23 @@ def main():
         aws_secret_access_key="test",
         region_name="us-east-1",
     )
-    root = tempfile.mkdtemp(prefix="sqi-lake-check-")
-    paginator = s3.get_paginator("list_objects_v2")
+    root = tempfile.mkdtemp(prefix=prefix_name)
     keys = []
-    for page in paginator.paginate(Bucket=args.bucket, Prefix=args.prefix.rstrip("/") + "/"):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args.bucket, Prefix=args.prefix.rstrip("/") + "/"):
         for item in page.get("Contents", []):
             keys.append(item["Key"])
     for key in keys:
         if "/_" in key:
-            # The processor's own log and markers: not tables, and a running
-            # processor deletes superseded markers while this runs.
             continue
         target = os.path.join(root, key)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         s3.download_file(args.bucket, key, target)
+    return root, keys
+
+
+def main():
+    args = lake_args()
+    root, keys = download(args, "sqi-lake-check-")
 
     base = os.path.join(root, args.prefix.strip("/"))
     con = duckdb.connect()

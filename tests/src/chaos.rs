@@ -468,14 +468,10 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
         ));
     }
     std::fs::write(&csv, rows)?;
-    let import = Command::new(sqi_binary())
+    let import = services
+        .sqi_on_lake(&bucket)
         .args(["publishers", "import"])
         .arg(&csv)
-        .args(["--lake-url", &format!("s3://{bucket}/lake")])
-        .args(["--s3-endpoint", &services.s3_endpoint])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
         .output()?;
     if !import.status.success() {
         bail!(
@@ -535,17 +531,13 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
     )?;
     let report_port = free_port()?;
     let report_log = std::fs::File::create(config.log_dir.join("report.log"))?;
-    let mut report_api = Command::new(sqi_binary())
+    let mut report_api = services
+        .sqi_on_lake(&bucket)
         .arg("report")
-        .args(["--lake-url", &format!("s3://{bucket}/lake")])
-        .args(["--s3-endpoint", &services.s3_endpoint])
         .args(["--listen", &format!("127.0.0.1:{report_port}")])
         .arg("--api-keys-file")
         .arg(&keys_file)
         .args(["--rate-limit-per-minute", "100000"])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(report_log)
@@ -711,15 +703,11 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
         let (Some(first), Some(last)) = (first_day, last_day) else {
             bail!("no event was acknowledged");
         };
-        let batch = Command::new(sqi_binary())
+        let batch = services
+            .sqi_on_lake(&bucket)
             .arg("batch")
             .args(["--from", &first.to_string(), "--to", &last.to_string()])
             .args(["--topic", &topic, "--allow-incomplete"])
-            .args(["--lake-url", &format!("s3://{bucket}/lake")])
-            .args(["--s3-endpoint", &services.s3_endpoint])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
             .output()?;
         if !batch.status.success() {
             bail!("sqi batch failed: {}", String::from_utf8_lossy(&batch.stderr));

@@ -76,6 +76,20 @@ impl Services {
         }
     }
 
+    /// `sqi`, pointed at the lake `s3://{bucket}/lake` on moto through the
+    /// environment (`SQI_LAKE_URL`, `SQI_S3_ENDPOINT`, moto's credentials);
+    /// add the subcommand and its own flags.
+    pub fn sqi_on_lake(&self, bucket: &str) -> Command {
+        let mut command = Command::new(sqi_binary());
+        command
+            .env("SQI_LAKE_URL", format!("s3://{bucket}/lake"))
+            .env("SQI_S3_ENDPOINT", &self.s3_endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1");
+        command
+    }
+
     /// A fresh bucket and the lake inside it at `s3://bucket/lake`.
     pub async fn fresh_lake(&self) -> (String, Lake) {
         let bucket = unique("lake");

@@ -511,14 +511,10 @@ async fn the_manifests_start_ingest_report_and_processor_and_their_probes_answer
         "publisher,domain,category\ndeploy.example,deploy.example,news\n",
     )
     .expect("csv");
-    let import = Command::new(sqi_binary())
+    let import = services
+        .sqi_on_lake(&bucket)
         .args(["publishers", "import"])
         .arg(&csv)
-        .args(["--lake-url", &format!("s3://{bucket}/lake")])
-        .args(["--s3-endpoint", &services.s3_endpoint])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
         .output()
         .expect("sqi publishers import");
     assert!(
