@@ -122,6 +122,27 @@ impl WriterContext {
             .unwrap_or(false)
     }
 
+    /// Ends `generation` of `partition` from the writer's side, at once.
+    ///
+    /// A generation's later ranges were cut after the one that conflicted, so
+    /// they start where this member *thought* the chain was. Claiming one of
+    /// those starts could succeed (nobody else starts a range there) and put
+    /// an overlapping range in the log: the same offsets in two sets of files.
+    /// They are already queued behind the conflict, so waiting for the
+    /// consumer loop to start a new generation would be too late.
+    fn forsake(&self, partition: i32, generation: u64, events: u64) -> Outcome {
+        if let Ok(mut g) = self.generations.lock()
+            && g.get(&partition) == Some(&generation)
+        {
+            let _ = g.remove(&partition);
+        }
+        Outcome::Conflict {
+            partition,
+            generation,
+            events,
+        }
+    }
+
     /// Retries `op` with backoff until it succeeds or the partition moves on.
     async fn retry<T, F, Fut>(
         &self,
@@ -203,11 +224,9 @@ impl WriterContext {
         let events = job.buffer.len() as u64;
         let records = job.buffer.records();
         let abandoned = Outcome::Abandoned { events };
-        let conflict = Outcome::Conflict {
-            partition,
-            generation,
-            events,
-        };
+        if !self.is_current(partition, generation) {
+            return abandoned;
+        }
         let log = PartitionLog::new(self.lake.clone(), &self.topic, partition);
         if !job.genesis_known {
             match self
@@ -215,7 +234,7 @@ impl WriterContext {
                 .await
             {
                 None => return abandoned,
-                Some(false) => return conflict,
+                Some(false) => return self.forsake(partition, generation, events),
                 Some(true) => {}
             }
         }
@@ -228,7 +247,7 @@ impl WriterContext {
             Ok(files) => files,
             Err(error) => {
                 tracing::error!(partition, start, end, %error, "encoding a range failed");
-                return conflict;
+                return self.forsake(partition, generation, events);
             }
         };
         let intent = RangeIntent {
@@ -270,7 +289,7 @@ impl WriterContext {
                             decided_end = existing.end,
                             "another writer claimed this range first; re-reading its decision"
                         );
-                        return conflict;
+                        return self.forsake(partition, generation, events);
                     }
                 }
             }
@@ -322,13 +341,7 @@ impl WriterContext {
                 .await
             {
                 None => return Outcome::Abandoned { events: 0 },
-                Some(false) => {
-                    return Outcome::Conflict {
-                        partition,
-                        generation,
-                        events: 0,
-                    };
-                }
+                Some(false) => return self.forsake(partition, generation, 0),
                 Some(true) => {}
             }
         }
@@ -362,5 +375,121 @@ impl WriterContext {
             metrics::counter!(metric::HOURS_COMPLETED).increment(hours as u64);
             tracing::info!(hours, "hours marked complete");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use futures::TryStreamExt;
+    use sqi_schemas::event::EventType;
+    use sqi_schemas::lake::LakeOptions;
+    use sqi_schemas::record::{Device, EventRecord};
+
+    fn buffer(offsets: std::ops::RangeInclusive<i64>) -> PartitionBuffer {
+        let mut buffer = PartitionBuffer::new(*offsets.start());
+        for offset in offsets {
+            buffer.add(
+                offset,
+                100,
+                EventRecord {
+                    v: 1,
+                    event_id: format!("e{offset}"),
+                    publisher: "pub-1".into(),
+                    event_type: EventType::Share,
+                    channel: Some("facebook".into()),
+                    url: "https://e.com/".into(),
+                    referrer: None,
+                    visitor: None,
+                    ts: 1_000 + offset,
+                    received_at: 1_000 + offset,
+                    device: Device::Desktop,
+                    ip_prefix: None,
+                    props: BTreeMap::new(),
+                },
+            );
+        }
+        buffer
+    }
+
+    fn job(offsets: std::ops::RangeInclusive<i64>) -> Job {
+        Job::Range(Box::new(RangeJob {
+            partition: 0,
+            generation: 1,
+            buffer: buffer(offsets),
+            watermark_before: i64::MIN,
+            watermark_after: 2_000,
+            genesis_known: true,
+            redo: None,
+            list_from: None,
+        }))
+    }
+
+    /// A zombie cut [0, 4] and [5, 9] while another member decided [0, 9].
+    /// Its first claim fails; its second must not be tried at all: nobody
+    /// else starts a range at 5, so the claim would win and offsets 5..=9
+    /// would be in the lake twice.
+    #[tokio::test]
+    async fn after_a_lost_claim_the_generations_later_ranges_are_not_written() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let lake = Lake::open(
+            &format!("file://{}", dir.path().display()),
+            &LakeOptions::default(),
+        )?;
+        let log = PartitionLog::new(lake.clone(), "t", 0);
+        assert_eq!(log.claim_genesis(0).await?, Claim::Won);
+        let decided = RangeIntent {
+            start: 0,
+            end: 9,
+            watermark_before: i64::MIN,
+            watermark_after: 2_009,
+            events: 10,
+            files: Vec::new(),
+        };
+        assert_eq!(log.claim(&decided).await?, Claim::Won);
+
+        let (outcomes, mut received) = mpsc::unbounded_channel();
+        let writer = WriterContext {
+            lake: lake.clone(),
+            topic: "t".into(),
+            lateness_ms: 0,
+            generations: Arc::new(Mutex::new(HashMap::from([(0, 1)]))),
+            completeness: Arc::new(Completeness::new(lake.clone(), "t", 1)),
+            outcomes,
+            bytes_written: Arc::default(),
+        };
+        let (jobs, queue) = mpsc::unbounded_channel();
+        assert!(jobs.send(job(0..=4)).is_ok() && jobs.send(job(5..=9)).is_ok());
+        drop(jobs);
+        writer.run(queue).await;
+
+        assert!(matches!(
+            received.recv().await,
+            Some(Outcome::Conflict { events: 5, .. })
+        ));
+        assert!(matches!(
+            received.recv().await,
+            Some(Outcome::Abandoned { events: 5 })
+        ));
+        let mut written: Vec<String> = Vec::new();
+        for prefix in ["_processor", "events"] {
+            let listed: Vec<_> = lake
+                .store()
+                .list(Some(&lake.path(prefix)))
+                .map_ok(|m| m.location.to_string())
+                .try_collect()
+                .await
+                .map_err(Error::Store)?;
+            written.extend(listed);
+        }
+        assert!(
+            !written
+                .iter()
+                .any(|p| p.contains("00000000000000000005.range.json") || p.contains("events/")),
+            "the later range was claimed or written: {written:?}"
+        );
+        Ok(())
     }
 }

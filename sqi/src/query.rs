@@ -13,6 +13,11 @@ use sqi_schemas::lake::{Lake, Table};
 
 use crate::error::{Error, Result};
 
+/// Parquet footers kept in memory: about a thousand hourly files' worth.
+const FOOTER_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Per-file statistics kept in memory.
+const STATISTICS_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// A DataFusion session over `lake` with the given tables registered.
 pub async fn session(
     lake: &Lake,
@@ -32,10 +37,16 @@ pub async fn session(
     // DataFusion caches file listings forever by default; a long-lived report
     // API would then never see the processor's new files. Listings are cheap
     // next to the report's own answer cache, so every query lists afresh.
+    // Footers and statistics stay cached (a file never changes under its
+    // name), but within a fixed budget: the processor adds files all day, and
+    // with the defaults (70 MiB) a report pod was still filling its caches
+    // after 30 minutes of soak, which looks just like a leak.
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_cache_manager(
             datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
-                .with_list_files_cache_limit(0),
+                .with_list_files_cache_limit(0)
+                .with_metadata_cache_limit(FOOTER_CACHE_BYTES)
+                .with_file_statistics_cache_limit(STATISTICS_CACHE_BYTES),
         )
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);

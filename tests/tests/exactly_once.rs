@@ -2,7 +2,8 @@
 //! 7 and 8): `sqi process` runs as child processes against Tansu and moto and
 //! is killed, scaled and frozen while a producer sends a known multiset of
 //! events. The lake must end up with every event exactly once, and DuckDB must
-//! open it. `SQI_TEST_KEEP_LOG=FILE` keeps the processors' log.
+//! open it. `SQI_TEST_KEEP_LOG=PREFIX` keeps each test's processor log as
+//! `PREFIX-{test}.log`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,9 +44,13 @@ impl Scenario {
         services.create_topic(&topic, partitions).await;
         services.create_topic(&format!("{topic}-dlq"), 1).await;
         let (bucket, lake) = services.fresh_lake().await;
+        // Shown only when the test fails: where to look.
+        println!("topic {topic}, lake s3://{bucket}/lake");
         let logs = tempfile::tempdir().unwrap();
-        let log = std::env::var("SQI_TEST_KEEP_LOG")
-            .map_or_else(|_| logs.path().join("processor.log"), PathBuf::from);
+        let log = std::env::var("SQI_TEST_KEEP_LOG").map_or_else(
+            |_| logs.path().join("processor.log"),
+            |prefix| PathBuf::from(format!("{prefix}-{name}.log")),
+        );
         // Six hours ago, ten minutes before an hour ends, so the events span hours.
         let now = chrono::Utc::now().timestamp_millis();
         let start = (now - 6 * HOUR).div_euclid(HOUR) * HOUR + 50 * 60_000;
