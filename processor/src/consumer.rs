@@ -63,6 +63,9 @@ pub mod metric {
     pub const CLAIM_CONFLICTS: &str = "sqi_processor_claim_conflicts_total";
     /// Re-read ranges that differed from their log entry (must stay 0).
     pub const REDO_MISMATCHES: &str = "sqi_processor_redo_mismatches_total";
+    /// Times reading resumed past offsets the partition does not hold
+    /// (aborted transactions, compaction, or retention deleting unread records).
+    pub const OFFSET_GAPS: &str = "sqi_processor_offset_gaps_total";
     /// Hours marked complete for the whole topic.
     pub const HOURS_COMPLETED: &str = "sqi_processor_hours_completed_total";
     /// Records between the partition's high watermark and the committed offset.
@@ -266,8 +269,8 @@ struct PartitionState {
     genesis_known: bool,
     /// The next offset to process; `None` accepts whatever comes first.
     expected: Option<i64>,
-    sought_at: Option<Instant>,
-    seeks: u32,
+    /// Whether reading was moved to `expected` since the last record taken.
+    seek: SeekState,
     watermark: i64,
     dedup: Dedup,
     buffer: Option<PartitionBuffer>,
@@ -562,8 +565,7 @@ impl Run<'_> {
                 phase: Phase::Recovering(task),
                 genesis_known: false,
                 expected: None,
-                sought_at: None,
-                seeks: 0,
+                seek: SeekState::None,
                 watermark: i64::MIN,
                 dedup: Dedup::new(horizon),
                 buffer: None,
@@ -703,8 +705,7 @@ impl Run<'_> {
         state.last_record_at = Instant::now();
         let topic = self.processor.config.kafka.topic.clone();
         if let Some(position) = position {
-            seek(&self.processor.consumer, &topic, partition, position);
-            state.sought_at = Some(Instant::now());
+            state.seek = seek(&self.processor.consumer, &topic, partition, position);
         }
     }
 
@@ -731,51 +732,36 @@ impl Run<'_> {
             state.first_dropped = Some(state.first_dropped.map_or(offset, |o| o.min(offset)));
             return;
         }
-        if let Some(expected) = state.expected {
-            if offset < expected {
-                tracing::debug!(
+        match admit(state.expected, offset, state.seek) {
+            Admission::Take => {}
+            Admission::TakeAfterGap => {
+                let expected = state.expected.unwrap_or(offset);
+                metrics::counter!(metric::OFFSET_GAPS).increment(1);
+                tracing::warn!(
                     partition,
-                    offset,
                     expected,
-                    "dropping a record before the log's position"
+                    offset,
+                    absent = offset - expected,
+                    "offsets absent from the partition; going on from the first one present"
                 );
+            }
+            Admission::Drop => {
+                tracing::debug!(partition, offset, expected = ?state.expected, "dropping a record");
                 return;
             }
-            if offset > expected {
-                let settling = state
-                    .sought_at
-                    .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
-                if settling {
-                    tracing::debug!(
-                        partition,
-                        offset,
-                        expected,
-                        "dropping a record while a seek settles"
-                    );
-                    return;
-                }
+            Admission::SeekBack => {
+                let expected = state.expected.unwrap_or(offset);
                 tracing::info!(
                     partition,
                     offset,
                     expected,
                     "records arrive past the log's position; seeking back"
                 );
-                if state.seeks < 3 {
-                    state.seeks += 1;
-                    seek(&self.processor.consumer, &topic, partition, expected);
-                    state.sought_at = Some(Instant::now());
-                    return;
-                }
-                tracing::warn!(
-                    partition,
-                    expected,
-                    offset,
-                    "offsets are missing from the partition (retention?); going on"
-                );
+                state.seek = seek(&self.processor.consumer, &topic, partition, expected);
+                return;
             }
         }
-        state.seeks = 0;
-        state.sought_at = None;
+        state.seek = SeekState::None;
         metrics::counter!(metric::RECORDS).increment(1);
         if let Some(redo_end) = state.redo.as_ref().map(|r| r.end)
             && offset > redo_end
@@ -1077,9 +1063,83 @@ impl Run<'_> {
     }
 }
 
-fn seek(consumer: &StreamConsumer<ProcessorContext>, topic: &str, partition: i32, offset: i64) {
-    if let Err(error) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::ZERO) {
-        tracing::debug!(partition, offset, %error, "seek failed; will retry");
+/// Where a partition's reading stands against a seek to its expected offset.
+#[derive(Debug, Clone, Copy)]
+enum SeekState {
+    /// No seek since the last record taken.
+    None,
+    /// librdkafka confirmed the seek: what arrives next is what the broker
+    /// holds at or after the offset.
+    Done,
+    /// The seek failed at this instant; it is tried again.
+    Failed(Instant),
+}
+
+/// What becomes of a record at `offset` when the partition expects `expected`.
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    /// The next record in offset order.
+    Take,
+    /// The first record after a confirmed seek, past `expected`: the offsets
+    /// between are not in the partition (aborted transactions, compaction,
+    /// retention), so this is the next record there is.
+    TakeAfterGap,
+    /// Before the log's position (already written), or past it while a
+    /// failed seek waits to be retried.
+    Drop,
+    /// Past the log's position with no seek since the last record taken.
+    SeekBack,
+}
+
+fn admit(expected: Option<i64>, offset: i64, seek: SeekState) -> Admission {
+    let Some(expected) = expected else {
+        return Admission::Take;
+    };
+    if offset <= expected {
+        return if offset == expected {
+            Admission::Take
+        } else {
+            Admission::Drop
+        };
+    }
+    match seek {
+        SeekState::Done => Admission::TakeAfterGap,
+        SeekState::Failed(at) if at.elapsed() < SEEK_RETRY_EVERY => Admission::Drop,
+        SeekState::None | SeekState::Failed(_) => Admission::SeekBack,
+    }
+}
+
+/// How long records past the expected offset are dropped before a failed seek is retried.
+const SEEK_RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a seek may take to be confirmed. It is a local operation of
+/// librdkafka's (no broker round trip), so this only bounds a wedged client.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Moves reading of `partition` to `offset` and waits until librdkafka
+/// confirms it.
+///
+/// The wait is what makes a gap trustworthy: only a confirmed seek guarantees
+/// that no record fetched from the old position is handed out after it
+/// (librdkafka's `rd_kafka_seek`), so that a record past `offset` means the
+/// offsets between are really absent. Unconfirmed, a stale prefetched record
+/// looks exactly like a gap.
+fn seek(
+    consumer: &StreamConsumer<ProcessorContext>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> SeekState {
+    let started = Instant::now();
+    match consumer.seek(topic, partition, Offset::Offset(offset), SEEK_TIMEOUT) {
+        Ok(()) => {
+            tracing::debug!(partition, offset, took = ?started.elapsed(), "seek confirmed");
+            SeekState::Done
+        }
+        Err(error) => {
+            tracing::info!(partition, offset, %error, "seek failed; will retry");
+            SeekState::Failed(Instant::now())
+        }
     }
 }
 
@@ -1116,4 +1176,33 @@ fn admin_router(state: AdminState) -> Router {
             }),
         )
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_taken_in_offset_order_from_the_logs_position() {
+        assert_eq!(admit(None, 7, SeekState::None), Admission::Take);
+        assert_eq!(admit(Some(7), 7, SeekState::Done), Admission::Take);
+        assert_eq!(admit(Some(7), 6, SeekState::Done), Admission::Drop);
+        assert_eq!(admit(Some(7), 6, SeekState::None), Admission::Drop);
+    }
+
+    /// The soak once saw a seek land on offsets the broker did not hold: the
+    /// first record after it was past the position, the old rule took it for a
+    /// stale prefetched record, dropped records for 5 s, sought again, and
+    /// after three rounds went on, past records it had dropped.
+    #[test]
+    fn past_the_position_seeks_back_unless_a_confirmed_seek_already_did() {
+        assert_eq!(admit(Some(7), 15, SeekState::None), Admission::SeekBack);
+        assert_eq!(admit(Some(7), 15, SeekState::Done), Admission::TakeAfterGap);
+        let just_failed = SeekState::Failed(Instant::now());
+        assert_eq!(admit(Some(7), 15, just_failed), Admission::Drop);
+        let failed_long_ago = Instant::now()
+            .checked_sub(SEEK_RETRY_EVERY * 2)
+            .map_or(SeekState::None, SeekState::Failed);
+        assert_eq!(admit(Some(7), 15, failed_long_ago), Admission::SeekBack);
+    }
 }
