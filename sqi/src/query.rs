@@ -13,10 +13,10 @@ use sqi_schemas::lake::{Lake, Table};
 
 use crate::error::{Error, Result};
 
-/// Parquet footers kept in memory: about a thousand hourly files' worth.
-const FOOTER_CACHE_BYTES: usize = 16 * 1024 * 1024;
-/// Per-file statistics kept in memory.
-const STATISTICS_CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Parquet footers kept in memory (as DataFusion accounts them).
+const FOOTER_CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Per-file statistics kept in memory (as DataFusion accounts them).
+const STATISTICS_CACHE_BYTES: usize = 1024 * 1024;
 
 /// A DataFusion session over `lake` with the given tables registered.
 pub async fn session(
@@ -38,9 +38,11 @@ pub async fn session(
     // API would then never see the processor's new files. Listings are cheap
     // next to the report's own answer cache, so every query lists afresh.
     // Footers and statistics stay cached (a file never changes under its
-    // name), but within a fixed budget: the processor adds files all day, and
-    // with the defaults (70 MiB) a report pod was still filling its caches
-    // after 30 minutes of soak, which looks just like a leak.
+    // name), but within a small budget: the processor adds files all day, so
+    // a report pod fills any budget, and with DataFusion's defaults (50 + 20
+    // MiB) it was still filling after 30 minutes of soak, indistinguishable
+    // from a leak (its anonymous memory grew about 2.5 MiB a minute). Repeat
+    // questions are answered from the report's own answer cache anyway.
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_cache_manager(
             datafusion::execution::cache::cache_manager::CacheManagerConfig::default()

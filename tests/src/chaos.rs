@@ -94,6 +94,10 @@ pub struct ChaosReport {
     pub mismatches: Vec<String>,
     /// `(seconds since start, process, RSS bytes)`.
     pub rss: Vec<(u64, String, u64)>,
+    /// `(seconds since start, process, anonymous RSS bytes)`: the private part
+    /// of RSS (heap, stacks), which is what a leak grows. The rest of RSS is
+    /// file pages, mostly the binary's own code, mapped as paths first run.
+    pub rss_anon: Vec<(u64, String, u64)>,
     /// `(seconds since start, process, CPU seconds used so far)`, sampled with RSS.
     pub cpu: Vec<(u64, String, f64)>,
     /// `(seconds since start, events acknowledged so far)`, sampled with RSS.
@@ -135,25 +139,42 @@ impl ChaosReport {
         out
     }
 
-    /// RSS growth of each of our processes between two sample times, as a fraction.
+    /// RSS growth of each process between two sample times, as a fraction.
     pub fn rss_growth(&self, from_secs: u64, to_secs: u64) -> BTreeMap<String, (u64, u64, f64)> {
-        let mut growth = BTreeMap::new();
-        let near = |name: &str, at: u64| {
-            self.rss
-                .iter()
-                .filter(|(_, n, _)| n == name)
-                .min_by_key(|(t, _, _)| t.abs_diff(at))
-                .map(|(_, _, b)| *b)
-        };
-        let names: std::collections::BTreeSet<&String> =
-            self.rss.iter().map(|(_, n, _)| n).collect();
-        for name in names {
-            if let (Some(a), Some(b)) = (near(name, from_secs), near(name, to_secs)) {
-                growth.insert(name.clone(), (a, b, b as f64 / a.max(1) as f64 - 1.0));
-            }
-        }
-        growth
+        growth(&self.rss, from_secs, to_secs)
     }
+
+    /// Anonymous RSS growth of each process between two sample times, as a fraction.
+    pub fn rss_anon_growth(
+        &self,
+        from_secs: u64,
+        to_secs: u64,
+    ) -> BTreeMap<String, (u64, u64, f64)> {
+        growth(&self.rss_anon, from_secs, to_secs)
+    }
+}
+
+/// Each process's `(value near from, value near to, growth as a fraction)`.
+fn growth(
+    samples: &[(u64, String, u64)],
+    from_secs: u64,
+    to_secs: u64,
+) -> BTreeMap<String, (u64, u64, f64)> {
+    let mut growth = BTreeMap::new();
+    let near = |name: &str, at: u64| {
+        samples
+            .iter()
+            .filter(|(_, n, _)| n == name)
+            .min_by_key(|(t, _, _)| t.abs_diff(at))
+            .map(|(_, _, b)| *b)
+    };
+    let names: std::collections::BTreeSet<&String> = samples.iter().map(|(_, n, _)| n).collect();
+    for name in names {
+        if let (Some(a), Some(b)) = (near(name, from_secs), near(name, to_secs)) {
+            growth.insert(name.clone(), (a, b, b as f64 / a.max(1) as f64 - 1.0));
+        }
+    }
+    growth
 }
 
 const PUBLISHERS: usize = 12;
@@ -249,11 +270,15 @@ fn cpu_seconds_of(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-fn rss_of(pid: u32) -> Option<u64> {
+/// One `/proc/{pid}/status` field given in kB, in bytes (`VmRSS`, `RssAnon`).
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })?
         .split_whitespace()
         .nth(1)?
         .parse::<u64>()
@@ -604,8 +629,11 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
                 pids.push(("S3 (moto)".into(), Some(moto.pid())));
                 for (name, pid) in pids {
                     let Some(pid) = pid else { continue };
-                    if let Some(bytes) = rss_of(pid) {
+                    if let Some(bytes) = status_bytes(pid, "VmRSS") {
                         report.rss.push((t, name.clone(), bytes));
+                    }
+                    if let Some(bytes) = status_bytes(pid, "RssAnon") {
+                        report.rss_anon.push((t, name.clone(), bytes));
                     }
                     if let Some(cpu) = cpu_seconds_of(pid) {
                         report.cpu.push((t, name, cpu));
