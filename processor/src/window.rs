@@ -125,11 +125,12 @@ impl PartitionBuffer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn record(id: &str, ts: i64) -> EventRecord {
+    /// A share from `pub-1` to facebook; other modules' tests use it too.
+    pub(crate) fn record(id: &str, ts: i64) -> EventRecord {
         EventRecord {
             v: 1,
             event_id: id.into(),

@@ -381,35 +381,16 @@ impl WriterContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     use futures::TryStreamExt;
-    use sqi_schemas::event::EventType;
     use sqi_schemas::lake::LakeOptions;
-    use sqi_schemas::record::{Device, EventRecord};
+
+    use crate::window::tests::record;
 
     fn buffer(offsets: std::ops::RangeInclusive<i64>) -> PartitionBuffer {
         let mut buffer = PartitionBuffer::new(*offsets.start());
         for offset in offsets {
-            buffer.add(
-                offset,
-                100,
-                EventRecord {
-                    v: 1,
-                    event_id: format!("e{offset}"),
-                    publisher: "pub-1".into(),
-                    event_type: EventType::Share,
-                    channel: Some("facebook".into()),
-                    url: "https://e.com/".into(),
-                    referrer: None,
-                    visitor: None,
-                    ts: 1_000 + offset,
-                    received_at: 1_000 + offset,
-                    device: Device::Desktop,
-                    ip_prefix: None,
-                    props: BTreeMap::new(),
-                },
-            );
+            buffer.add(offset, 100, record(&format!("e{offset}"), 1_000 + offset));
         }
         buffer
     }
