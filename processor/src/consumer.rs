@@ -734,8 +734,7 @@ impl Run<'_> {
         }
         match admit(state.expected, offset, state.seek) {
             Admission::Take => {}
-            Admission::TakeAfterGap => {
-                let expected = state.expected.unwrap_or(offset);
+            Admission::TakeAfterGap { expected } => {
                 metrics::counter!(metric::OFFSET_GAPS).increment(1);
                 tracing::warn!(
                     partition,
@@ -749,8 +748,7 @@ impl Run<'_> {
                 tracing::debug!(partition, offset, expected = ?state.expected, "dropping a record");
                 return;
             }
-            Admission::SeekBack => {
-                let expected = state.expected.unwrap_or(offset);
+            Admission::SeekBack { expected } => {
                 tracing::info!(
                     partition,
                     offset,
@@ -1083,12 +1081,18 @@ enum Admission {
     /// The first record after a confirmed seek, past `expected`: the offsets
     /// between are not in the partition (aborted transactions, compaction,
     /// retention), so this is the next record there is.
-    TakeAfterGap,
+    TakeAfterGap {
+        /// The offset the log expected.
+        expected: i64,
+    },
     /// Before the log's position (already written), or past it while a
     /// failed seek waits to be retried.
     Drop,
     /// Past the log's position with no seek since the last record taken.
-    SeekBack,
+    SeekBack {
+        /// Where to seek: the log's position.
+        expected: i64,
+    },
 }
 
 fn admit(expected: Option<i64>, offset: i64, seek: SeekState) -> Admission {
@@ -1103,9 +1107,9 @@ fn admit(expected: Option<i64>, offset: i64, seek: SeekState) -> Admission {
         };
     }
     match seek {
-        SeekState::Done => Admission::TakeAfterGap,
+        SeekState::Done => Admission::TakeAfterGap { expected },
         SeekState::Failed(at) if at.elapsed() < SEEK_RETRY_EVERY => Admission::Drop,
-        SeekState::None | SeekState::Failed(_) => Admission::SeekBack,
+        SeekState::None | SeekState::Failed(_) => Admission::SeekBack { expected },
     }
 }
 
@@ -1196,13 +1200,22 @@ mod tests {
     /// after three rounds went on, past records it had dropped.
     #[test]
     fn past_the_position_seeks_back_unless_a_confirmed_seek_already_did() {
-        assert_eq!(admit(Some(7), 15, SeekState::None), Admission::SeekBack);
-        assert_eq!(admit(Some(7), 15, SeekState::Done), Admission::TakeAfterGap);
+        assert_eq!(
+            admit(Some(7), 15, SeekState::None),
+            Admission::SeekBack { expected: 7 }
+        );
+        assert_eq!(
+            admit(Some(7), 15, SeekState::Done),
+            Admission::TakeAfterGap { expected: 7 }
+        );
         let just_failed = SeekState::Failed(Instant::now());
         assert_eq!(admit(Some(7), 15, just_failed), Admission::Drop);
         let failed_long_ago = Instant::now()
             .checked_sub(SEEK_RETRY_EVERY * 2)
             .map_or(SeekState::None, SeekState::Failed);
-        assert_eq!(admit(Some(7), 15, failed_long_ago), Admission::SeekBack);
+        assert_eq!(
+            admit(Some(7), 15, failed_long_ago),
+            Admission::SeekBack { expected: 7 }
+        );
     }
 }

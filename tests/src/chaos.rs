@@ -270,20 +270,20 @@ fn cpu_seconds_of(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// One `/proc/{pid}/status` field given in kB, in bytes (`VmRSS`, `RssAnon`).
-fn status_bytes(pid: u32, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find(|l| {
-            l.strip_prefix(field)
-                .is_some_and(|rest| rest.starts_with(':'))
-        })?
-        .split_whitespace()
-        .nth(1)?
-        .parse::<u64>()
-        .ok()
-        .map(|kb| kb * 1024)
+/// `(VmRSS, RssAnon)` of a process in bytes, from one read of `/proc/{pid}/status`.
+fn memory_of(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS")?, field("RssAnon")?))
 }
 
 /// Restarts a broker that stopped making progress, as a liveness probe would.
@@ -629,11 +629,9 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
                 pids.push(("S3 (moto)".into(), Some(moto.pid())));
                 for (name, pid) in pids {
                     let Some(pid) = pid else { continue };
-                    if let Some(bytes) = status_bytes(pid, "VmRSS") {
-                        report.rss.push((t, name.clone(), bytes));
-                    }
-                    if let Some(bytes) = status_bytes(pid, "RssAnon") {
-                        report.rss_anon.push((t, name.clone(), bytes));
+                    if let Some((rss, anon)) = memory_of(pid) {
+                        report.rss.push((t, name.clone(), rss));
+                        report.rss_anon.push((t, name.clone(), anon));
                     }
                     if let Some(cpu) = cpu_seconds_of(pid) {
                         report.cpu.push((t, name, cpu));
