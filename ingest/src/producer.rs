@@ -140,8 +140,10 @@ impl EventProducer {
     /// Produces every record and waits for all acknowledgements.
     ///
     /// Keys are `event_id`, so a client's retry of the same event lands in the
-    /// same partition, where the processor deduplicates it.
-    pub async fn produce(&self, records: &[EventRecord]) -> Result<(), ProduceError> {
+    /// same partition, where the processor deduplicates it. Each record is
+    /// dropped once librdkafka holds its copy, so a request waiting for a slow
+    /// broker holds one copy of its events, not two.
+    pub async fn produce(&self, records: Vec<EventRecord>) -> Result<(), ProduceError> {
         let started = Instant::now();
         let (generation, producer) = self
             .producer()

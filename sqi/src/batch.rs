@@ -32,7 +32,7 @@ use sqi_schemas::lake::{Lake, Table, day_partition};
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
-use crate::query;
+use crate::query::{self, Workload};
 
 /// Stage 1: per-publisher inputs over the 28-day window.
 pub const INPUTS_SQL: &str = include_str!("../sql/sqi_inputs.sql");
@@ -282,7 +282,7 @@ struct ShardScope {
 
 impl ShardScope {
     async fn load(lake: &Lake, shard: Shard) -> Result<Self> {
-        let ctx = query::session(lake, &[Table::Publishers], num_cpus()).await?;
+        let ctx = query::session(lake, &[Table::Publishers], num_cpus(), Workload::Batch).await?;
         // The same normalisation as stage 1's `dimension` and category.
         let dimension = query::collect_one(
             &ctx,
@@ -328,7 +328,7 @@ impl ShardScope {
             .copied()
             .filter(|t| *t != Table::Aggregates)
             .collect();
-        let ctx = query::session(lake, &others, num_cpus()).await?;
+        let ctx = query::session(lake, &others, num_cpus(), Workload::Batch).await?;
         query::register_as(&ctx, lake, Table::Aggregates, "lake_aggregates").await?;
         let _ = ctx.register_batch("shard_listed", self.listed.clone())?;
         let exists = if self.keep { "EXISTS" } else { "NOT EXISTS" };
@@ -393,14 +393,14 @@ pub async fn compute_sqi_shard(lake: &Lake, date: NaiveDate, shard: Shard) -> Re
     let tables = [Table::Aggregates, Table::Publishers];
     let inputs_sql = render(INPUTS_SQL, date);
     let (scope, inputs) = if shard.is_whole() {
-        let ctx = query::session(lake, &tables, num_cpus()).await?;
+        let ctx = query::session(lake, &tables, num_cpus(), Workload::Batch).await?;
         (None, query::collect_one(&ctx, &inputs_sql).await?)
     } else {
         let scope = ShardScope::load(lake, shard).await?;
         let ctx = scope.session(lake, &tables).await?;
         let mut inputs = query::collect_one(&ctx, &inputs_sql).await?;
         if needs_network(&inputs)? {
-            let ctx = query::session(lake, &tables, num_cpus()).await?;
+            let ctx = query::session(lake, &tables, num_cpus(), Workload::Batch).await?;
             inputs = query::collect_one(&ctx, &inputs_sql).await?;
         }
         (Some(scope), inputs)
@@ -412,7 +412,7 @@ pub async fn compute_sqi_shard(lake: &Lake, date: NaiveDate, shard: Shard) -> Re
         seconds = started.elapsed().as_secs_f64(),
         "stage 1: inputs summed"
     );
-    let scoring = query::session(lake, &[], 1).await?;
+    let scoring = query::session(lake, &[], 1, Workload::Batch).await?;
     let _ = scoring.register_batch("inputs", inputs)?;
     let scored = query::collect_one(&scoring, &render(SCORE_SQL, date)).await?;
     tracing::info!(
@@ -478,7 +478,7 @@ pub async fn compute_daily_shard(
     shard: Shard,
 ) -> Result<RecordBatch> {
     let ctx = if shard.is_whole() {
-        query::session(lake, &[Table::Aggregates], num_cpus()).await?
+        query::session(lake, &[Table::Aggregates], num_cpus(), Workload::Batch).await?
     } else {
         ShardScope::load(lake, shard)
             .await?

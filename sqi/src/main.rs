@@ -4,6 +4,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Every role is a long-lived server whose working set swings with load (a
+/// slow broker, a question over many files). glibc's allocator keeps the
+/// highest swing resident; mimalloc returns freed pages to the system, so
+/// RSS follows what is live (BENCHMARKS.md, soak).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = sqi::cli::Cli::parse();
     sqi::telemetry::init_tracing(cli.log_format);

@@ -13,16 +13,41 @@ use sqi_schemas::lake::{Lake, Table};
 
 use crate::error::{Error, Result};
 
-/// Parquet footers kept in memory (as DataFusion accounts them).
-const FOOTER_CACHE_BYTES: usize = 16 * 1024 * 1024;
-/// Per-file statistics kept in memory (as DataFusion accounts them).
-const STATISTICS_CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// What a session is for; the two differ in what they may keep in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// One job over a fixed set of files, then exit: per-file statistics
+    /// gathered at planning prune whole files, and the caches die with it.
+    Batch,
+    /// A long-lived API over a lake that gains files all day: its memory must
+    /// not follow the number of files.
+    Serving,
+}
+
+impl Workload {
+    /// Parquet footers kept in memory (as DataFusion accounts them).
+    fn footer_cache_bytes(self) -> usize {
+        match self {
+            Self::Batch => 16 * 1024 * 1024,
+            Self::Serving => 4 * 1024 * 1024,
+        }
+    }
+
+    /// Per-file statistics kept in memory (as DataFusion accounts them).
+    fn statistics_cache_bytes(self) -> usize {
+        match self {
+            Self::Batch => 4 * 1024 * 1024,
+            Self::Serving => 0,
+        }
+    }
+}
 
 /// A DataFusion session over `lake` with the given tables registered.
 pub async fn session(
     lake: &Lake,
     tables: &[Table],
     target_partitions: usize,
+    workload: Workload,
 ) -> Result<SessionContext> {
     // DATAFUSION_* environment variables tune the engine without a release;
     // the partition count is ours to set. Batches of 32Ki rows (not 8Ki) cut
@@ -31,24 +56,31 @@ pub async fn session(
     if std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_none() {
         config = config.with_batch_size(32 * 1024);
     }
-    let config = config
+    let mut config = config
         .with_target_partitions(target_partitions.max(1))
         .with_information_schema(false);
+    if workload == Workload::Serving {
+        // Statistics at planning read every file's footer before the query
+        // starts and hold them all until it ends, so a question about today
+        // costs memory in proportion to today's file count: the report grew
+        // 2.6 MiB a minute in the soak, at 240 new files a minute. Without
+        // them each file is opened in turn and its row groups are still
+        // pruned by the footer's statistics.
+        config = config.with_collect_statistics(false);
+    }
     // DataFusion caches file listings forever by default; a long-lived report
     // API would then never see the processor's new files. Listings are cheap
     // next to the report's own answer cache, so every query lists afresh.
-    // Footers and statistics stay cached (a file never changes under its
-    // name) within an explicit budget, smaller than DataFusion's defaults
-    // (50 + 20 MiB): the processor adds files all day, so a report pod fills
-    // whatever budget it has, and repeat questions are answered from the
-    // report's own answer cache anyway. (The soak's steady growth of the
-    // report is not these caches: it was the same at 4 + 1 MiB.)
+    // Footers (and, for batches, statistics) stay cached, since a file never
+    // changes under its name, within a budget smaller than DataFusion's
+    // defaults (50 + 20 MiB): a report pod fills whatever budget it has, and
+    // repeat questions are answered from the report's own answer cache.
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_cache_manager(
             datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
                 .with_list_files_cache_limit(0)
-                .with_metadata_cache_limit(FOOTER_CACHE_BYTES)
-                .with_file_statistics_cache_limit(STATISTICS_CACHE_BYTES),
+                .with_metadata_cache_limit(workload.footer_cache_bytes())
+                .with_file_statistics_cache_limit(workload.statistics_cache_bytes()),
         )
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);

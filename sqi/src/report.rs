@@ -251,6 +251,7 @@ impl ReportState {
                 Table::Sqi,
             ],
             2,
+            query::Workload::Serving,
         )
         .await?;
         let guard = guard::Guard::start(lake.clone(), options).await;

@@ -247,7 +247,9 @@ async fn an_incomplete_day_is_refused_unless_allowed_and_then_marked() {
     let complete_column = |table: Table| {
         let lake = lake.clone();
         async move {
-            let ctx = sqi::query::session(&lake, &[table], 1).await.unwrap();
+            let ctx = sqi::query::session(&lake, &[table], 1, sqi::query::Workload::Batch)
+                .await
+                .unwrap();
             let batch = sqi::query::collect_one(
                 &ctx,
                 &format!("SELECT DISTINCT complete FROM {}", table.prefix()),

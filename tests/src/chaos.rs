@@ -75,6 +75,12 @@ pub struct ChaosConfig {
     /// soak sets it short so that the dedup window is full before the RSS
     /// comparison starts: until then memory grows by design, not by leak.
     pub dedup_horizon: Option<String>,
+    /// The processors' `--max-file-age`; `None` for 3 s, which gives a chaos
+    /// run's faults many ranges to interrupt.
+    pub max_file_age: Option<String>,
+    /// The broker's storage; `None` for SQLite when the broker is restarted
+    /// (it survives restarts) and memory otherwise.
+    pub broker_storage: Option<&'static str>,
     /// Where the children's logs go.
     pub log_dir: PathBuf,
 }
@@ -139,12 +145,13 @@ impl ChaosReport {
         out
     }
 
-    /// RSS growth of each process between two sample times, as a fraction.
+    /// RSS growth of each process from the minutes after `from_secs` to the
+    /// minutes before `to_secs`, as a fraction (see `growth`).
     pub fn rss_growth(&self, from_secs: u64, to_secs: u64) -> BTreeMap<String, (u64, u64, f64)> {
         growth(&self.rss, from_secs, to_secs)
     }
 
-    /// Anonymous RSS growth of each process between two sample times, as a fraction.
+    /// Anonymous RSS growth, measured as `rss_growth` measures RSS.
     pub fn rss_anon_growth(
         &self,
         from_secs: u64,
@@ -154,23 +161,32 @@ impl ChaosReport {
     }
 }
 
-/// Each process's `(value near from, value near to, growth as a fraction)`.
+/// How far each side of a growth comparison looks: five one-minute samples.
+const GROWTH_WINDOW_SECS: u64 = 240;
+
+/// Each process's `(highest value in the window from from_secs, highest in
+/// the window up to to_secs, growth as a fraction)`. Windows, not single
+/// samples: RSS swings by a quarter within a minute when a processor flushes
+/// or the allocator returns pages, and comparing two points of a sawtooth
+/// measures its phase. The highest value is what a memory limit must hold.
 fn growth(
     samples: &[(u64, String, u64)],
     from_secs: u64,
     to_secs: u64,
 ) -> BTreeMap<String, (u64, u64, f64)> {
     let mut growth = BTreeMap::new();
-    let near = |name: &str, at: u64| {
+    let highest = |name: &str, window: std::ops::RangeInclusive<u64>| {
         samples
             .iter()
-            .filter(|(_, n, _)| n == name)
-            .min_by_key(|(t, _, _)| t.abs_diff(at))
+            .filter(|(t, n, _)| n == name && window.contains(t))
             .map(|(_, _, b)| *b)
+            .max()
     };
     let names: std::collections::BTreeSet<&String> = samples.iter().map(|(_, n, _)| n).collect();
     for name in names {
-        if let (Some(a), Some(b)) = (near(name, from_secs), near(name, to_secs)) {
+        let early = highest(name, from_secs..=from_secs + GROWTH_WINDOW_SECS);
+        let late = highest(name, to_secs.saturating_sub(GROWTH_WINDOW_SECS)..=to_secs);
+        if let (Some(a), Some(b)) = (early, late) {
             growth.insert(name.clone(), (a, b, b as f64 / a.max(1) as f64 - 1.0));
         }
     }
@@ -466,13 +482,17 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
 
     // SQLite storage survives the broker restarts; without them, memory
     // storage, because Tansu 0.6's SQLite storage also wedges under heavy
-    // idempotent produce load (see `Watchdog`), which is not what a soak or
-    // a capacity measurement is about.
-    let mut broker = if config.faults.contains(&Fault::RestartBroker) {
-        OwnBroker::start().await
-    } else {
-        OwnBroker::start_with_storage("memory://tansu/").await
-    };
+    // idempotent produce load (see `Watchdog`), which is not what a capacity
+    // measurement is about.
+    let storage =
+        config
+            .broker_storage
+            .unwrap_or(if config.faults.contains(&Fault::RestartBroker) {
+                crate::SQLITE_STORAGE
+            } else {
+                "memory://tansu/"
+            });
+    let mut broker = OwnBroker::start_with_storage(storage).await;
     let moto = OwnMoto::start().await;
     let services = Services {
         kafka_brokers: broker.brokers(),
@@ -520,7 +540,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
     let mut setup = ProcessorSetup::new(&services, &topic, &bucket);
     // Files every few seconds rather than every second: fewer objects to check.
     if let Some(age) = setup.args.iter().position(|a| a == "--max-file-age") {
-        setup.args[age + 1] = "3s".into();
+        setup.args[age + 1] = config.max_file_age.as_deref().unwrap_or("3s").into();
     }
     if !config.faults.contains(&Fault::KillProcessor) {
         // The crash tests' 3 s session timeout is for killed members to be
@@ -886,4 +906,46 @@ pub fn markdown(config: &ChaosConfig, report: &ChaosReport) -> String {
 /// Default log directory for a run.
 pub fn log_dir(kind: &str) -> PathBuf {
     Path::new(&std::env::temp_dir()).join(format!("sqi-{kind}-{}", unique("run")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(seconds, name, bytes)` samples, one a minute from minute 5, in MiB.
+    fn minutes(name: &str, mib: &[u64]) -> Vec<(u64, String, u64)> {
+        mib.iter()
+            .enumerate()
+            .map(|(i, m)| (300 + 60 * i as u64, name.to_owned(), m << 20))
+            .collect()
+    }
+
+    #[test]
+    fn a_sawtooth_without_a_trend_is_flat_and_a_trend_is_not() {
+        // Both series are from the soak of 2026-11-23 (minutes 5 to 29).
+        // The processor's point-to-point growth is +35% (its sawtooth's
+        // phase); its highest values are flat.
+        let processor = minutes(
+            "processor-1",
+            &[
+                77, 101, 70, 77, 110, 75, 78, 97, 73, 80, 110, 72, 124, 103, 74, 128, 68, 75, 105,
+                70, 75, 97, 72, 80, 104,
+            ],
+        );
+        let ingest = minutes(
+            "ingest-0",
+            &[
+                47, 43, 46, 45, 47, 43, 41, 53, 50, 53, 49, 48, 49, 50, 44, 45, 47, 50, 46, 50, 52,
+                49, 52, 50, 54,
+            ],
+        );
+        let samples: Vec<_> = processor.into_iter().chain(ingest).collect();
+        let growth = growth(&samples, 300, 1800);
+        let (from, to, g) = growth["processor-1"];
+        assert_eq!((from >> 20, to >> 20), (110, 104));
+        assert!(g < 0.0, "{g}");
+        let (from, to, g) = growth["ingest-0"];
+        assert_eq!((from >> 20, to >> 20), (47, 54));
+        assert!(g > 0.10, "{g}");
+    }
 }

@@ -288,6 +288,9 @@ pub fn sqi_binary() -> PathBuf {
     binary
 }
 
+/// Tansu's SQLite storage, in the broker's own directory.
+pub const SQLITE_STORAGE: &str = "sqlite://tansu.db";
+
 /// A Tansu broker of the test's own, with SQLite storage so that it can be
 /// stopped and restarted on the same port without losing data.
 #[derive(Debug)]
@@ -302,7 +305,7 @@ pub struct OwnBroker {
 impl OwnBroker {
     /// Starts a fresh broker on a free loopback port, with SQLite storage.
     pub async fn start() -> Self {
-        Self::start_with_storage("sqlite://tansu.db").await
+        Self::start_with_storage(SQLITE_STORAGE).await
     }
 
     /// Starts a fresh broker on a free loopback port with the given storage

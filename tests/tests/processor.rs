@@ -72,7 +72,7 @@ async fn process_until(services: &Services, topic: &str, lake: &Lake, records: u
 
 async fn sums(lake: &Lake) -> BTreeMap<String, i64> {
     use arrow::array::AsArray;
-    let ctx = sqi::query::session(lake, &[Table::Aggregates], 2)
+    let ctx = sqi::query::session(lake, &[Table::Aggregates], 2, sqi::query::Workload::Batch)
         .await
         .unwrap();
     let batch = sqi::query::collect_one(
@@ -203,7 +203,7 @@ async fn bad_records_reach_the_dead_letter_topic_and_replays_agree() {
 /// Every `events` row, as text, in `event_id` order.
 async fn event_rows(lake: &Lake) -> Vec<String> {
     use arrow::array::AsArray;
-    let ctx = sqi::query::session(lake, &[Table::Events], 2)
+    let ctx = sqi::query::session(lake, &[Table::Events], 2, sqi::query::Workload::Batch)
         .await
         .unwrap();
     let batch = sqi::query::collect_one(

@@ -201,9 +201,14 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
     assert_eq!(progress.committed_events.load(Ordering::Relaxed), accepted);
 
     // Counts summed from `aggregates` equal the events posted, key by key.
-    let ctx = sqi::query::session(&lake, &[sqi_schemas::lake::Table::Aggregates], 2)
-        .await
-        .unwrap();
+    let ctx = sqi::query::session(
+        &lake,
+        &[sqi_schemas::lake::Table::Aggregates],
+        2,
+        sqi::query::Workload::Batch,
+    )
+    .await
+    .unwrap();
     let rows = sqi::query::collect_one(
         &ctx,
         "SELECT publisher, channel, event_type, device, SUM(events) AS events FROM aggregates GROUP BY 1, 2, 3, 4",
