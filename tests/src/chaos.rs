@@ -166,7 +166,7 @@ const GROWTH_WINDOW_SECS: u64 = 240;
 
 /// Each process's `(highest value in the window from from_secs, highest in
 /// the window up to to_secs, growth as a fraction)`. Windows, not single
-/// samples: RSS swings by a quarter within a minute when a processor flushes
+/// samples: RSS swings by up to 40% within a minute when a processor flushes
 /// or the allocator returns pages, and comparing two points of a sawtooth
 /// measures its phase. The highest value is what a memory limit must hold.
 fn growth(
