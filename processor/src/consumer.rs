@@ -816,22 +816,30 @@ impl Run<'_> {
             }
             Ok(record)
         });
-        match parsed {
+        let rejected = match parsed {
             Ok(record) => {
                 state.watermark = state.watermark.max(record.ts);
                 let new = state
                     .dedup
                     .first_sighting(&record.event_id, record.ts, state.watermark);
-                if let Some(buffer) = &mut state.buffer {
-                    if new {
-                        buffer.add(offset, bytes, record);
-                    } else {
+                match &mut state.buffer {
+                    Some(buffer) if new => buffer
+                        .add(offset, bytes, &record)
+                        .err()
+                        .map(|error| format!("the event could not be buffered: {error}")),
+                    Some(buffer) => {
                         metrics::counter!(metric::DUPLICATES).increment(1);
                         buffer.skip(offset, bytes);
+                        None
                     }
+                    None => None,
                 }
             }
-            Err(reason) => {
+            Err(reason) => Some(reason),
+        };
+        match rejected {
+            None => {}
+            Some(reason) => {
                 // The dead letter must be acknowledged before the range that
                 // covers its offset can be written; until then it stays unread.
                 loop {

@@ -11,15 +11,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int32Builder, Int64Builder, MapBuilder, RecordBatch, StringBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use sqi_schemas::lake::{Lake, Table, hour_partition, window_start};
+use sqi_schemas::lake::{Lake, Table, hour_partition};
 
 use crate::error::{Error, Result};
 use crate::window::PartitionBuffer;
@@ -36,7 +35,7 @@ pub struct LakeFile {
 }
 
 /// Encodes a buffer into one Parquet file per table and hour.
-pub fn encode(topic: &str, partition: i32, buffer: &PartitionBuffer) -> Result<Vec<LakeFile>> {
+pub fn encode(topic: &str, partition: i32, mut buffer: PartitionBuffer) -> Result<Vec<LakeFile>> {
     let name = format!(
         "{topic}+{partition}+{:020}-{:020}.parquet",
         buffer.start_offset, buffer.end_offset
@@ -88,44 +87,8 @@ pub fn encode(topic: &str, partition: i32, buffer: &PartitionBuffer) -> Result<V
         files.push(file(Table::UrlCounts, window, &name, &batch)?);
     }
 
-    let mut events: BTreeMap<i64, Vec<_>> = BTreeMap::new();
-    for event in &buffer.events {
-        events
-            .entry(window_start(event.ts))
-            .or_default()
-            .push(event);
-    }
-    for (window, rows) in events {
-        let mut props = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
-        for event in &rows {
-            for (k, v) in &event.props {
-                props.keys().append_value(k);
-                props.values().append_value(v);
-            }
-            props.append(true)?;
-        }
-        let mut version = Int32Builder::with_capacity(rows.len());
-        rows.iter()
-            .for_each(|e| version.append_value(i32::from(e.v)));
-        let batch = RecordBatch::try_new(
-            Table::Events.schema(),
-            vec![
-                Arc::new(version.finish()),
-                strings(rows.iter().map(|e| Some(e.event_id.as_str()))),
-                strings(rows.iter().map(|e| Some(e.publisher.as_str()))),
-                strings(rows.iter().map(|e| Some(e.event_type.as_str()))),
-                strings(rows.iter().map(|e| e.channel.as_deref())),
-                strings(rows.iter().map(|e| Some(e.url.as_str()))),
-                strings(rows.iter().map(|e| e.referrer.as_deref())),
-                strings(rows.iter().map(|e| e.visitor.as_deref())),
-                timestamps(rows.iter().map(|e| e.ts)),
-                timestamps(rows.iter().map(|e| e.received_at)),
-                strings(rows.iter().map(|e| Some(e.device.as_str()))),
-                strings(rows.iter().map(|e| e.ip_prefix.as_deref())),
-                Arc::new(props.finish()),
-            ],
-        )?;
-        files.push(file(Table::Events, window, &name, &batch)?);
+    for (window, columns) in &mut buffer.events {
+        files.push(file(Table::Events, *window, &name, &columns.finish()?)?);
     }
     Ok(files)
 }

@@ -242,7 +242,7 @@ impl WriterContext {
         let buffer = job.buffer;
         let (start, end) = (buffer.start_offset, buffer.end_offset);
         let encoded =
-            tokio::task::spawn_blocking(move || sink::encode(&topic, partition, &buffer)).await;
+            tokio::task::spawn_blocking(move || sink::encode(&topic, partition, buffer)).await;
         let files = match encoded.map_err(Error::from).and_then(|r| r) {
             Ok(files) => files,
             Err(error) => {
@@ -390,7 +390,9 @@ mod tests {
     fn buffer(offsets: std::ops::RangeInclusive<i64>) -> PartitionBuffer {
         let mut buffer = PartitionBuffer::new(*offsets.start());
         for offset in offsets {
-            buffer.add(offset, 100, record(&format!("e{offset}"), 1_000 + offset));
+            buffer
+                .add(offset, 100, &record(&format!("e{offset}"), 1_000 + offset))
+                .expect("buffered");
         }
         buffer
     }

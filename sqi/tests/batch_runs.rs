@@ -81,7 +81,7 @@ async fn small_lake() -> (tempfile::TempDir, Lake) {
                 ip_prefix: None,
                 props: Default::default(),
             };
-            buffer.add(offset, 0, record);
+            buffer.add(offset, 0, &record).unwrap();
             offset += 1;
         }
         dimension.push(publishers::Publisher {
@@ -91,7 +91,7 @@ async fn small_lake() -> (tempfile::TempDir, Lake) {
             created_at: Some(0),
         });
     }
-    let encoded = sqi_processor::sink::encode("t", 0, &buffer).unwrap();
+    let encoded = sqi_processor::sink::encode("t", 0, buffer).unwrap();
     sqi_processor::sink::upload(&lake, &encoded).await.unwrap();
     publishers::write(&lake, &dimension).await.unwrap();
     (dir, lake)

@@ -66,12 +66,12 @@ async fn lake() -> (tempfile::TempDir, Lake) {
                     ip_prefix: None,
                     props: Default::default(),
                 };
-                buffer.add(offset, 0, record);
+                buffer.add(offset, 0, &record).unwrap();
                 offset += 1;
             }
         }
     }
-    let files = sqi_processor::sink::encode("dashboard", 0, &buffer).unwrap();
+    let files = sqi_processor::sink::encode("dashboard", 0, buffer).unwrap();
     sqi_processor::sink::upload(&lake, &files).await.unwrap();
     let dimension: Vec<Publisher> = ["dash-news", "dash-food", "dash-tech"]
         .iter()
