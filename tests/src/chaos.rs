@@ -13,7 +13,7 @@
 //! until it gets a `200`, as the widget does, so every event it made is in
 //! the ledger exactly once.
 //!
-//! The same harness, with no faults and RSS sampled every minute, is the soak.
+//! The same harness, with no faults and RSS sampled every 5 s, is the soak.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
