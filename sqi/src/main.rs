@@ -7,7 +7,8 @@ use clap::Parser;
 /// Every role is a long-lived server whose working set swings with load (a
 /// slow broker, a question over many files). glibc's allocator keeps the
 /// highest swing resident; mimalloc returns freed pages to the system, so
-/// RSS follows what is live (BENCHMARKS.md, soak).
+/// RSS follows what is live (BENCHMARKS.md, soak). The image has it commit
+/// its arenas on demand (`MIMALLOC_ARENA_EAGER_COMMIT=0`, Dockerfile).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
