@@ -30,9 +30,9 @@ COPY ingest/assets/widget.js /usr/share/sqi/widget/widget.js
 COPY sqi/dashboard /usr/share/sqi/dashboard
 # The `nonroot` user of distroless, by number so that runAsNonRoot can verify it.
 # mimalloc (sqi's allocator) commits its arenas eagerly on Linux by default
-# and then keeps a burst's pages resident: an idle ingest sat at 39 MiB
-# instead of 26, and 256 concurrent connections left 8 MiB behind after they
-# closed (2 MiB committing on demand). It reads this before main runs, so it
+# and then keeps a burst's pages resident: a warm ingest sat at 39 MiB
+# instead of 26, and two bursts of 256 connections left 14 MiB behind after
+# they closed (4.5 MiB committing on demand). It reads this before main runs, so it
 # is set here and not in code (BENCHMARKS.md, soak).
 ENV MIMALLOC_ARENA_EAGER_COMMIT=0
 USER 65532:65532

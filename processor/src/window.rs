@@ -177,8 +177,10 @@ impl PartitionBuffer {
         self.record_bytes += bytes as u64;
     }
 
-    /// Adds one new event read at `offset`. An error (a builder past its
-    /// capacity) leaves the buffer as it was but for the offset.
+    /// Adds one new event read at `offset`. The one error arrow reports here
+    /// is the props map's keys and values out of step, which pairwise appends
+    /// rule out; the caller then dead-letters the record. (A column nearing arrow's 2 GiB
+    /// offsets is ruled out by `--target-file-bytes` closing the range first.)
     pub fn add(
         &mut self,
         offset: i64,
