@@ -837,32 +837,29 @@ impl Run<'_> {
             }
             Err(reason) => Some(reason),
         };
-        match rejected {
-            None => {}
-            Some(reason) => {
-                // The dead letter must be acknowledged before the range that
-                // covers its offset can be written; until then it stays unread.
-                loop {
-                    match self.processor.dead_letters.send(message, &reason).await {
-                        Ok(()) => break,
-                        Err(error) => {
-                            tracing::warn!(%error, "dead-letter produce failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
+        if let Some(reason) = rejected {
+            // The dead letter must be acknowledged before the range that
+            // covers its offset can be written; until then it stays unread.
+            loop {
+                match self.processor.dead_letters.send(message, &reason).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "dead-letter produce failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
-                metrics::counter!(metric::DEAD_LETTERS).increment(1);
-                let _ = self
-                    .processor
-                    .progress
-                    .dead_letters
-                    .fetch_add(1, Ordering::Relaxed);
-                let Some(state) = self.partitions.get_mut(&partition) else {
-                    return;
-                };
-                if let Some(buffer) = &mut state.buffer {
-                    buffer.skip(offset, bytes);
-                }
+            }
+            metrics::counter!(metric::DEAD_LETTERS).increment(1);
+            let _ = self
+                .processor
+                .progress
+                .dead_letters
+                .fetch_add(1, Ordering::Relaxed);
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                return;
+            };
+            if let Some(buffer) = &mut state.buffer {
+                buffer.skip(offset, bytes);
             }
         }
         let target = self.config().target_file_bytes;

@@ -179,8 +179,9 @@ impl PartitionBuffer {
 
     /// Adds one new event read at `offset`. The one error arrow reports here
     /// is the props map's keys and values out of step, which pairwise appends
-    /// rule out; the caller then dead-letters the record. (A column nearing arrow's 2 GiB
-    /// offsets is ruled out by `--target-file-bytes` closing the range first.)
+    /// rule out; the caller then dead-letters the record. (A column nearing
+    /// arrow's 2 GiB offsets is ruled out by `--target-file-bytes` closing the
+    /// range first.)
     pub fn add(
         &mut self,
         offset: i64,
