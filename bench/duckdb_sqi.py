@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Runs the published SQL (sqi/sql/, as docs/sqi-sql.md shows it) in DuckDB
 over a local lake, unchanged apart from its date placeholders: the day's
-totals and the SQI, each written to a Parquet file as `sqi batch` does, so the
-two do the same work.
+totals, its totals per URL and the SQI, each written to a Parquet file as
+`sqi batch` does, so the two do the same work.
 
 Prints one JSON line: wall seconds, peak RSS of this process (DuckDB runs in
 it), rows and scored rows. With --rows FILE, also writes every row's
@@ -47,6 +47,7 @@ def main() -> None:
     inputs_sql = render((ROOT / "sqi/sql/sqi_inputs.sql").read_text(), args.date)
     score_sql = render((ROOT / "sqi/sql/sqi_score.sql").read_text(), args.date)
     daily_sql = render((ROOT / "sqi/sql/daily.sql").read_text(), args.date)
+    daily_urls_sql = render((ROOT / "sqi/sql/daily_urls.sql").read_text(), args.date)
     lake = args.lake.resolve()
     out = args.out or pathlib.Path(tempfile.mkdtemp(prefix="duckdb-sqi-"))
 
@@ -62,9 +63,17 @@ def main() -> None:
             hive_types = {{'dt': VARCHAR, 'hour': VARCHAR}})"""
     )
     con.execute(
+        f"""CREATE VIEW url_counts AS SELECT * FROM read_parquet(
+            '{lake}/url_counts/*/*/*.parquet', hive_partitioning = true,
+            hive_types = {{'dt': VARCHAR, 'hour': VARCHAR}})"""
+    )
+    con.execute(
         f"CREATE VIEW publishers AS SELECT * FROM read_parquet('{lake}/publishers/*.parquet')"
     )
     con.execute(f"COPY ({daily_sql}) TO '{out}/daily.parquet' (FORMAT parquet, COMPRESSION snappy)")
+    con.execute(
+        f"COPY ({daily_urls_sql}) TO '{out}/daily_urls.parquet' (FORMAT parquet, COMPRESSION snappy)"
+    )
     con.execute(f"CREATE TEMP TABLE inputs AS {inputs_sql}")
     con.execute(f"CREATE TEMP TABLE scored AS {score_sql}")
     con.execute(f"COPY scored TO '{out}/sqi.parquet' (FORMAT parquet, COMPRESSION snappy)")

@@ -40,6 +40,11 @@ pub struct LakeArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The events topic whose completeness markers the generator writes, as
+    /// the processor would once every hour closed (so `sqi batch` needs no
+    /// `--allow-incomplete` and `daily` rows are `complete`).
+    #[arg(long, default_value = "share-events")]
+    topic: String,
 }
 
 /// A small, fast, seedable generator (splitmix64): the lake needs billions of
@@ -184,6 +189,7 @@ pub fn run(args: &LakeArgs) -> anyhow::Result<()> {
                             dir.join("part-00000.parquet"),
                             sqi_processor::sink::parquet_bytes(&batch)?,
                         )?;
+                        write_marker(&args.out, &args.topic, window_start)?;
                         let urls = url_batch(&batch)?;
                         let dir = args
                             .out
@@ -213,6 +219,24 @@ pub fn run(args: &LakeArgs) -> anyhow::Result<()> {
         "seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     });
     println!("{out}");
+    Ok(())
+}
+
+/// The hour's completeness marker, in the processor's format.
+fn write_marker(out: &Path, topic: &str, window_start: i64) -> anyhow::Result<()> {
+    let path = out.join(sqi_processor::completeness::hour_marker(
+        topic,
+        window_start,
+    ));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let marker = serde_json::json!({
+        "window_start": window_start,
+        "completed_at": chrono::Utc::now().to_rfc3339(),
+        "partitions": 1,
+    });
+    std::fs::write(path, marker.to_string())?;
     Ok(())
 }
 

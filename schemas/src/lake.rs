@@ -32,18 +32,21 @@ pub enum Table {
     Publishers,
     /// One day's totals; the batch job.
     Daily,
+    /// One day's totals per URL (from `url_counts`); the batch job.
+    DailyUrls,
     /// One day's SQI per publisher; the batch job.
     Sqi,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Events,
         Table::Aggregates,
         Table::UrlCounts,
         Table::Publishers,
         Table::Daily,
+        Table::DailyUrls,
         Table::Sqi,
     ];
 
@@ -55,6 +58,7 @@ impl Table {
             Self::UrlCounts => "url_counts",
             Self::Publishers => "publishers",
             Self::Daily => "daily",
+            Self::DailyUrls => "daily_urls",
             Self::Sqi => "sqi",
         }
     }
@@ -63,7 +67,7 @@ impl Table {
     pub fn partition_columns(self) -> &'static [&'static str] {
         match self {
             Self::Events | Self::Aggregates | Self::UrlCounts => &["dt", "hour"],
-            Self::Daily | Self::Sqi => &["dt"],
+            Self::Daily | Self::DailyUrls | Self::Sqi => &["dt"],
             Self::Publishers => &[],
         }
     }
@@ -76,6 +80,7 @@ impl Table {
             Self::UrlCounts => URL_COUNTS.clone(),
             Self::Publishers => PUBLISHERS.clone(),
             Self::Daily => DAILY.clone(),
+            Self::DailyUrls => DAILY_URLS.clone(),
             Self::Sqi => SQI.clone(),
         }
     }
@@ -166,6 +171,17 @@ static DAILY: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("channel", true),
         utf8("event_type", false),
         utf8("device", false),
+        int64("events"),
+        Field::new("complete", DataType::Boolean, false),
+    ]))
+});
+
+static DAILY_URLS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("date", DataType::Date32, false),
+        utf8("publisher", false),
+        utf8("url", false),
+        utf8("event_type", false),
         int64("events"),
         Field::new("complete", DataType::Boolean, false),
     ]))

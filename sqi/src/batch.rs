@@ -40,6 +40,8 @@ pub const INPUTS_SQL: &str = include_str!("../sql/sqi_inputs.sql");
 pub const SCORE_SQL: &str = include_str!("../sql/sqi_score.sql");
 /// The day's totals.
 pub const DAILY_SQL: &str = include_str!("../sql/daily.sql");
+/// The day's totals per URL.
+pub const DAILY_URLS_SQL: &str = include_str!("../sql/daily_urls.sql");
 
 /// The one file each day's output lives in (an unsharded run).
 pub const DAY_FILE: &str = "part-00000.parquet";
@@ -246,6 +248,8 @@ pub struct DayOutcome {
     pub date: NaiveDate,
     /// Rows in `daily/dt=…/`.
     pub daily_rows: usize,
+    /// Rows in `daily_urls/dt=…/`.
+    pub daily_url_rows: usize,
     /// Rows in `sqi/dt=…/`.
     pub sqi_rows: usize,
     /// Publishers with a non-null SQI.
@@ -321,25 +325,30 @@ impl ShardScope {
         })
     }
 
-    /// A session whose `aggregates` holds only this shard's publishers' rows.
+    /// A session whose `aggregates` and `url_counts` (those of `tables`) hold
+    /// only this shard's publishers' rows.
     async fn session(&self, lake: &Lake, tables: &[Table]) -> Result<SessionContext> {
+        let scoped = [Table::Aggregates, Table::UrlCounts];
         let others: Vec<Table> = tables
             .iter()
             .copied()
-            .filter(|t| *t != Table::Aggregates)
+            .filter(|t| !scoped.contains(t))
             .collect();
         let ctx = query::session(lake, &others, num_cpus(), Workload::Batch).await?;
-        query::register_as(&ctx, lake, Table::Aggregates, "lake_aggregates").await?;
         let _ = ctx.register_batch("shard_listed", self.listed.clone())?;
         let exists = if self.keep { "EXISTS" } else { "NOT EXISTS" };
-        let _ = ctx
-            .sql(&format!(
-                "CREATE VIEW aggregates AS SELECT * FROM lake_aggregates a WHERE {exists} \
-                 (SELECT 1 FROM shard_listed s WHERE s.publisher = a.publisher)"
-            ))
-            .await?
-            .collect()
-            .await?;
+        for table in scoped.into_iter().filter(|t| tables.contains(t)) {
+            let name = table.prefix();
+            query::register_as(&ctx, lake, table, &format!("lake_{name}")).await?;
+            let _ = ctx
+                .sql(&format!(
+                    "CREATE VIEW {name} AS SELECT * FROM lake_{name} a WHERE {exists} \
+                     (SELECT 1 FROM shard_listed s WHERE s.publisher = a.publisher)"
+                ))
+                .await?
+                .collect()
+                .await?;
+        }
         Ok(ctx)
     }
 
@@ -477,24 +486,39 @@ pub async fn compute_daily_shard(
     date: NaiveDate,
     shard: Shard,
 ) -> Result<RecordBatch> {
+    compute_day_table(lake, date, shard, Table::Daily).await
+}
+
+/// Computes one shard's rows of a day table (`daily` or `daily_urls`) from
+/// the hourly table it sums.
+async fn compute_day_table(
+    lake: &Lake,
+    date: NaiveDate,
+    shard: Shard,
+    table: Table,
+) -> Result<RecordBatch> {
+    let (source, sql) = match table {
+        Table::DailyUrls => (Table::UrlCounts, DAILY_URLS_SQL),
+        _ => (Table::Aggregates, DAILY_SQL),
+    };
     let ctx = if shard.is_whole() {
-        query::session(lake, &[Table::Aggregates], num_cpus(), Workload::Batch).await?
+        query::session(lake, &[source], num_cpus(), Workload::Batch).await?
     } else {
         ShardScope::load(lake, shard)
             .await?
-            .session(lake, &[Table::Aggregates])
+            .session(lake, &[source])
             .await?
     };
     let started = std::time::Instant::now();
-    let daily = query::collect_one(&ctx, &render(DAILY_SQL, date)).await?;
-    tracing::info!(%date, %shard, rows = daily.num_rows(), seconds = started.elapsed().as_secs_f64(), "daily totals summed");
-    conform_computed(&daily, Table::Daily)
+    let rows = query::collect_one(&ctx, &render(sql, date)).await?;
+    tracing::info!(%date, %shard, table = table.prefix(), rows = rows.num_rows(), seconds = started.elapsed().as_secs_f64(), "day's totals summed");
+    conform_computed(&rows, table)
 }
 
 /// The column saying whether the day was complete when computed.
 pub const COMPLETE: &str = "complete";
 
-/// Computes and writes `daily/` and `sqi/` for one day, replacing any earlier run.
+/// Computes and writes `daily/`, `daily_urls/` and `sqi/` for one day, replacing any earlier run.
 /// A day the processor has not closed is refused unless `gate` allows it.
 /// With a shard other than [`Shard::WHOLE`], only that shard's rows and file.
 pub async fn run_day(
@@ -532,14 +556,21 @@ pub async fn run_day(
         Table::Sqi,
         complete,
     )?;
+    let daily_urls = with_complete(
+        &compute_day_table(lake, date, shard, Table::DailyUrls).await?,
+        Table::DailyUrls,
+        complete,
+    )?;
     let scored = sqi
         .column_by_name("sqi")
         .map_or(0, |c| c.len() - c.null_count());
     write_day(lake, Table::Daily, date, shard, &daily).await?;
+    write_day(lake, Table::DailyUrls, date, shard, &daily_urls).await?;
     write_day(lake, Table::Sqi, date, shard, &sqi).await?;
     Ok(DayOutcome {
         date,
         daily_rows: daily.num_rows(),
+        daily_url_rows: daily_urls.num_rows(),
         sqi_rows: sqi.num_rows(),
         scored,
         complete,
@@ -556,7 +587,7 @@ pub async fn write_day(
     batch: &RecordBatch,
 ) -> Result<()> {
     let dir = format!("{}/{}", table.prefix(), day_partition(date));
-    let bytes = sqi_processor::sink::parquet_bytes(batch)?;
+    let bytes = day_file_bytes(batch)?;
     let target = lake.path(&format!("{dir}/{}", shard.file_name()));
     let _ = lake
         .store()
@@ -579,6 +610,40 @@ pub async fn write_day(
         }
     }
     Ok(())
+}
+
+/// Rows per row group and per page of the day tables.
+const DAY_ROW_GROUP_ROWS: usize = 64 * 1024;
+const DAY_PAGE_ROWS: usize = 4 * 1024;
+
+/// Encodes a day table's file. The report reads these one publisher at a time
+/// and every day table is sorted by publisher, so small row groups and pages
+/// let the footer's statistics and page index skip all but the few rows of
+/// that publisher; with 1Mi-row groups a question read a whole column.
+fn day_file_bytes(batch: &RecordBatch) -> Result<bytes::Bytes> {
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+    // Only `publisher` gets statistics per page: the page index of every
+    // column would be most of the footer (300 KB of an `sqi` file), and a
+    // reader parses it for every question. `publisher` and `url` are plain,
+    // not dictionary-encoded: a publisher has a handful of rows, so the
+    // dictionary saved little, and reading the one page that holds a
+    // publisher meant decoding its row group's whole dictionary (60,000
+    // strings) first.
+    let properties = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(DAY_ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(DAY_PAGE_ROWS)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_statistics_enabled("publisher".into(), EnabledStatistics::Page)
+        .set_column_dictionary_enabled("publisher".into(), false)
+        .set_column_dictionary_enabled("url".into(), false)
+        .build();
+    let mut out = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(properties))?;
+    writer.write(batch)?;
+    let _ = writer.close()?;
+    Ok(bytes::Bytes::from(out))
 }
 
 /// Runs every requested day in order, reporting progress through `on_day`.
@@ -614,7 +679,7 @@ mod tests {
             date,
         );
         assert_eq!(sql, "2024-03-01 2024-03-28 2024-03-29 2024-02-29");
-        for template in [INPUTS_SQL, SCORE_SQL, DAILY_SQL] {
+        for template in [INPUTS_SQL, SCORE_SQL, DAILY_SQL, DAILY_URLS_SQL] {
             assert!(!render(template, date).contains("{{"));
         }
     }

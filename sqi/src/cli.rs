@@ -136,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => tracing::info!(
                     date = %day.date,
                     daily_rows = day.daily_rows,
+                    daily_url_rows = day.daily_url_rows,
                     sqi_rows = day.sqi_rows,
                     scored = day.scored,
                     complete = day.complete,

@@ -19,9 +19,13 @@ pub enum Workload {
     /// One job over a fixed set of files, then exit: per-file statistics
     /// gathered at planning prune whole files, and the caches die with it.
     Batch,
-    /// A long-lived API over a lake that gains files all day: its memory must
-    /// not follow the number of files.
+    /// A long-lived API over the hourly tables, which gain files all day: its
+    /// memory must not follow the number of files.
     Serving,
+    /// A long-lived API over the batch's day tables (`daily`, `daily_urls`,
+    /// `sqi`): one file a table a day, so every footer of the days a report
+    /// reads can stay in memory, and must, since a 30-day question opens 30.
+    ServingDays,
 }
 
 impl Workload {
@@ -30,6 +34,7 @@ impl Workload {
         match self {
             Self::Batch => 16 * 1024 * 1024,
             Self::Serving => 4 * 1024 * 1024,
+            Self::ServingDays => 64 * 1024 * 1024,
         }
     }
 
@@ -37,7 +42,7 @@ impl Workload {
     fn statistics_cache_bytes(self) -> usize {
         match self {
             Self::Batch => 4 * 1024 * 1024,
-            Self::Serving => 0,
+            Self::Serving | Self::ServingDays => 0,
         }
     }
 }
@@ -59,7 +64,7 @@ pub async fn session(
     let mut config = config
         .with_target_partitions(target_partitions.max(1))
         .with_information_schema(false);
-    if workload == Workload::Serving {
+    if workload != Workload::Batch {
         // Statistics at planning read every file's footer before the query
         // starts and hold them all until it ends, so a question about today
         // costs memory in proportion to today's file count: the report grew

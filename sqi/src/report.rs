@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::{Expr, SessionContext, col, lit};
 use futures::TryStreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::query;
 
 mod dashboard;
+mod days;
 mod endpoints;
 mod guard;
 mod openapi;
@@ -223,7 +224,10 @@ impl IntoResponse for ReportError {
 pub struct ReportState {
     lake: Lake,
     keys: Arc<KeyRing>,
-    ctx: SessionContext,
+    /// `aggregates` and `url_counts`.
+    hourly: SessionContext,
+    /// `daily`, `daily_urls` and `sqi`.
+    days: SessionContext,
     metrics: Option<PrometheusHandle>,
     options: ReportOptions,
     guard: Arc<guard::Guard>,
@@ -242,23 +246,26 @@ impl ReportState {
         metrics: Option<PrometheusHandle>,
         options: ReportOptions,
     ) -> Result<Self> {
-        let ctx = query::session(
+        let hourly = query::session(
             &lake,
-            &[
-                Table::Aggregates,
-                Table::UrlCounts,
-                Table::Daily,
-                Table::Sqi,
-            ],
+            &[Table::Aggregates, Table::UrlCounts],
             2,
             query::Workload::Serving,
+        )
+        .await?;
+        let days = query::session(
+            &lake,
+            &[Table::Daily, Table::DailyUrls, Table::Sqi],
+            2,
+            query::Workload::ServingDays,
         )
         .await?;
         let guard = guard::Guard::start(lake.clone(), options).await;
         Ok(Self {
             lake,
             keys: Arc::new(keys),
-            ctx,
+            hourly,
+            days,
             metrics,
             options,
             guard,
@@ -394,20 +401,36 @@ fn parse_bool(field: &'static str, value: Option<&str>) -> Result<bool, ReportEr
     }
 }
 
-/// The publisher's most recent SQI row on or before `to`, as JSON.
-pub async fn latest_sqi(
+/// The publisher's most recent SQI row on or before `to`, as JSON. The
+/// newest day the lake has on or before `to` answers almost every publisher
+/// with one file; only a publisher missing from it is looked for in all.
+async fn latest_sqi(state: &ReportState, publisher: &str, to: NaiveDate) -> Result<Option<Value>> {
+    let to = to.to_string();
+    let newest = state
+        .guard
+        .lake_days()
+        .sqi
+        .range(..=to.clone())
+        .next_back()
+        .cloned();
+    if let Some(day) = newest
+        && let Some(row) = newest_sqi_row(&state.days, col("dt").eq(lit(day)), publisher).await?
+    {
+        return Ok(Some(row));
+    }
+    newest_sqi_row(&state.days, col("dt").lt_eq(lit(to)), publisher).await
+}
+
+/// The newest SQI row of `publisher` among the partitions `days` selects.
+async fn newest_sqi_row(
     ctx: &SessionContext,
+    days: Expr,
     publisher: &str,
-    to: NaiveDate,
 ) -> Result<Option<Value>> {
     let batches = ctx
         .table(Table::Sqi.prefix())
         .await?
-        .filter(
-            col("publisher")
-                .eq(lit(publisher))
-                .and(col("dt").lt_eq(lit(to.to_string()))),
-        )?
+        .filter(col("publisher").eq(lit(publisher)).and(days))?
         .sort(vec![col("date").sort(false, false)])?
         .limit(0, Some(1))?
         .collect()

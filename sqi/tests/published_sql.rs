@@ -40,10 +40,13 @@ Choices the definition leaves open, and what this SQL does:\n\n\
   peer group it would have, which `peer_group` and `peer_count` name.\n\
 - When no `publishers` row exists, the category is `uncategorized`; an empty\n\
   category counts as missing.\n\n\
-## Stage 1: inputs\n\n```sql\n{}```\n\n## Stage 2: score\n\n```sql\n{}```\n\n## The day's totals (`daily/`)\n\n```sql\n{}```\n",
+## Stage 1: inputs\n\n```sql\n{}```\n\n## Stage 2: score\n\n```sql\n{}```\n\n## The day's totals (`daily/`)\n\n```sql\n{}```\n\n\
+## The day's totals per URL (`daily_urls/`)\n\n\
+`url_counts` is the lake table of that name, partitioned as `aggregates`.\n\n```sql\n{}```\n",
         sqi::batch::INPUTS_SQL,
         sqi::batch::SCORE_SQL,
-        sqi::batch::DAILY_SQL
+        sqi::batch::DAILY_SQL,
+        sqi::batch::DAILY_URLS_SQL
     )
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow::array::{Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
 use chrono::{TimeZone, Utc};
 use object_store::{ObjectStoreExt, PutPayload};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqi::report::{KeyRing, ReportOptions, ReportState};
 use sqi_schemas::lake::{HOUR_MS, Lake, Table, hour_partition};
@@ -845,9 +845,10 @@ async fn the_openapi_document_holds_under_schemathesis() {
     assert!(report.contains("passed"), "{report}");
 }
 
-/// Whole UTC days the batch has closed are read from `daily` (one file a day),
-/// the rest from the hourly aggregates. The fixture's `daily` deliberately
-/// disagrees with its aggregates, so the answers show which table was read.
+/// Whole UTC days the batch has closed are read from `daily` and
+/// `daily_urls` (one file a day), the rest from the hourly tables. The
+/// fixture's day files deliberately disagree with its hourly ones, so the
+/// answers show which table was read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
     let (_dir, lake) = fixture::local_lake();
@@ -878,9 +879,60 @@ async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
             .await
             .unwrap();
     }
+    let urls = RecordBatch::try_new(
+        Table::DailyUrls.schema(),
+        vec![
+            Arc::new(arrow::array::Date32Array::from(vec![
+                arrow::datatypes::Date32Type::from_naive_date(
+                    chrono::NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+                ),
+            ])),
+            Arc::new(arrow::array::StringArray::from(vec!["pub-ny"])),
+            Arc::new(arrow::array::StringArray::from(vec![
+                "https://ny.example/from-daily-urls",
+            ])),
+            Arc::new(arrow::array::StringArray::from(vec!["share"])),
+            Arc::new(arrow::array::Int64Array::from(vec![4_242])),
+            Arc::new(arrow::array::BooleanArray::from(vec![true])),
+        ],
+    )
+    .unwrap();
+    lake.store()
+        .put(
+            &lake.path("daily_urls/dt=2024-03-07/part-00000.parquet"),
+            PutPayload::from_bytes(sqi_processor::sink::parquet_bytes(&urls).unwrap()),
+        )
+        .await
+        .unwrap();
     let base = serve(lake).await;
     let pageviews = |body: &Value| body["pageviews"].as_i64().unwrap();
     let utc = |from: &str, to: &str| format!("period=custom&from={from}&to={to}&tz=UTC");
+
+    let top = json(
+        &base,
+        &format!(
+            "/v1/publishers/pub-ny/top-urls?{}",
+            utc("2024-03-07", "2024-03-07")
+        ),
+    )
+    .await;
+    assert_eq!(
+        top["rows"],
+        json!([{"url": "https://ny.example/from-daily-urls", "pageviews": 0, "shares": 4_242, "clickbacks": 0}]),
+        "a complete day's URLs come from daily_urls"
+    );
+    let spanning = json(
+        &base,
+        &format!(
+            "/v1/publishers/pub-ny/top-urls?{}",
+            utc("2024-03-07", "2024-03-10")
+        ),
+    )
+    .await;
+    assert_eq!(
+        spanning["total_rows"], 12,
+        "the later days' 11 URLs come from url_counts: {spanning}"
+    );
 
     let closed = json(
         &base,

@@ -89,6 +89,7 @@ async fn four_shards_union_to_exactly_the_unsharded_rows() {
         .unwrap();
     let (whole_sqi, _) = day_rows(&lake, Table::Sqi).await;
     let (whole_daily, _) = day_rows(&lake, Table::Daily).await;
+    let (whole_urls, _) = day_rows(&lake, Table::DailyUrls).await;
     assert_eq!(whole_sqi.len(), 5200);
 
     let mut sharded_rows = 0;
@@ -126,15 +127,18 @@ async fn four_shards_union_to_exactly_the_unsharded_rows() {
 
     let (sharded_sqi, sqi_files) = day_rows(&lake, Table::Sqi).await;
     let (sharded_daily, daily_files) = day_rows(&lake, Table::Daily).await;
+    let (sharded_urls, url_files) = day_rows(&lake, Table::DailyUrls).await;
     let expected_files: BTreeSet<String> = (0..4)
         .map(|index| Shard { index, count: 4 }.file_name())
         .collect();
     assert_eq!(sqi_files, expected_files);
     assert_eq!(daily_files, expected_files);
+    assert_eq!(url_files, expected_files);
     // Bit-identical rows, network-scored small categories included.
     assert!(whole_sqi.iter().any(|row| row.contains("|network|")));
     assert_same_rows("sqi", &sharded_sqi, &whole_sqi);
     assert_same_rows("daily", &sharded_daily, &whole_daily);
+    assert_same_rows("daily_urls", &sharded_urls, &whole_urls);
 
     // Going back to one run removes the shards' files.
     let _ = sqi::batch::run_day(&lake, fixture::day(), &gate, Shard::WHOLE)

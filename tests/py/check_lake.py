@@ -16,7 +16,7 @@ import boto3
 import duckdb
 import pyarrow.parquet as pq
 
-TABLES = ["events", "aggregates", "url_counts", "publishers", "daily", "sqi"]
+TABLES = ["events", "aggregates", "url_counts", "publishers", "daily", "daily_urls", "sqi"]
 
 
 def lake_args():

@@ -399,6 +399,17 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
         ]
     );
     assert_eq!(
+        columns("daily_urls"),
+        [
+            "date",
+            "publisher",
+            "url",
+            "event_type",
+            "events",
+            "complete"
+        ]
+    );
+    assert_eq!(
         columns("publishers"),
         ["publisher", "domain", "category", "created_at"]
     );

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{Days, Utc};
 use datafusion::common::ScalarValue;
-use datafusion::functions_aggregate::expr_fn::{bool_and, sum};
+use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::prelude::{Expr, SessionContext, col, lit};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -170,87 +170,67 @@ async fn sum_by(
         .await?)
 }
 
-/// The days of a whole-UTC-day window that `daily` answers: those the batch
-/// has written with every row `complete` (a day computed early, with
-/// `--allow-incomplete`, is read from the hourly aggregates instead, which
-/// may have grown since). `daily` is one small file a day where `aggregates`
-/// is 24 hourly ones.
-async fn daily_days(
-    ctx: &SessionContext,
-    lake: &sqi_schemas::lake::Lake,
-    window: &Window,
-) -> Result<Vec<String>> {
+/// The days of a whole-UTC-day window that `day_table` (`daily` or
+/// `daily_urls`) answers: those the batch has written with every row
+/// `complete`, as the last refresh of the lake saw them. A day computed early,
+/// with `--allow-incomplete`, is read from the hourly table instead, which may
+/// have grown since. A day table is one file a day where the hourly table is
+/// 24 or more.
+fn day_table_days(state: &ReportState, day_table: Table, window: &Window) -> Vec<String> {
     if !window.is_utc_days() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let (from, to) = (window.from.to_string(), window.to.to_string());
-    let listing = lake
-        .store()
-        .list_with_delimiter(Some(&lake.path(Table::Daily.prefix())))
-        .await?;
-    let candidates: Vec<Expr> = listing
-        .common_prefixes
-        .iter()
-        .filter_map(|p| p.filename()?.strip_prefix("dt=").map(str::to_owned))
-        .filter(|day| *day >= from && *day <= to)
-        .map(lit)
-        .collect();
-    if candidates.is_empty() {
-        return Ok(Vec::new());
-    }
-    let batches = ctx
-        .table(Table::Daily.prefix())
-        .await?
-        .filter(col("dt").in_list(candidates, false))?
-        .aggregate(
-            vec![col("dt")],
-            vec![bool_and(col("complete")).alias("complete")],
-        )?
+    state
+        .guard
+        .lake_days()
+        .complete(day_table)
+        .range(from..=to)
+        .cloned()
         .collect()
-        .await?;
-    let mut days = Vec::new();
-    for batch in &batches {
-        let complete = batch
-            .column_by_name("complete")
-            .map(|c| c.as_boolean().clone());
-        for (i, day) in texts(batch, "dt")?.into_iter().enumerate() {
-            let is_complete = complete
-                .as_ref()
-                .is_some_and(|c| !c.is_null(i) && c.value(i));
-            if let (Some(day), true) = (day, is_complete) {
-                days.push(day);
-            }
-        }
-    }
-    days.sort();
-    Ok(days)
 }
 
-/// A publisher's rows in `window`, summed by `keys`: from `daily` for its
-/// complete UTC days, from the hourly `aggregates` for the rest. In `daily`
-/// batches the hour key `window_start` becomes the day, `date`.
+/// A publisher's rows of `hourly_table` in `window`, summed by `keys`: from
+/// its day table (`daily` for `aggregates`, `daily_urls` for `url_counts`)
+/// for the complete UTC days, from the hourly table for the rest. In the day
+/// table's batches the hour key `window_start` becomes the day, `date`.
 async fn sum_split(
     state: &ReportState,
+    hourly_table: Table,
     publisher: &str,
     window: &Window,
     filters: Vec<Expr>,
     keys: &[&str],
 ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-    let days = daily_days(&state.ctx, &state.lake, window).await?;
+    let day_table = match hourly_table {
+        Table::UrlCounts => Table::DailyUrls,
+        _ => Table::Daily,
+    };
+    let days = day_table_days(state, day_table, window);
     let mut hourly_filters = filters.clone();
     if !days.is_empty() {
         hourly_filters
             .push(col("dt").in_list(days.iter().map(|d| lit(d.as_str())).collect(), true));
     }
-    let hourly = sum_by(
-        &state.ctx,
-        Table::Aggregates,
-        publisher,
-        window,
-        hourly_filters,
-        keys,
-    )
-    .await?;
+    let lake_days = state.guard.lake_days();
+    let (first, last) = window.partitions();
+    let hourly_needed = first
+        .iter_days()
+        .take_while(|day| *day <= last)
+        .any(|day| !days.contains(&day.to_string()) && lake_days.may_have_hours(hourly_table, day));
+    let hourly = if !hourly_needed {
+        Vec::new()
+    } else {
+        sum_by(
+            &state.hourly,
+            hourly_table,
+            publisher,
+            window,
+            hourly_filters,
+            keys,
+        )
+        .await?
+    };
     if days.is_empty() {
         return Ok((hourly, Vec::new()));
     }
@@ -265,8 +245,8 @@ async fn sum_split(
         .map(|k| col(if *k == "window_start" { "date" } else { *k }))
         .collect();
     let daily = state
-        .ctx
-        .table(Table::Daily.prefix())
+        .days
+        .table(day_table.prefix())
         .await?
         .filter(predicate)?
         .aggregate(daily_keys, vec![sum(col("events")).alias("events")])?
@@ -359,6 +339,7 @@ pub(super) async fn totals(
 ) -> Result<Totals> {
     let (hourly, daily) = sum_split(
         state,
+        Table::Aggregates,
         publisher,
         window,
         not_bots(include_bots),
@@ -439,7 +420,7 @@ pub(super) async fn summary(
             "clickbacks": change(current.clickbacks, previous.clickbacks),
         });
     }
-    body["sqi"] = super::latest_sqi(&state.ctx, &publisher, window.to)
+    body["sqi"] = super::latest_sqi(&state, &publisher, window.to)
         .await?
         .unwrap_or(Value::Null);
     body["data_as_of"] = as_of(&state, &window).await?;
@@ -535,7 +516,7 @@ pub(super) async fn timeseries(
     filters.push(col("event_type").eq(lit(event_type)));
     let (batches, daily) = if hourly {
         let batches = sum_by(
-            &state.ctx,
+            &state.hourly,
             Table::Aggregates,
             &publisher,
             &window,
@@ -545,7 +526,15 @@ pub(super) async fn timeseries(
         .await?;
         (batches, Vec::new())
     } else {
-        sum_split(&state, &publisher, &window, filters, &["window_start"]).await?
+        sum_split(
+            &state,
+            Table::Aggregates,
+            &publisher,
+            &window,
+            filters,
+            &["window_start"],
+        )
+        .await?
     };
     let mut by_date: BTreeMap<String, i64> = BTreeMap::new();
     for batch in &daily {
@@ -629,6 +618,7 @@ pub(super) async fn channels(
     filters.push(col("event_type").in_list(vec![lit("share"), lit("clickback")], false));
     let (hourly, daily) = sum_split(
         &state,
+        Table::Aggregates,
         &publisher,
         &window,
         filters,
@@ -713,8 +703,8 @@ pub(super) async fn top_urls(
     let format = parse_format(params.list.format.as_deref())?;
     let page = parse_page(params.list.limit.as_deref(), params.list.offset.as_deref())?;
     let sort = event_type_of("sort", params.list.sort.as_deref(), "shares")?;
-    let batches = sum_by(
-        &state.ctx,
+    let (hourly, daily) = sum_split(
+        &state,
         Table::UrlCounts,
         &publisher,
         &window,
@@ -723,7 +713,7 @@ pub(super) async fn top_urls(
     )
     .await?;
     let mut by_url: BTreeMap<String, Totals> = BTreeMap::new();
-    for batch in &batches {
+    for batch in hourly.iter().chain(&daily) {
         let (urls, kinds, events) = (
             texts(batch, "url")?,
             texts(batch, "event_type")?,
@@ -860,7 +850,7 @@ pub(super) async fn sqi_history(
         return Err(bad("from", "the history may span at most 10 years"));
     }
     let mut rows = sqi_rows(
-        &state.ctx,
+        &state.days,
         col("publisher")
             .eq(lit(publisher.as_str()))
             .and(col("dt").gt_eq(lit(from.to_string())))
@@ -921,7 +911,7 @@ pub(super) async fn leaderboard(
             if let Some(category) = params.category.as_deref() {
                 predicate = predicate.and(col("category").eq(lit(category)));
             }
-            sqi_rows(&state.ctx, predicate).await?
+            sqi_rows(&state.days, predicate).await?
         }
     };
     rows.sort_by(|a, b| {
@@ -963,7 +953,7 @@ pub(super) async fn leaderboard(
 /// The newest day with SQI output.
 async fn newest_sqi_day(state: &ReportState) -> Result<Option<chrono::NaiveDate>> {
     let batches = state
-        .ctx
+        .days
         .sql("SELECT MAX(dt) AS newest FROM sqi")
         .await?
         .collect()

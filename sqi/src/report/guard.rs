@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 use sqi_schemas::lake::{Lake, Table, day_partition};
 use tokio::sync::watch;
 
+use super::days::{FooterMemo, LakeDays};
 use super::{ApiKey, ReportError, ReportState, Scope, authenticate, authorize};
 use crate::error::Result;
 
@@ -81,7 +82,16 @@ pub(super) struct Guard {
     limit: u32,
     cache: Mutex<HashMap<String, Cached>>,
     cache_entries: usize,
-    lake_state: watch::Receiver<String>,
+    lake: watch::Receiver<LakeView>,
+}
+
+/// The lake as the last refresh saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct LakeView {
+    /// The newest write time of each table the API reads, as one string.
+    state: String,
+    /// Which days the batch tables answer.
+    days: Arc<LakeDays>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -98,18 +108,25 @@ impl Guard {
             RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
                 .with_middleware::<StateInformationMiddleware>()
         });
-        let initial = lake_state(&lake).await.unwrap_or_default();
+        let mut memo = FooterMemo::default();
+        let initial = match read_lake(&lake, &mut memo).await {
+            Ok(view) => view,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the lake's state; every day is read from the hourly tables until it can");
+                LakeView::default()
+            }
+        };
         let (sender, receiver) = watch::channel(initial);
         let refresh = options.cache_refresh.max(Duration::from_millis(10));
         // Ends when the last receiver (the guard) is gone.
         drop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(refresh).await;
-                match lake_state(&lake).await {
-                    Ok(state) => {
+                match read_lake(&lake, &mut memo).await {
+                    Ok(view) => {
                         let _ = sender.send_if_modified(|old| {
-                            let changed = *old != state;
-                            *old = state.clone();
+                            let changed = *old != view;
+                            *old = view.clone();
                             changed
                         });
                     }
@@ -127,8 +144,13 @@ impl Guard {
             limit: options.burst,
             cache: Mutex::new(HashMap::new()),
             cache_entries: options.cache_entries,
-            lake_state: receiver,
+            lake: receiver,
         })
+    }
+
+    /// Which days the batch tables answered at the last refresh.
+    pub(super) fn lake_days(&self) -> Arc<LakeDays> {
+        self.lake.borrow().days.clone()
     }
 
     /// Takes one request from `key`'s allowance: what remains, or how long to wait.
@@ -157,8 +179,9 @@ impl Guard {
     }
 }
 
-/// The newest write time of each table the API reads, as one string.
-async fn lake_state(lake: &Lake) -> Result<String> {
+/// The lake's state (the newest write time of each table the API reads) and
+/// the days the batch tables answer.
+async fn read_lake(lake: &Lake, memo: &mut FooterMemo) -> Result<LakeView> {
     let today = Utc::now().date_naive();
     let mut parts = Vec::new();
     for table in [Table::Aggregates, Table::UrlCounts] {
@@ -173,14 +196,16 @@ async fn lake_state(lake: &Lake) -> Result<String> {
         }
         parts.push(newest);
     }
-    for table in [Table::Daily, Table::Sqi] {
-        parts.push(newest_write(lake, table.prefix()).await?);
-    }
-    Ok(parts
-        .iter()
-        .map(|t| t.map(|t| t.to_rfc3339()).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("|"))
+    let (batch_newest, days) = super::days::read(lake, memo).await?;
+    parts.extend(batch_newest);
+    Ok(LakeView {
+        state: parts
+            .iter()
+            .map(|t| t.map(|t| t.to_rfc3339()).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("|"),
+        days: Arc::new(days),
+    })
 }
 
 async fn newest_write(lake: &Lake, prefix: &str) -> Result<Option<chrono::DateTime<Utc>>> {
@@ -278,11 +303,7 @@ pub(super) async fn guard(
     if request.uri().path() == "/v1/me" || guard.cache_entries == 0 {
         return with_quota(next.run(request).await, guard.limit, remaining);
     }
-    let cache_key = format!(
-        "{epoch}|{}\n{}",
-        guard.lake_state.borrow().as_str(),
-        request.uri()
-    );
+    let cache_key = format!("{epoch}|{}\n{}", guard.lake.borrow().state, request.uri());
     let conditional = request.headers().clone();
     let cached = match guard.get(&cache_key) {
         Some(hit) => hit,
