@@ -10,7 +10,9 @@
 //!   background every `--cache-refresh`, so an answer is at most that stale.
 //!   Only the recent partitions are watched (the processor's late events land
 //!   within hours), so every answer also expires after [`MAX_AGE`], which
-//!   bounds how long a rewrite of an old day can go unseen.
+//!   bounds how long a rewrite of an old day can go unseen. The same refresh
+//!   notes which days the batch and hourly tables answer (`days.rs`),
+//!   which the handlers plan their queries by.
 //!   Answers carry a strong `ETag`; `If-None-Match` gets 304 without a body.
 
 use std::collections::HashMap;
