@@ -115,9 +115,16 @@ fn file(table: Table, window: i64, name: &str, batch: &RecordBatch) -> Result<La
 
 /// Encodes one batch as a Parquet file (Snappy, which every reader supports).
 pub fn parquet_bytes(batch: &RecordBatch) -> Result<Bytes> {
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
+    parquet_bytes_with(batch, snappy().build())
+}
+
+/// The writer settings every lake file starts from: Snappy, which every reader supports.
+pub fn snappy() -> parquet::file::properties::WriterPropertiesBuilder {
+    WriterProperties::builder().set_compression(Compression::SNAPPY)
+}
+
+/// Encodes one batch as a Parquet file with `properties`.
+pub fn parquet_bytes_with(batch: &RecordBatch, properties: WriterProperties) -> Result<Bytes> {
     let mut out = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(properties))?;
     writer.write(batch)?;

@@ -621,7 +621,7 @@ const DAY_PAGE_ROWS: usize = 4 * 1024;
 /// let the footer's statistics and page index skip all but the few rows of
 /// that publisher; with 1Mi-row groups a question read a whole column.
 fn day_file_bytes(batch: &RecordBatch) -> Result<bytes::Bytes> {
-    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+    use parquet::file::properties::EnabledStatistics;
     // Only `publisher` gets statistics per page: the page index of every
     // column would be most of the footer (300 KB of an `sqi` file), and a
     // reader parses it for every question. `publisher` and `url` are plain,
@@ -629,8 +629,7 @@ fn day_file_bytes(batch: &RecordBatch) -> Result<bytes::Bytes> {
     // dictionary saved little, and reading the one page that holds a
     // publisher meant decoding its row group's whole dictionary (60,000
     // strings) first.
-    let properties = WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::SNAPPY)
+    let properties = sqi_processor::sink::snappy()
         .set_max_row_group_row_count(Some(DAY_ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(DAY_PAGE_ROWS)
         .set_statistics_enabled(EnabledStatistics::Chunk)
@@ -638,12 +637,7 @@ fn day_file_bytes(batch: &RecordBatch) -> Result<bytes::Bytes> {
         .set_column_dictionary_enabled("publisher".into(), false)
         .set_column_dictionary_enabled("url".into(), false)
         .build();
-    let mut out = Vec::new();
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(properties))?;
-    writer.write(batch)?;
-    let _ = writer.close()?;
-    Ok(bytes::Bytes::from(out))
+    Ok(sqi_processor::sink::parquet_bytes_with(batch, properties)?)
 }
 
 /// Runs every requested day in order, reporting progress through `on_day`.

@@ -7,7 +7,7 @@
 //! with the lake's state and reads the footer of each new file once: the
 //! batch writes `complete` as one value per file, so its statistics say it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -77,7 +77,7 @@ pub(super) async fn read(
 ) -> Result<(Vec<Option<DateTime<Utc>>>, LakeDays)> {
     let mut newest = Vec::new();
     let mut days = LakeDays::default();
-    let mut seen = Vec::new();
+    let mut seen = HashSet::new();
     for table in [Table::Daily, Table::DailyUrls, Table::Sqi] {
         let files: Vec<ObjectMeta> = lake
             .store()
@@ -99,7 +99,7 @@ pub(super) async fn read(
                 memo.complete(lake, meta).await
             };
             *by_day.entry(day).or_insert(true) &= complete;
-            seen.push(meta.location.clone());
+            let _ = seen.insert(meta.location.clone());
         }
         let answered = by_day
             .into_iter()
@@ -123,7 +123,6 @@ pub(super) async fn read(
             _ => days.aggregates = partitions,
         }
     }
-    let seen: std::collections::HashSet<Path> = seen.into_iter().collect();
     memo.complete.retain(|path, _| seen.contains(path));
     Ok((newest, days))
 }
