@@ -248,8 +248,22 @@ async fn latency_at(args: &IngestArgs, rate: f64) -> anyhow::Result<(f64, f64, u
     Ok((ms(pick(0.50)), ms(pick(0.99)), latencies.len()))
 }
 
+/// The allocator `sqi` runs with, so that the in-process roles measured here
+/// (the processor above all) allocate as they do when deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The roles' logs, on stderr, when RUST_LOG asks for them (off by default:
+    // a benchmark's output is its figures).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = match Bench::parse() {
         Bench::Ingest(args) => args,
         Bench::Process(args) => return process::run(args).await,

@@ -24,6 +24,10 @@ pub struct ProcessArgs {
     /// Topic partitions.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// Runs only the processor (no baselines), for profiling it alone: attach
+    /// `perf record -p` when stderr says the processor starts.
+    #[arg(long)]
+    processor_only: bool,
 }
 
 /// User plus system CPU seconds of this process so far.
@@ -113,8 +117,9 @@ async fn fill(args: &ProcessArgs, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads every record; with `parse`, also decodes each into the v1 record
-/// (the floor any processor of this JSON pays before doing anything).
+/// Reads every record; with `parse`, also decodes and checks each as the
+/// processor does (`RecordView`): the floor any processor of this JSON pays
+/// before doing anything with it.
 async fn bare_consumer(args: &ProcessArgs, topic: &str, parse: bool) -> anyhow::Result<(f64, f64)> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
@@ -129,7 +134,7 @@ async fn bare_consumer(args: &ProcessArgs, topic: &str, parse: bool) -> anyhow::
     while read < args.events {
         let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
         let payload = rdkafka::Message::payload(&message).unwrap_or_default();
-        if parse && sqi_schemas::record::EventRecord::from_json(payload).is_ok() {
+        if parse && sqi_schemas::record::RecordView::from_json(payload).is_ok() {
             parsed += 1;
         }
         read += 1;
@@ -190,8 +195,15 @@ async fn processor(args: &ProcessArgs, topic: &str) -> anyhow::Result<ProcessorR
 pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {
     let topic = format!("bench-process-{}", uuid::Uuid::new_v4());
     fill(&args, &topic).await?;
-    let (bare_cpu, bare_wall) = bare_consumer(&args, &topic, false).await?;
-    let (parse_cpu, _) = bare_consumer(&args, &topic, true).await?;
+    let (bare_cpu, bare_wall, parse_cpu) = if args.processor_only {
+        (f64::NAN, f64::NAN, f64::NAN)
+    } else {
+        let (bare_cpu, bare_wall) = bare_consumer(&args, &topic, false).await?;
+        let (parse_cpu, _) = bare_consumer(&args, &topic, true).await?;
+        (bare_cpu, bare_wall, parse_cpu)
+    };
+    // A profiler attached from here on sees the processor alone.
+    eprintln!("processor starts: pid {}", std::process::id());
     let run = processor(&args, &topic).await?;
     let events = args.events as f64;
     let per_core = |cpu: f64| events / cpu.max(0.01);

@@ -65,9 +65,17 @@ impl Dedup {
     }
 }
 
-/// Two independent 64-bit SipHash values of the id. A collision needs about
-/// 2^64 ids, so ids are never confused in practice, at a fixed 16 bytes each.
+/// The id as 128 bits: a canonical (hyphenated, lower-case) UUID is its own
+/// value, which ingest always writes and which needs no hashing; any other
+/// spelling gets two independent 64-bit SipHash values. Either way a collision
+/// needs about 2^64 ids, so ids are never confused in practice, at a fixed 16
+/// bytes each. Spellings stay distinct ids, as they were when every id was hashed.
 fn fingerprint(event_id: &str) -> u128 {
+    if is_canonical_uuid(event_id)
+        && let Ok(uuid) = uuid::Uuid::try_parse(event_id)
+    {
+        return uuid.as_u128();
+    }
     let hash = |salt: u8| {
         let mut hasher =
             std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().build_hasher();
@@ -78,11 +86,35 @@ fn fingerprint(event_id: &str) -> u128 {
     (u128::from(hash(1)) << 64) | u128::from(hash(2))
 }
 
+fn is_canonical_uuid(id: &str) -> bool {
+    id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn canonical_ids_are_their_uuid_and_other_spellings_stay_distinct() {
+        let id = "0b6f2a5c-5d43-4b8e-9e71-2c1f7c1a9d10";
+        assert_eq!(fingerprint(id), 0x0b6f2a5c_5d43_4b8e_9e71_2c1f7c1a9d10);
+        let upper = id.to_ascii_uppercase();
+        let simple = id.replace('-', "");
+        let spellings = [fingerprint(id), fingerprint(&upper), fingerprint(&simple)];
+        assert!(!is_canonical_uuid(&upper) && !is_canonical_uuid(&simple));
+        assert_ne!(spellings[0], spellings[1]);
+        assert_ne!(spellings[1], spellings[2]);
+        let mut dedup = Dedup::new(HOUR);
+        assert!(dedup.first_sighting(id, 0, 0));
+        assert!(dedup.first_sighting(&upper, 0, 0));
+        assert!(!dedup.first_sighting(&upper, 0, 0));
+    }
 
     #[test]
     fn repeats_within_the_horizon_are_refused() {

@@ -18,10 +18,11 @@ use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use sqi_schemas::lake::{Lake, Table, hour_partition};
 
 use crate::error::{Error, Result};
-use crate::window::PartitionBuffer;
+use crate::window::{AggregateKey, PartitionBuffer, UrlKey};
 
 /// One file to write: its lake-relative path and contents.
 #[derive(Debug)]
@@ -42,6 +43,7 @@ pub fn encode(topic: &str, partition: i32, mut buffer: PartitionBuffer) -> Resul
     );
     let mut files = Vec::new();
 
+    let names = &buffer.names;
     let mut aggregates: BTreeMap<i64, Vec<_>> = BTreeMap::new();
     for (key, count) in &buffer.aggregates {
         aggregates
@@ -50,13 +52,18 @@ pub fn encode(topic: &str, partition: i32, mut buffer: PartitionBuffer) -> Resul
             .push((key, *count));
     }
     for (window, mut rows) in aggregates {
-        rows.sort();
+        // Sorted by the keys' values, so a file's bytes depend on its rows only.
+        rows.sort_unstable_by(|(a, _), (b, _)| {
+            let key =
+                |k: &AggregateKey| (names.get(k.publisher), k.channel, k.event_type, k.device);
+            key(a).cmp(&key(b))
+        });
         let batch = RecordBatch::try_new(
             Table::Aggregates.schema(),
             vec![
                 timestamps(rows.iter().map(|(k, _)| k.window_start)),
-                strings(rows.iter().map(|(k, _)| Some(k.publisher.as_str()))),
-                strings(rows.iter().map(|(k, _)| k.channel.as_deref())),
+                strings(rows.iter().map(|(k, _)| Some(names.get(k.publisher)))),
+                strings(rows.iter().map(|(k, _)| k.channel)),
                 strings(rows.iter().map(|(k, _)| Some(k.event_type.as_str()))),
                 strings(rows.iter().map(|(k, _)| Some(k.device.as_str()))),
                 int64s(rows.iter().map(|(_, c)| *c)),
@@ -72,15 +79,25 @@ pub fn encode(topic: &str, partition: i32, mut buffer: PartitionBuffer) -> Resul
             .push((key, *count));
     }
     for (window, mut rows) in urls {
-        rows.sort();
+        rows.sort_unstable_by(|(a, _), (b, _)| {
+            let key = |k: &UrlKey| {
+                (
+                    names.get(k.publisher),
+                    names.get(k.url),
+                    k.event_type,
+                    k.channel,
+                )
+            };
+            key(a).cmp(&key(b))
+        });
         let batch = RecordBatch::try_new(
             Table::UrlCounts.schema(),
             vec![
                 timestamps(rows.iter().map(|(k, _)| k.window_start)),
-                strings(rows.iter().map(|(k, _)| Some(k.publisher.as_str()))),
-                strings(rows.iter().map(|(k, _)| Some(k.url.as_str()))),
+                strings(rows.iter().map(|(k, _)| Some(names.get(k.publisher)))),
+                strings(rows.iter().map(|(k, _)| Some(names.get(k.url)))),
                 strings(rows.iter().map(|(k, _)| Some(k.event_type.as_str()))),
-                strings(rows.iter().map(|(k, _)| k.channel.as_deref())),
+                strings(rows.iter().map(|(k, _)| k.channel)),
                 int64s(rows.iter().map(|(_, c)| *c)),
             ],
         )?;
@@ -108,9 +125,29 @@ pub async fn upload(lake: &Lake, files: &[LakeFile]) -> Result<()> {
 fn file(table: Table, window: i64, name: &str, batch: &RecordBatch) -> Result<LakeFile> {
     Ok(LakeFile {
         path: format!("{}/{}/{name}", table.prefix(), hour_partition(window)),
-        bytes: parquet_bytes(batch)?,
+        bytes: parquet_bytes_with(batch, hourly_properties(table))?,
         rows: batch.num_rows(),
     })
+}
+
+/// Snappy, without dictionaries for the columns whose values hardly repeat
+/// within a file: every `event_id` is distinct, event times nearly so, and a
+/// `url_counts` URL appears only once per event type and channel. Building a
+/// dictionary for them hashed and compared every value for nothing (the
+/// writer's dictionary was 7% of the processor's CPU in a profile) before the
+/// writer gave up on it, and made the files larger.
+fn hourly_properties(table: Table) -> WriterProperties {
+    let unrepeated: &[&str] = match table {
+        Table::Events => &["event_id", "ts", "received_at"],
+        Table::UrlCounts => &["url"],
+        _ => &[],
+    };
+    unrepeated
+        .iter()
+        .fold(snappy(), |builder, column| {
+            builder.set_column_dictionary_enabled(ColumnPath::from(*column), false)
+        })
+        .build()
 }
 
 /// Encodes one batch as a Parquet file (Snappy, which every reader supports).

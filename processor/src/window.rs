@@ -15,17 +15,48 @@ use arrow::array::{
 use arrow::error::ArrowError;
 use sqi_schemas::event::EventType;
 use sqi_schemas::lake::{Table, window_start};
-use sqi_schemas::record::{Device, EventRecord};
+use sqi_schemas::record::{Device, RecordView};
+
+/// A publisher or URL, stored once per range in its [`Names`]: keys repeat
+/// them, and a range's keys are looked up once per event.
+pub type Name = usize;
+
+/// The strings a range's keys refer to, each held once.
+#[derive(Debug, Default)]
+pub struct Names {
+    index: HashMap<Arc<str>, Name>,
+    names: Vec<Arc<str>>,
+}
+
+impl Names {
+    /// The name of `text`, adding it on first sight.
+    pub fn intern(&mut self, text: &str) -> Name {
+        if let Some(name) = self.index.get(text) {
+            return *name;
+        }
+        let name = self.names.len();
+        let text: Arc<str> = Arc::from(text);
+        self.names.push(text.clone());
+        let _ = self.index.insert(text, name);
+        name
+    }
+
+    /// The string of `name` (empty for a name from another range, which the
+    /// buffer never hands out).
+    pub fn get(&self, name: Name) -> &str {
+        self.names.get(name).map_or("", |text| text)
+    }
+}
 
 /// The key of one `aggregates` row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AggregateKey {
     /// Hour window start, epoch ms.
     pub window_start: i64,
-    /// Publisher id.
-    pub publisher: String,
-    /// Channel slug, `None` for pageviews.
-    pub channel: Option<String>,
+    /// Publisher id, in the buffer's [`Names`].
+    pub publisher: Name,
+    /// Channel slug from the catalog, `None` for pageviews.
+    pub channel: Option<&'static str>,
     /// Event type.
     pub event_type: EventType,
     /// Device class.
@@ -33,18 +64,18 @@ pub struct AggregateKey {
 }
 
 /// The key of one `url_counts` row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UrlKey {
     /// Hour window start, epoch ms.
     pub window_start: i64,
-    /// Publisher id.
-    pub publisher: String,
-    /// Page URL.
-    pub url: String,
+    /// Publisher id, in the buffer's [`Names`].
+    pub publisher: Name,
+    /// Page URL, in the buffer's [`Names`].
+    pub url: Name,
     /// Event type.
     pub event_type: EventType,
-    /// Channel slug, `None` for pageviews.
-    pub channel: Option<String>,
+    /// Channel slug from the catalog, `None` for pageviews.
+    pub channel: Option<&'static str>,
 }
 
 /// Everything read from one partition in its open range.
@@ -58,6 +89,8 @@ pub struct PartitionBuffer {
     pub start_offset: i64,
     /// The last offset this buffer covers (inclusive).
     pub end_offset: i64,
+    /// The publishers and URLs the keys name.
+    pub names: Names,
     /// Additive counts per aggregate key.
     pub aggregates: HashMap<AggregateKey, i64>,
     /// Additive counts per URL key.
@@ -112,12 +145,12 @@ impl Default for EventColumns {
 }
 
 impl EventColumns {
-    fn push(&mut self, record: &EventRecord) -> Result<(), ArrowError> {
+    fn push(&mut self, record: &RecordView<'_>) -> Result<(), ArrowError> {
         self.version.append_value(i32::from(record.v));
         self.event_id.append_value(&record.event_id);
         self.publisher.append_value(&record.publisher);
         self.event_type.append_value(record.event_type.as_str());
-        self.channel.append_option(record.channel.as_deref());
+        self.channel.append_option(record.channel());
         self.url.append_value(&record.url);
         self.referrer.append_option(record.referrer.as_deref());
         self.visitor.append_option(record.visitor.as_deref());
@@ -126,8 +159,8 @@ impl EventColumns {
         self.device.append_value(record.device.as_str());
         self.ip_prefix.append_option(record.ip_prefix.as_deref());
         for (key, value) in &record.props {
-            self.props.keys().append_value(key);
-            self.props.values().append_value(value);
+            self.props.keys().append_value(key.as_str());
+            self.props.values().append_value(value.as_str());
         }
         self.props.append(true)
     }
@@ -163,6 +196,7 @@ impl PartitionBuffer {
             record_bytes: 0,
             start_offset: offset,
             end_offset: offset,
+            names: Names::default(),
             aggregates: HashMap::default(),
             url_counts: HashMap::default(),
             events: BTreeMap::new(),
@@ -186,18 +220,20 @@ impl PartitionBuffer {
         &mut self,
         offset: i64,
         bytes: usize,
-        record: &EventRecord,
+        record: &RecordView<'_>,
     ) -> Result<(), ArrowError> {
         let window = window_start(record.ts);
         self.events.entry(window).or_default().push(record)?;
         self.skip(offset, bytes);
         self.event_count += 1;
+        let publisher = self.names.intern(&record.publisher);
+        let url = self.names.intern(&record.url);
         *self
             .aggregates
             .entry(AggregateKey {
                 window_start: window,
-                publisher: record.publisher.clone(),
-                channel: record.channel.clone(),
+                publisher,
+                channel: record.channel(),
                 event_type: record.event_type,
                 device: record.device,
             })
@@ -206,10 +242,10 @@ impl PartitionBuffer {
             .url_counts
             .entry(UrlKey {
                 window_start: window,
-                publisher: record.publisher.clone(),
-                url: record.url.clone(),
+                publisher,
+                url,
                 event_type: record.event_type,
-                channel: record.channel.clone(),
+                channel: record.channel(),
             })
             .or_insert(0) += 1;
         Ok(())
@@ -235,12 +271,14 @@ impl PartitionBuffer {
 pub(crate) mod tests {
     use super::*;
     use arrow::array::{Array, TimestampMillisecondArray};
+    use sqi_schemas::record::EventRecord;
 
     /// A share from `pub-1` to facebook; other modules' tests use it too.
+    /// `id` is the last group of a UUID (`a` is `00000000-0000-0000-0000-00000000000a`).
     pub(crate) fn record(id: &str, ts: i64) -> EventRecord {
         EventRecord {
             v: 1,
-            event_id: id.into(),
+            event_id: format!("00000000-0000-0000-0000-{id:0>12}"),
             publisher: "pub-1".into(),
             event_type: EventType::Share,
             channel: Some("facebook".into()),
@@ -258,10 +296,16 @@ pub(crate) mod tests {
     #[test]
     fn hours_split_and_skips_extend_the_range() {
         let mut buffer = PartitionBuffer::new(10);
-        buffer.add(10, 100, &record("a", 1_000)).expect("buffered");
+        buffer
+            .add(10, 100, &record("a", 1_000).as_view().expect("valid"))
+            .expect("buffered");
         buffer.skip(11, 100);
         buffer
-            .add(12, 100, &record("b", 3_600_000 + 5))
+            .add(
+                12,
+                100,
+                &record("b", 3_600_000 + 5).as_view().expect("valid"),
+            )
             .expect("buffered");
         buffer.skip(13, 100);
         assert_eq!(buffer.len(), 2);
@@ -291,7 +335,9 @@ pub(crate) mod tests {
         pageview.event_type = EventType::Pageview;
         pageview.channel = None;
         for (offset, event) in [&full, &pageview].into_iter().enumerate() {
-            buffer.add(offset as i64, 100, event).expect("buffered");
+            buffer
+                .add(offset as i64, 100, &event.as_view().expect("valid"))
+                .expect("buffered");
         }
         let batch = buffer
             .events
@@ -321,7 +367,7 @@ pub(crate) mod tests {
         assert_eq!(
             row(0),
             [
-                "a",
+                "00000000-0000-0000-0000-00000000000a",
                 "share",
                 "facebook",
                 "https://r.example/",
@@ -332,7 +378,15 @@ pub(crate) mod tests {
         );
         assert_eq!(
             row(1),
-            ["b", "pageview", "null", "null", "null", "null", "{}"]
+            [
+                "00000000-0000-0000-0000-00000000000b",
+                "pageview",
+                "null",
+                "null",
+                "null",
+                "null",
+                "{}"
+            ]
         );
         let ts = batch
             .column_by_name("ts")

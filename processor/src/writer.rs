@@ -391,7 +391,13 @@ mod tests {
         let mut buffer = PartitionBuffer::new(*offsets.start());
         for offset in offsets {
             buffer
-                .add(offset, 100, &record(&format!("e{offset}"), 1_000 + offset))
+                .add(
+                    offset,
+                    100,
+                    &record(&format!("e{offset}"), 1_000 + offset)
+                        .as_view()
+                        .expect("valid"),
+                )
                 .expect("buffered");
         }
         buffer

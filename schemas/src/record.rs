@@ -5,9 +5,10 @@
 //! written by anything else (an older ingest, a hand-made producer) is held to
 //! the same contract and, if it fails, goes to the dead-letter topic with a reason.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use crate::channels;
@@ -153,32 +154,162 @@ impl EventRecord {
 
     /// Decodes and re-validates a Kafka value.
     pub fn from_json(bytes: &[u8]) -> Result<Self, RecordError> {
-        let record: Self =
-            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
-        record.check()?;
-        Ok(record)
+        RecordView::from_json(bytes).map(|view| view.to_owned_record())
     }
 
-    fn check(&self) -> Result<(), RecordError> {
+    /// The record as a checked [`RecordView`] borrowing its strings, as the
+    /// processor would read it from Kafka.
+    pub fn as_view(&self) -> Result<RecordView<'_>, RecordError> {
+        fn borrowed(s: &Option<String>) -> Option<Cow<'_, str>> {
+            s.as_deref().map(Cow::Borrowed)
+        }
+        let mut view = RecordView {
+            v: self.v,
+            event_id: Cow::Borrowed(&self.event_id),
+            publisher: Cow::Borrowed(&self.publisher),
+            event_type: self.event_type,
+            channel: borrowed(&self.channel),
+            url: Cow::Borrowed(&self.url),
+            referrer: borrowed(&self.referrer),
+            visitor: borrowed(&self.visitor),
+            ts: self.ts,
+            received_at: self.received_at,
+            device: self.device,
+            ip_prefix: borrowed(&self.ip_prefix),
+            props: self
+                .props
+                .iter()
+                .map(|(k, v)| (Text(Cow::Borrowed(k)), Text(Cow::Borrowed(v))))
+                .collect(),
+            channel_slug: None,
+        };
+        view.check()?;
+        Ok(view)
+    }
+}
+
+/// A Kafka value decoded in place: its strings borrow the record's bytes
+/// (unless a JSON escape forced a copy), so reading a record allocates
+/// nothing per field. The processor reads every record through this; it
+/// holds the same rules as [`EventRecord::from_json`], which is built on it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordView<'a> {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub v: u8,
+    /// The event's id.
+    #[serde(borrow)]
+    pub event_id: Cow<'a, str>,
+    /// The publisher id.
+    #[serde(borrow)]
+    pub publisher: Cow<'a, str>,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The channel as written; [`RecordView::channel`] is the catalog's slug.
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    channel: Option<Cow<'a, str>>,
+    /// The page URL.
+    #[serde(borrow)]
+    pub url: Cow<'a, str>,
+    /// The referrer.
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub referrer: Option<Cow<'a, str>>,
+    /// The anonymous visitor id.
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub visitor: Option<Cow<'a, str>>,
+    /// Event time after skew correction, epoch ms, UTC.
+    pub ts: i64,
+    /// When ingest received the event, epoch ms, UTC.
+    pub received_at: i64,
+    /// The device class.
+    pub device: Device,
+    /// The anonymised client IP.
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub ip_prefix: Option<Cow<'a, str>>,
+    /// Free-form properties, in key order (a repeated key keeps its last value).
+    #[serde(borrow)]
+    pub props: BTreeMap<Text<'a>, Text<'a>>,
+    /// The catalog's slug for `channel`, set by the check.
+    #[serde(skip)]
+    channel_slug: Option<&'static str>,
+}
+
+/// A JSON string that borrows the record's bytes where it can. serde borrows
+/// a `Cow<str>` field only when it is the field's whole type, so strings
+/// inside an `Option` or a map go through this.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl Text<'_> {
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn optional_text<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Option::<Text<'a>>::deserialize(deserializer).map(|text| text.map(|t| t.0))
+}
+
+impl<'a> RecordView<'a> {
+    /// Decodes and re-validates a Kafka value, borrowing its bytes.
+    pub fn from_json(bytes: &'a [u8]) -> Result<Self, RecordError> {
+        let mut view: Self =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        view.check()?;
+        Ok(view)
+    }
+
+    /// The canonical channel slug from the catalog; `None` for a pageview.
+    pub fn channel(&self) -> Option<&'static str> {
+        self.channel_slug
+    }
+
+    /// The same record, owning its strings.
+    pub fn to_owned_record(&self) -> EventRecord {
+        let owned = |s: &Option<Cow<'_, str>>| s.as_deref().map(str::to_owned);
+        EventRecord {
+            v: self.v,
+            event_id: self.event_id.clone().into_owned(),
+            publisher: self.publisher.clone().into_owned(),
+            event_type: self.event_type,
+            channel: owned(&self.channel),
+            url: self.url.clone().into_owned(),
+            referrer: owned(&self.referrer),
+            visitor: owned(&self.visitor),
+            ts: self.ts,
+            received_at: self.received_at,
+            device: self.device,
+            ip_prefix: owned(&self.ip_prefix),
+            props: self
+                .props
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned()))
+                .collect(),
+        }
+    }
+
+    fn check(&mut self) -> Result<(), RecordError> {
         if self.v != SCHEMA_VERSION {
             return Err(RecordError::Invalid("unsupported schema version"));
         }
-        if Uuid::parse_str(&self.event_id).is_err() {
+        if Uuid::try_parse(&self.event_id).is_err() {
             return Err(RecordError::Invalid("event_id is not a UUID"));
         }
         if !is_valid_publisher(&self.publisher) {
             return Err(RecordError::Invalid("invalid publisher"));
         }
-        match (&self.channel, self.event_type.needs_channel()) {
+        self.channel_slug = match (&self.channel, self.event_type.needs_channel()) {
             (None, true) => return Err(RecordError::Invalid("missing channel")),
             (Some(_), false) => return Err(RecordError::Invalid("pageview with a channel")),
-            (Some(slug), true)
-                if channels::resolve(slug).map(|c| c.slug) != Some(slug.as_str()) =>
-            {
-                return Err(RecordError::Invalid("channel is not a canonical slug"));
-            }
-            _ => {}
-        }
+            (Some(slug), true) => match channels::resolve(slug) {
+                Some(channel) if channel.slug == slug.as_ref() => Some(channel.slug),
+                _ => return Err(RecordError::Invalid("channel is not a canonical slug")),
+            },
+            (None, false) => None,
+        };
         if self.ts < 0 || self.received_at < 0 {
             return Err(RecordError::Invalid("negative time"));
         }
@@ -304,6 +435,59 @@ mod tests {
         ));
         record.channel = None;
         assert!(EventRecord::from_json(&record.to_json()).is_err());
+    }
+
+    #[test]
+    fn the_view_borrows_plain_strings_copies_escaped_ones_and_agrees_with_serde() {
+        let value = br#"{"v":1,"event_id":"0b6f2a5c-5d43-4b8e-9e71-2c1f7c1a9d10",
+            "publisher":"pub-1","type":"share","channel":"facebook",
+            "url":"https://e.com/caf\u00e9","referrer":"https://r.example/\"q\"",
+            "ts":5,"received_at":6,"device":"mobile","ip_prefix":null,
+            "props":{"k\n":"v","a":"1","k\n":"w"}}"#;
+        let view = RecordView::from_json(value).unwrap();
+        assert!(matches!(view.publisher, Cow::Borrowed(_)));
+        assert!(matches!(view.url, Cow::Owned(_)));
+        assert_eq!(view.url, "https://e.com/café");
+        assert_eq!(view.referrer.as_deref(), Some("https://r.example/\"q\""));
+        assert_eq!(
+            (view.visitor.as_deref(), view.ip_prefix.as_deref()),
+            (None, None)
+        );
+        assert_eq!(view.channel(), Some("facebook"));
+        let props: Vec<(&str, &str)> = view
+            .props
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(props, vec![("a", "1"), ("k\n", "w")]);
+        // Plain serde decoding of the owned record is the reference.
+        let reference: EventRecord = serde_json::from_slice(value).unwrap();
+        assert_eq!(view.to_owned_record(), reference);
+    }
+
+    #[test]
+    fn the_view_needs_what_the_owned_record_needs() {
+        let full = r#""v":1,"event_id":"0b6f2a5c-5d43-4b8e-9e71-2c1f7c1a9d10","publisher":"pub-1","type":"pageview","url":"https://e.com/","ts":5,"received_at":6,"device":"mobile","props":{}"#;
+        assert!(RecordView::from_json(format!("{{{full}}}").as_bytes()).is_ok());
+        for field in ["\"url\":\"https://e.com/\",", ",\"props\":{}", "\"ts\":5,"] {
+            let without = format!("{{{}}}", full.replacen(field, "", 1));
+            assert_ne!(without, format!("{{{full}}}"), "{field} not removed");
+            assert!(matches!(
+                RecordView::from_json(without.as_bytes()),
+                Err(RecordError::Malformed(_))
+            ));
+            assert!(serde_json::from_str::<EventRecord>(&without).is_err());
+        }
+        let channel = format!("{{{}}}", full.replace("pageview", "share"));
+        assert_eq!(
+            RecordView::from_json(channel.as_bytes()),
+            Err(RecordError::Invalid("missing channel"))
+        );
+        let alias = channel.replacen("\"url\"", "\"channel\":\"fb\",\"url\"", 1);
+        assert_eq!(
+            RecordView::from_json(alias.as_bytes()),
+            Err(RecordError::Invalid("channel is not a canonical slug"))
+        );
     }
 
     proptest! {

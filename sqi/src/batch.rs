@@ -397,6 +397,16 @@ fn needs_network(inputs: &RecordBatch) -> Result<bool> {
 
 /// Computes one shard's SQI rows for `date` without writing them.
 pub async fn compute_sqi_shard(lake: &Lake, date: NaiveDate, shard: Shard) -> Result<RecordBatch> {
+    let (scope, inputs) = sqi_inputs(lake, date, shard).await?;
+    score(lake, date, shard, scope.as_ref(), inputs).await
+}
+
+/// Stage 1: the shard's scope (none for a whole run) and its publishers' inputs.
+async fn sqi_inputs(
+    lake: &Lake,
+    date: NaiveDate,
+    shard: Shard,
+) -> Result<(Option<ShardScope>, RecordBatch)> {
     require_publishers(lake).await?;
     let started = std::time::Instant::now();
     let tables = [Table::Aggregates, Table::Publishers];
@@ -421,6 +431,19 @@ pub async fn compute_sqi_shard(lake: &Lake, date: NaiveDate, shard: Shard) -> Re
         seconds = started.elapsed().as_secs_f64(),
         "stage 1: inputs summed"
     );
+    Ok((scope, inputs))
+}
+
+/// Stage 2: scores the inputs on one partition (see the module docs) and
+/// keeps the rows of the categories the shard owns.
+async fn score(
+    lake: &Lake,
+    date: NaiveDate,
+    shard: Shard,
+    scope: Option<&ShardScope>,
+    inputs: RecordBatch,
+) -> Result<RecordBatch> {
+    let started = std::time::Instant::now();
     let scoring = query::session(lake, &[], 1, Workload::Batch).await?;
     let _ = scoring.register_batch("inputs", inputs)?;
     let scored = query::collect_one(&scoring, &render(SCORE_SQL, date)).await?;
@@ -430,7 +453,7 @@ pub async fn compute_sqi_shard(lake: &Lake, date: NaiveDate, shard: Shard) -> Re
         seconds = started.elapsed().as_secs_f64(),
         "stage 2: scored"
     );
-    let scored = match &scope {
+    let scored = match scope {
         Some(scope) => scope.retain(&scored)?,
         None => scored,
     };
@@ -546,35 +569,62 @@ pub async fn run_day(
             ),
         });
     }
-    let daily = with_complete(
-        &compute_daily_shard(lake, date, shard).await?,
-        Table::Daily,
-        complete,
-    )?;
-    let sqi = with_complete(
-        &compute_sqi_shard(lake, date, shard).await?,
-        Table::Sqi,
-        complete,
-    )?;
-    let daily_urls = with_complete(
-        &compute_day_table(lake, date, shard, Table::DailyUrls).await?,
-        Table::DailyUrls,
-        complete,
-    )?;
+    // Stage 2 scores on one core; the day's totals are summed and every file
+    // encoded on the other meanwhile. Nothing is put before all three are
+    // computed, so a failure leaves the day's earlier output whole.
+    let (scope, inputs) = sqi_inputs(lake, date, shard).await?;
+    let scoring = {
+        let lake = lake.clone();
+        tokio::spawn(async move { score(&lake, date, shard, scope.as_ref(), inputs).await })
+    };
+    let totals = async {
+        let daily = compute_daily_shard(lake, date, shard).await?;
+        let daily = encoded(with_complete(&daily, Table::Daily, complete)?).await?;
+        let urls = compute_day_table(lake, date, shard, Table::DailyUrls).await?;
+        let urls = encoded(with_complete(&urls, Table::DailyUrls, complete)?).await?;
+        Ok::<_, Error>((daily, urls))
+    };
+    let (daily, daily_urls) = match totals.await {
+        Ok(files) => files,
+        Err(error) => {
+            scoring.abort();
+            return Err(error);
+        }
+    };
+    let sqi = scoring
+        .await
+        .map_err(|e| Error::Invalid(format!("the scoring task failed: {e}")))??;
     let scored = sqi
         .column_by_name("sqi")
         .map_or(0, |c| c.len() - c.null_count());
-    write_day(lake, Table::Daily, date, shard, &daily).await?;
-    write_day(lake, Table::DailyUrls, date, shard, &daily_urls).await?;
-    write_day(lake, Table::Sqi, date, shard, &sqi).await?;
+    let sqi = encoded(with_complete(&sqi, Table::Sqi, complete)?).await?;
+    put_day(lake, Table::Daily, date, shard, &daily).await?;
+    put_day(lake, Table::DailyUrls, date, shard, &daily_urls).await?;
+    put_day(lake, Table::Sqi, date, shard, &sqi).await?;
     Ok(DayOutcome {
         date,
-        daily_rows: daily.num_rows(),
-        daily_url_rows: daily_urls.num_rows(),
-        sqi_rows: sqi.num_rows(),
+        daily_rows: daily.rows,
+        daily_url_rows: daily_urls.rows,
+        sqi_rows: sqi.rows,
         scored,
         complete,
     })
+}
+
+/// A day table's file, encoded and not yet put.
+#[derive(Debug)]
+struct DayFile {
+    rows: usize,
+    bytes: bytes::Bytes,
+}
+
+/// Encodes a day table's rows off the async workers (encoding is CPU-bound).
+async fn encoded(batch: RecordBatch) -> Result<DayFile> {
+    let rows = batch.num_rows();
+    let bytes = tokio::task::spawn_blocking(move || day_file_bytes(&batch))
+        .await
+        .map_err(|e| Error::Invalid(format!("the encoding task failed: {e}")))??;
+    Ok(DayFile { rows, bytes })
 }
 
 /// Puts a day's output file for `shard`, then removes anything in its
@@ -586,12 +636,25 @@ pub async fn write_day(
     shard: Shard,
     batch: &RecordBatch,
 ) -> Result<()> {
+    let file = DayFile {
+        rows: batch.num_rows(),
+        bytes: day_file_bytes(batch)?,
+    };
+    put_day(lake, table, date, shard, &file).await
+}
+
+async fn put_day(
+    lake: &Lake,
+    table: Table,
+    date: NaiveDate,
+    shard: Shard,
+    file: &DayFile,
+) -> Result<()> {
     let dir = format!("{}/{}", table.prefix(), day_partition(date));
-    let bytes = day_file_bytes(batch)?;
     let target = lake.path(&format!("{dir}/{}", shard.file_name()));
     let _ = lake
         .store()
-        .put(&target, PutPayload::from_bytes(bytes))
+        .put(&target, PutPayload::from_bytes(file.bytes.clone()))
         .await?;
     let prefix = lake.path(&dir);
     let stale: Vec<_> = lake

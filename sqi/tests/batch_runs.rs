@@ -81,7 +81,7 @@ async fn small_lake() -> (tempfile::TempDir, Lake) {
                 ip_prefix: None,
                 props: Default::default(),
             };
-            buffer.add(offset, 0, &record).unwrap();
+            buffer.add(offset, 0, &record.as_view().unwrap()).unwrap();
             offset += 1;
         }
         dimension.push(publishers::Publisher {

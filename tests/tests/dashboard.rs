@@ -66,7 +66,7 @@ async fn lake() -> (tempfile::TempDir, Lake) {
                     ip_prefix: None,
                     props: Default::default(),
                 };
-                buffer.add(offset, 0, &record).unwrap();
+                buffer.add(offset, 0, &record.as_view().unwrap()).unwrap();
                 offset += 1;
             }
         }
