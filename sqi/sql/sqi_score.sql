@@ -2,7 +2,10 @@
 -- `inputs` that stage 1 produced. Placeholders: {{date}}, {{provisional_after}}
 -- (date - 28 days). SQI engine runs it single-partitioned over inputs sorted
 -- by publisher, so floating-point sums happen in one fixed order and reruns
--- are bit-identical.
+-- are bit-identical. Every join names its smaller input first: SQI engine
+-- runs this without join reordering, building each hash table from the left
+-- input (without row counts for the CTEs DataFusion's reordering put all
+-- publishers on the build side of both joins in `final`).
 WITH base AS (
     SELECT publisher, category, pageviews, shares, clickbacks, first_day,
            pageviews >= 1000 AS eligible
@@ -20,7 +23,7 @@ assigned AS (
     SELECT b.*,
            CASE WHEN COALESCE(c.eligible_count, 0) >= 30 THEN 'category:' || b.category
                 ELSE 'network' END AS group_key
-    FROM base b LEFT JOIN category_sizes c ON b.category = c.category
+    FROM category_sizes c RIGHT JOIN base b ON b.category = c.category
 ),
 -- Group membership: every eligible publisher belongs to the network group, and
 -- to its category group when that group exists.
@@ -48,7 +51,7 @@ spread AS (
              - AVG(p.m2 / CAST(GREATEST(m.shares, 1) AS DOUBLE)) AS v2,
            VAR_POP(CAST(m.clickbacks AS DOUBLE) / CAST(GREATEST(m.pageviews, 1) AS DOUBLE))
              - AVG(p.m3 / CAST(GREATEST(m.pageviews, 1) AS DOUBLE)) AS v3
-    FROM members m JOIN pooled p ON m.group_key = p.group_key
+    FROM pooled p JOIN members m ON m.group_key = p.group_key
     GROUP BY m.group_key
 ),
 priors AS (
@@ -69,7 +72,7 @@ member_rates AS (
            (m.shares + r.alpha1) / (m.pageviews + r.beta1) AS r1,
            (m.clickbacks + r.alpha2) / (m.shares + r.beta2) AS r2,
            (m.clickbacks + r.alpha3) / (m.pageviews + r.beta3) AS r3
-    FROM members m JOIN priors r ON m.group_key = r.group_key
+    FROM priors r JOIN members m ON m.group_key = r.group_key
 ),
 ordered AS (
     SELECT group_key, r1, r2, r3,
@@ -97,7 +100,7 @@ scored AS (
             + LN((CASE WHEN r.r2 = 0 THEN 1e-12 ELSE r.r2 END) / (CASE WHEN d.med2 = 0 THEN 1e-12 ELSE d.med2 END))
             + LN((CASE WHEN r.r3 = 0 THEN 1e-12 ELSE r.r3 END) / (CASE WHEN d.med3 = 0 THEN 1e-12 ELSE d.med3 END))
            ) / 3.0 AS z
-    FROM member_rates r JOIN medians d ON r.group_key = d.group_key
+    FROM medians d JOIN member_rates r ON r.group_key = d.group_key
 ),
 -- BIGINT throughout, so that the rounding below is integer arithmetic: an
 -- unsigned RANK() mixed with a signed count would otherwise widen to DECIMAL,
@@ -119,9 +122,12 @@ final AS (
            (a.clickbacks + p.alpha3) / (a.pageviews + p.beta3) AS social_traffic_ratio,
            k.z,
            CAST(100 * (2 * k.below + k.equal) AS BIGINT) AS twice_q_numerator
-    FROM assigned a
-    LEFT JOIN priors p ON a.group_key = p.group_key
-    LEFT JOIN ranked k ON a.publisher = k.publisher AND a.group_key = k.group_key
+    -- Every publisher of `assigned`, with its group's prior and its rank.
+    FROM priors p
+    RIGHT JOIN (
+        ranked k RIGHT JOIN assigned a
+            ON a.publisher = k.publisher AND a.group_key = k.group_key
+    ) ON a.group_key = p.group_key
 )
 SELECT DATE '{{date}}' AS date,
        publisher,

@@ -445,6 +445,14 @@ async fn score(
 ) -> Result<RecordBatch> {
     let started = std::time::Instant::now();
     let scoring = query::session(lake, &[], 1, Workload::Batch).await?;
+    // The SQL names each join's smaller input first (see its header).
+    scoring
+        .state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .optimizer
+        .join_reordering = false;
     let _ = scoring.register_batch("inputs", inputs)?;
     let scored = query::collect_one(&scoring, &render(SCORE_SQL, date)).await?;
     tracing::info!(
@@ -575,7 +583,14 @@ pub async fn run_day(
     let (scope, inputs) = sqi_inputs(lake, date, shard).await?;
     let scoring = {
         let lake = lake.clone();
-        tokio::spawn(async move { score(&lake, date, shard, scope.as_ref(), inputs).await })
+        tokio::spawn(async move {
+            let sqi = score(&lake, date, shard, scope.as_ref(), inputs).await?;
+            let scored = sqi
+                .column_by_name("sqi")
+                .map_or(0, |c| c.len() - c.null_count());
+            let file = encoded(with_complete(&sqi, Table::Sqi, complete)?).await?;
+            Ok::<_, Error>((file, scored))
+        })
     };
     let totals = async {
         let daily = compute_daily_shard(lake, date, shard).await?;
@@ -591,13 +606,9 @@ pub async fn run_day(
             return Err(error);
         }
     };
-    let sqi = scoring
+    let (sqi, scored) = scoring
         .await
         .map_err(|e| Error::Invalid(format!("the scoring task failed: {e}")))??;
-    let scored = sqi
-        .column_by_name("sqi")
-        .map_or(0, |c| c.len() - c.null_count());
-    let sqi = encoded(with_complete(&sqi, Table::Sqi, complete)?).await?;
     put_day(lake, Table::Daily, date, shard, &daily).await?;
     put_day(lake, Table::DailyUrls, date, shard, &daily_urls).await?;
     put_day(lake, Table::Sqi, date, shard, &sqi).await?;
