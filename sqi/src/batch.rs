@@ -588,16 +588,18 @@ pub async fn run_day(
             let scored = sqi
                 .column_by_name("sqi")
                 .map_or(0, |c| c.len() - c.null_count());
-            let file = encoded(with_complete(&sqi, Table::Sqi, complete)?).await?;
+            let file = encoded(encoding(with_complete(&sqi, Table::Sqi, complete)?)).await?;
             Ok::<_, Error>((file, scored))
         })
     };
+    // Each file is encoded while the next query runs; the larger table goes
+    // first so that the encoding left at the end is the smaller one.
     let totals = async {
-        let daily = compute_daily_shard(lake, date, shard).await?;
-        let daily = encoded(with_complete(&daily, Table::Daily, complete)?).await?;
         let urls = compute_day_table(lake, date, shard, Table::DailyUrls).await?;
-        let urls = encoded(with_complete(&urls, Table::DailyUrls, complete)?).await?;
-        Ok::<_, Error>((daily, urls))
+        let urls = encoding(with_complete(&urls, Table::DailyUrls, complete)?);
+        let daily = compute_daily_shard(lake, date, shard).await?;
+        let daily = encoding(with_complete(&daily, Table::Daily, complete)?);
+        Ok::<_, Error>((encoded(daily).await?, encoded(urls).await?))
     };
     let (daily, daily_urls) = match totals.await {
         Ok(files) => files,
@@ -629,13 +631,21 @@ struct DayFile {
     bytes: bytes::Bytes,
 }
 
-/// Encodes a day table's rows off the async workers (encoding is CPU-bound).
-async fn encoded(batch: RecordBatch) -> Result<DayFile> {
-    let rows = batch.num_rows();
-    let bytes = tokio::task::spawn_blocking(move || day_file_bytes(&batch))
+/// Starts encoding a day table's rows off the async workers (encoding is
+/// CPU-bound); [`encoded`] waits for it.
+fn encoding(batch: RecordBatch) -> tokio::task::JoinHandle<Result<DayFile>> {
+    tokio::task::spawn_blocking(move || {
+        Ok(DayFile {
+            rows: batch.num_rows(),
+            bytes: day_file_bytes(&batch)?,
+        })
+    })
+}
+
+async fn encoded(encoding: tokio::task::JoinHandle<Result<DayFile>>) -> Result<DayFile> {
+    encoding
         .await
-        .map_err(|e| Error::Invalid(format!("the encoding task failed: {e}")))??;
-    Ok(DayFile { rows, bytes })
+        .map_err(|e| Error::Invalid(format!("the encoding task failed: {e}")))?
 }
 
 /// Puts a day's output file for `shard`, then removes anything in its
