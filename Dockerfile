@@ -32,8 +32,9 @@ COPY sqi/dashboard /usr/share/sqi/dashboard
 # mimalloc (sqi's allocator) commits its arenas eagerly on Linux by default
 # and then keeps a burst's pages resident: a warm ingest sat at 39 MiB
 # instead of 26, and two bursts of 256 connections left 14 MiB behind after
-# they closed (4.5 MiB committing on demand). It reads this before main runs, so it
-# is set here and not in code (BENCHMARKS.md, soak).
+# they closed (4.5 MiB committing on demand); the batch spent three times the
+# system time with eager commit. It reads this before main runs, so it is set
+# here and not in code (BENCHMARKS.md, soak and batch).
 ENV MIMALLOC_ARENA_EAGER_COMMIT=0
 USER 65532:65532
 # ingest, report, processor admin (each role's default SQI_LISTEN).
