@@ -267,6 +267,8 @@ impl PartitionBuffer {
     }
 }
 
+// Test code only: an unwrap or expect here fails the test with its cause,
+// which is the point (clippy.toml allows them in tests).
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

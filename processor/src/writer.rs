@@ -378,6 +378,8 @@ impl WriterContext {
     }
 }
 
+// Test code only: an unwrap or expect here fails the test with its cause,
+// which is the point (clippy.toml allows them in tests).
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -608,9 +608,7 @@ pub async fn run_day(
             return Err(error);
         }
     };
-    let (sqi, scored) = scoring
-        .await
-        .map_err(|e| Error::Invalid(format!("the scoring task failed: {e}")))??;
+    let (sqi, scored) = scoring.await??;
     put_day(lake, Table::Daily, date, shard, &daily).await?;
     put_day(lake, Table::DailyUrls, date, shard, &daily_urls).await?;
     put_day(lake, Table::Sqi, date, shard, &sqi).await?;
@@ -631,21 +629,23 @@ struct DayFile {
     bytes: bytes::Bytes,
 }
 
+impl DayFile {
+    fn encode(batch: &RecordBatch) -> Result<Self> {
+        Ok(Self {
+            rows: batch.num_rows(),
+            bytes: day_file_bytes(batch)?,
+        })
+    }
+}
+
 /// Starts encoding a day table's rows off the async workers (encoding is
 /// CPU-bound); [`encoded`] waits for it.
 fn encoding(batch: RecordBatch) -> tokio::task::JoinHandle<Result<DayFile>> {
-    tokio::task::spawn_blocking(move || {
-        Ok(DayFile {
-            rows: batch.num_rows(),
-            bytes: day_file_bytes(&batch)?,
-        })
-    })
+    tokio::task::spawn_blocking(move || DayFile::encode(&batch))
 }
 
 async fn encoded(encoding: tokio::task::JoinHandle<Result<DayFile>>) -> Result<DayFile> {
-    encoding
-        .await
-        .map_err(|e| Error::Invalid(format!("the encoding task failed: {e}")))?
+    encoding.await?
 }
 
 /// Puts a day's output file for `shard`, then removes anything in its
@@ -657,11 +657,7 @@ pub async fn write_day(
     shard: Shard,
     batch: &RecordBatch,
 ) -> Result<()> {
-    let file = DayFile {
-        rows: batch.num_rows(),
-        bytes: day_file_bytes(batch)?,
-    };
-    put_day(lake, table, date, shard, &file).await
+    put_day(lake, table, date, shard, &DayFile::encode(batch)?).await
 }
 
 async fn put_day(

@@ -48,6 +48,9 @@ pub enum Error {
     /// Local I/O failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A task of the job panicked or was cancelled (internal).
+    #[error("task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The crate's result alias.
