@@ -36,11 +36,16 @@ pub enum Table {
     DailyUrls,
     /// One day's SQI per publisher; the batch job.
     Sqi,
+    /// A month of `daily` rows in one file per shard, sorted by publisher then
+    /// date, so that a month of one publisher is a few adjacent rows; the batch job.
+    Monthly,
+    /// A month of `daily_urls` rows, laid out as `monthly`; the batch job.
+    MonthlyUrls,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 9] = [
         Table::Events,
         Table::Aggregates,
         Table::UrlCounts,
@@ -48,6 +53,8 @@ impl Table {
         Table::Daily,
         Table::DailyUrls,
         Table::Sqi,
+        Table::Monthly,
+        Table::MonthlyUrls,
     ];
 
     /// The prefix under the lake root, without a trailing slash.
@@ -60,6 +67,8 @@ impl Table {
             Self::Daily => "daily",
             Self::DailyUrls => "daily_urls",
             Self::Sqi => "sqi",
+            Self::Monthly => "monthly",
+            Self::MonthlyUrls => "monthly_urls",
         }
     }
 
@@ -68,6 +77,7 @@ impl Table {
         match self {
             Self::Events | Self::Aggregates | Self::UrlCounts => &["dt", "hour"],
             Self::Daily | Self::DailyUrls | Self::Sqi => &["dt"],
+            Self::Monthly | Self::MonthlyUrls => &["month"],
             Self::Publishers => &[],
         }
     }
@@ -79,8 +89,8 @@ impl Table {
             Self::Aggregates => AGGREGATES.clone(),
             Self::UrlCounts => URL_COUNTS.clone(),
             Self::Publishers => PUBLISHERS.clone(),
-            Self::Daily => DAILY.clone(),
-            Self::DailyUrls => DAILY_URLS.clone(),
+            Self::Daily | Self::Monthly => DAILY.clone(),
+            Self::DailyUrls | Self::MonthlyUrls => DAILY_URLS.clone(),
             Self::Sqi => SQI.clone(),
         }
     }
@@ -218,6 +228,11 @@ pub fn hour_partition(window_start_ms: i64) -> String {
 /// The `dt=YYYY-MM-DD` partition of a day.
 pub fn day_partition(date: NaiveDate) -> String {
     date.format("dt=%Y-%m-%d").to_string()
+}
+
+/// The `month=YYYY-MM` partition of a date's month (`monthly`, `monthly_urls`).
+pub fn month_partition(date: NaiveDate) -> String {
+    date.format("month=%Y-%m").to_string()
 }
 
 /// Milliseconds in one hour window.

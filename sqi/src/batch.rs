@@ -82,7 +82,7 @@ impl Shard {
 
     /// Whether `name` is written by this run or a sibling shard of the same
     /// split, and so must survive this run's clean-up of stale files.
-    fn keeps(self, name: &str) -> bool {
+    pub(crate) fn keeps(self, name: &str) -> bool {
         if self.is_whole() {
             return name == DAY_FILE;
         }
@@ -168,6 +168,10 @@ pub struct BatchArgs {
     /// `part-INDEX-of-COUNT.parquet`; `0/1` is the whole day.
     #[arg(long, env = "SQI_SHARD", default_value = "0/1")]
     pub shard: Shard,
+    /// Skip merging each touched month into `monthly/` and `monthly_urls/`
+    /// (the report then reads those days from `daily/` and `daily_urls/`).
+    #[arg(long, env = "SQI_NO_COMPACT")]
+    pub no_compact: bool,
 }
 
 /// Parses a `--date`: an ISO day, or `today`/`yesterday` in UTC.
@@ -673,7 +677,13 @@ async fn put_day(
         .store()
         .put(&target, PutPayload::from_bytes(file.bytes.clone()))
         .await?;
-    let prefix = lake.path(&dir);
+    remove_stale(lake, &dir, shard).await
+}
+
+/// Removes anything in the partition `dir` that is neither `shard`'s file nor
+/// a sibling shard's of the same split.
+pub(crate) async fn remove_stale(lake: &Lake, dir: &str, shard: Shard) -> Result<()> {
+    let prefix = lake.path(dir);
     let stale: Vec<_> = lake
         .store()
         .list(Some(&prefix))
@@ -701,6 +711,14 @@ const DAY_PAGE_ROWS: usize = 4 * 1024;
 /// let the footer's statistics and page index skip all but the few rows of
 /// that publisher; with 1Mi-row groups a question read a whole column.
 fn day_file_bytes(batch: &RecordBatch) -> Result<bytes::Bytes> {
+    Ok(sqi_processor::sink::parquet_bytes_with(
+        batch,
+        day_properties().build(),
+    )?)
+}
+
+/// The writer settings of the day tables and the month files made from them.
+pub(crate) fn day_properties() -> parquet::file::properties::WriterPropertiesBuilder {
     use parquet::file::properties::EnabledStatistics;
     // Only `publisher` gets statistics per page: the page index of every
     // column would be most of the footer (300 KB of an `sqi` file), and a
@@ -709,15 +727,13 @@ fn day_file_bytes(batch: &RecordBatch) -> Result<bytes::Bytes> {
     // dictionary saved little, and reading the one page that holds a
     // publisher meant decoding its row group's whole dictionary (60,000
     // strings) first.
-    let properties = sqi_processor::sink::snappy()
+    sqi_processor::sink::snappy()
         .set_max_row_group_row_count(Some(DAY_ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(DAY_PAGE_ROWS)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_column_statistics_enabled("publisher".into(), EnabledStatistics::Page)
         .set_column_dictionary_enabled("publisher".into(), false)
         .set_column_dictionary_enabled("url".into(), false)
-        .build();
-    Ok(sqi_processor::sink::parquet_bytes_with(batch, properties)?)
 }
 
 /// Runs every requested day in order, reporting progress through `on_day`.
@@ -732,6 +748,25 @@ pub async fn run(args: &BatchArgs, mut on_day: impl FnMut(&DayOutcome)) -> Resul
         let outcome = run_day(&lake, date, &gate, args.shard).await?;
         on_day(&outcome);
         outcomes.push(outcome);
+    }
+    if !args.no_compact {
+        // Once per month touched, after all its days: a backfill of a month
+        // merges it once, not once a day.
+        for month in crate::compact::months_of(outcomes.iter().map(|o| o.date)) {
+            for table in [Table::Daily, Table::DailyUrls] {
+                let started = std::time::Instant::now();
+                let done = crate::compact::compact_month(&lake, table, month, args.shard).await?;
+                tracing::info!(
+                    table = done.table.prefix(),
+                    month = %month.format("%Y-%m"),
+                    shard = %args.shard,
+                    days = done.days,
+                    rows = done.rows,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "month merged"
+                );
+            }
+        }
     }
     Ok(outcomes)
 }

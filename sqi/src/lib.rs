@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod cli;
+pub mod compact;
 pub mod demo;
 pub mod error;
 pub mod publishers;

@@ -108,19 +108,7 @@ pub async fn register_as(
     table: Table,
     name: &str,
 ) -> Result<()> {
-    // Strings are read as views: keys of up to 12 bytes (publisher ids) then
-    // hash and compare inline, which halves the cost of grouping by them.
-    let schema = Arc::new(arrow::datatypes::Schema::new(
-        table
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
-                _ => f.as_ref().clone(),
-            })
-            .collect::<Vec<_>>(),
-    ));
+    let schema = viewed(&table.schema());
     let partitions: Vec<(String, DataType)> = table
         .partition_columns()
         .iter()
@@ -133,6 +121,22 @@ pub async fn register_as(
     ctx.register_parquet(name, lake.table_url(table), options)
         .await?;
     Ok(())
+}
+
+/// `schema` with every string read as a view: keys of up to 12 bytes
+/// (publisher ids) then hash and compare inline, which halves the cost of
+/// grouping by them.
+pub fn viewed(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Runs `sql` and returns one batch (possibly empty), strings as `Utf8`.

@@ -35,6 +35,7 @@ mod days;
 mod endpoints;
 mod guard;
 mod openapi;
+mod scan;
 pub mod window;
 
 pub use guard::ReportOptions;
@@ -228,6 +229,10 @@ pub struct ReportState {
     hourly: SessionContext,
     /// `daily`, `daily_urls` and `sqi`.
     days: SessionContext,
+    /// One publisher's rows of the batch tables' listed files.
+    scanner: scan::Scanner,
+    /// When each day's newest aggregates file was written, as of the last refresh.
+    as_of: Arc<std::sync::Mutex<AsOfMemo>>,
     metrics: Option<PrometheusHandle>,
     options: ReportOptions,
     guard: Arc<guard::Guard>,
@@ -261,11 +266,14 @@ impl ReportState {
         )
         .await?;
         let guard = guard::Guard::start(lake.clone(), options).await;
+        let scanner = scan::Scanner::new(&lake, days.clone())?;
         Ok(Self {
             lake,
             keys: Arc::new(keys),
             hourly,
             days,
+            scanner,
+            as_of: Arc::default(),
             metrics,
             options,
             guard,
@@ -405,18 +413,27 @@ fn parse_bool(field: &'static str, value: Option<&str>) -> Result<bool, ReportEr
 /// newest day the lake has on or before `to` answers almost every publisher
 /// with one file; only a publisher missing from it is looked for in all.
 async fn latest_sqi(state: &ReportState, publisher: &str, to: NaiveDate) -> Result<Option<Value>> {
+    let lake_days = state.guard.lake_days();
     let to = to.to_string();
-    let newest = state
-        .guard
-        .lake_days()
-        .sqi
-        .range(..=to.clone())
-        .next_back()
-        .cloned();
-    if let Some(day) = newest
-        && let Some(row) = newest_sqi_row(&state.days, col("dt").eq(lit(day)), publisher).await?
-    {
-        return Ok(Some(row));
+    let newest = lake_days
+        .files
+        .get(&Table::Sqi)
+        .and_then(|days| days.range(..=to.clone()).next_back());
+    if let Some((_, files)) = newest {
+        let schema = Table::Sqi.schema();
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let batches = state
+            .scanner
+            .rows(
+                Table::Sqi,
+                files,
+                col("publisher").eq(lit(publisher)),
+                &columns,
+            )
+            .await?;
+        if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
+            return Ok(arrow_json_row(batch)?.pop());
+        }
     }
     newest_sqi_row(&state.days, col("dt").lt_eq(lit(to)), publisher).await
 }
@@ -476,8 +493,46 @@ fn arrow_json_row(batch: &arrow::array::RecordBatch) -> Result<Vec<Value>> {
     Ok(rows.into_iter().map(Value::Object).collect())
 }
 
+/// What [`data_as_of`] answered since the lake's last refresh, by day: the
+/// answer changes only with the lake, and listing three days of hourly
+/// partitions cost more than the rest of a question.
+#[derive(Debug, Default)]
+struct AsOfMemo {
+    refresh: Option<std::sync::Weak<days::LakeDays>>,
+    by_day: HashMap<NaiveDate, Option<DateTime<Utc>>>,
+}
+
+/// When the newest aggregates file on or before `to` was written, as of the
+/// lake's last refresh.
+async fn data_as_of(state: &ReportState, to: NaiveDate) -> Result<Option<DateTime<Utc>>> {
+    let refresh = state.guard.lake_days();
+    if let Ok(mut memo) = state.as_of.lock() {
+        let current = memo
+            .refresh
+            .as_ref()
+            .is_some_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(&refresh)));
+        if !current {
+            memo.refresh = Some(Arc::downgrade(&refresh));
+            memo.by_day.clear();
+        }
+        if let Some(known) = memo.by_day.get(&to) {
+            return Ok(*known);
+        }
+    }
+    let newest = newest_aggregates_write(&state.lake, to).await?;
+    if let Ok(mut memo) = state.as_of.lock()
+        && memo
+            .refresh
+            .as_ref()
+            .is_some_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(&refresh)))
+    {
+        let _ = memo.by_day.insert(to, newest);
+    }
+    Ok(newest)
+}
+
 /// When the newest aggregates file on or before `to` was written.
-async fn data_as_of(lake: &Lake, to: NaiveDate) -> Result<Option<DateTime<Utc>>> {
+async fn newest_aggregates_write(lake: &Lake, to: NaiveDate) -> Result<Option<DateTime<Utc>>> {
     for back in 0..3u64 {
         let Some(day) = to.checked_sub_days(Days::new(back)) else {
             break;

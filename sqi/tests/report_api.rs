@@ -904,12 +904,27 @@ async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
         )
         .await
         .unwrap();
-    let base = serve(lake).await;
+    // The same answers from the day files, then from the month files the
+    // batch merges them into (the incomplete 03-11 is not merged).
+    day_and_hour_answers(&serve(lake.clone()).await).await;
+    for table in [Table::Daily, Table::DailyUrls] {
+        let month = chrono::NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+        let merged = sqi::compact::compact_month(&lake, table, month, sqi::batch::Shard::WHOLE)
+            .await
+            .unwrap();
+        assert_eq!((merged.days, merged.rows), (1, 1), "{merged:?}");
+    }
+    day_and_hour_answers(&serve(lake).await).await;
+}
+
+/// What `complete_utc_days_come_from_daily_and_the_rest_from_the_hours` asks.
+#[cfg(test)]
+async fn day_and_hour_answers(base: &str) {
     let pageviews = |body: &Value| body["pageviews"].as_i64().unwrap();
     let utc = |from: &str, to: &str| format!("period=custom&from={from}&to={to}&tz=UTC");
 
     let top = json(
-        &base,
+        base,
         &format!(
             "/v1/publishers/pub-ny/top-urls?{}",
             utc("2024-03-07", "2024-03-07")
@@ -922,7 +937,7 @@ async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
         "a complete day's URLs come from daily_urls"
     );
     let spanning = json(
-        &base,
+        base,
         &format!(
             "/v1/publishers/pub-ny/top-urls?{}",
             utc("2024-03-07", "2024-03-10")
@@ -935,7 +950,7 @@ async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
     );
 
     let closed = json(
-        &base,
+        base,
         &format!(
             "/v1/publishers/pub-ny/summary?{}",
             utc("2024-03-07", "2024-03-07")
@@ -944,7 +959,7 @@ async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
     .await;
     assert_eq!(pageviews(&closed), 9_999, "a complete day comes from daily");
     let early = json(
-        &base,
+        base,
         &format!(
             "/v1/publishers/pub-ny/summary?{}",
             utc("2024-03-11", "2024-03-11")
@@ -957,7 +972,7 @@ async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
         "an incomplete daily is not trusted"
     );
     let series = json(
-        &base,
+        base,
         &format!(
             "/v1/publishers/pub-ny/timeseries?{}&metric=pageviews",
             utc("2024-03-06", "2024-03-08")
@@ -974,7 +989,7 @@ async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
     assert_eq!(values, [72, 9_999, 15]);
     assert_eq!(series["total"], 72 + 9_999 + 15);
     let shifted = json(
-        &base,
+        base,
         "/v1/publishers/pub-ny/summary?period=custom&from=2024-03-07&to=2024-03-07&tz=Europe/Paris",
     )
     .await;

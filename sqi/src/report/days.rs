@@ -10,14 +10,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
+use object_store::ObjectMeta;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
-use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
-use parquet::file::statistics::Statistics;
 use sqi_schemas::lake::{Lake, Table};
 
-use crate::error::{Error, Result};
+use crate::compact::{self, Source};
+use crate::error::Result;
+
+/// A table's files by partition value (`YYYY-MM-DD` or `YYYY-MM`).
+pub(super) type Files = BTreeMap<String, Vec<ObjectMeta>>;
 
 /// The days (`YYYY-MM-DD`) each batch table answers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +35,24 @@ pub(super) struct LakeDays {
     pub(super) url_counts: BTreeSet<String>,
     /// The UTC day of the refresh.
     pub(super) today: Option<chrono::NaiveDate>,
+    /// The files of `daily`, `daily_urls` and `sqi` by day, and of `monthly`
+    /// and `monthly_urls` by month, as listed.
+    pub(super) files: HashMap<Table, Files>,
+    /// The complete days of `daily` (`daily_urls`) whose current files are
+    /// exactly the sources of their month's `monthly` (`monthly_urls`) files.
+    pub(super) merged: HashMap<Table, BTreeSet<String>>,
+}
+
+/// Where a day table's rows of some days are: month files holding them
+/// (`months`, to be read for `merged_days` only) and day files.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct DayFiles {
+    /// Month files.
+    pub(super) months: Vec<ObjectMeta>,
+    /// The days to take from `months`.
+    pub(super) merged_days: Vec<chrono::NaiveDate>,
+    /// Day files of the other days.
+    pub(super) days: Vec<ObjectMeta>,
 }
 
 impl LakeDays {
@@ -43,6 +62,36 @@ impl LakeDays {
             Table::DailyUrls => &self.daily_urls,
             _ => &self.daily,
         }
+    }
+
+    /// The files of day table `table` to read for `days`: a month file for
+    /// each month whose merge holds the day, the day's own files otherwise.
+    pub(super) fn day_files(&self, table: Table, days: &[String]) -> DayFiles {
+        let empty = BTreeMap::new();
+        let by_day = self.files.get(&table).unwrap_or(&empty);
+        let by_month = compact::month_table(table)
+            .and_then(|m| self.files.get(&m))
+            .unwrap_or(&empty);
+        let merged = self.merged.get(&table);
+        let mut plan = DayFiles::default();
+        let mut months = BTreeSet::new();
+        for day in days {
+            let month = day.get(..7).unwrap_or_default();
+            let parsed = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok();
+            match (merged.is_some_and(|m| m.contains(day)), parsed) {
+                (true, Some(date)) => {
+                    plan.merged_days.push(date);
+                    if months.insert(month.to_owned()) {
+                        plan.months
+                            .extend(by_month.get(month).into_iter().flatten().cloned());
+                    }
+                }
+                _ => plan
+                    .days
+                    .extend(by_day.get(day).into_iter().flatten().cloned()),
+            }
+        }
+        plan
     }
 
     /// Whether the hourly `table` may hold rows of `day`. Listing an hourly
@@ -67,7 +116,17 @@ impl LakeDays {
 #[derive(Debug, Default)]
 pub(super) struct FooterMemo {
     complete: HashMap<Path, (DateTime<Utc>, bool)>,
+    sources: HashMap<Path, (DateTime<Utc>, Vec<Source>)>,
 }
+
+/// The batch tables the report reads, listed by every refresh.
+const BATCH_TABLES: [Table; 5] = [
+    Table::Daily,
+    Table::DailyUrls,
+    Table::Sqi,
+    Table::Monthly,
+    Table::MonthlyUrls,
+];
 
 /// Lists the batch tables: the newest write of each (for the lake's state)
 /// and the days they answer.
@@ -78,28 +137,22 @@ pub(super) async fn read(
     let mut newest = Vec::new();
     let mut days = LakeDays::default();
     let mut seen = HashSet::new();
-    for table in [Table::Daily, Table::DailyUrls, Table::Sqi] {
-        let files: Vec<ObjectMeta> = lake
-            .store()
-            .list(Some(&lake.path(table.prefix())))
-            .try_collect()
-            .await?;
+    for table in BATCH_TABLES {
+        let files = compact::list_parquet(lake, table.prefix()).await?;
         newest.push(files.iter().map(|m| m.last_modified).max());
+        let month_table = matches!(table, Table::Monthly | Table::MonthlyUrls);
+        let mut by_partition = Files::new();
         let mut by_day: BTreeMap<String, bool> = BTreeMap::new();
-        for meta in files
-            .iter()
-            .filter(|m| m.location.extension() == Some("parquet"))
-        {
-            let Some(day) = day_of(&meta.location) else {
+        for meta in files {
+            let Some(partition) = partition_of(&meta.location, month_table) else {
                 continue;
             };
-            let complete = if table == Table::Sqi {
-                true
-            } else {
-                memo.complete(lake, meta).await
-            };
-            *by_day.entry(day).or_insert(true) &= complete;
             let _ = seen.insert(meta.location.clone());
+            if !month_table {
+                let complete = table == Table::Sqi || memo.complete(lake, &meta).await;
+                *by_day.entry(partition.clone()).or_insert(true) &= complete;
+            }
+            by_partition.entry(partition).or_default().push(meta);
         }
         let answered = by_day
             .into_iter()
@@ -108,8 +161,14 @@ pub(super) async fn read(
         match table {
             Table::Daily => days.daily = answered,
             Table::DailyUrls => days.daily_urls = answered,
-            _ => days.sqi = answered,
+            Table::Sqi => days.sqi = answered,
+            _ => {}
         }
+        let _ = days.files.insert(table, by_partition);
+    }
+    for table in [Table::Daily, Table::DailyUrls] {
+        let merged = merged_days(lake, memo, &days, table).await;
+        let _ = days.merged.insert(table, merged);
     }
     days.today = Some(Utc::now().date_naive());
     for table in [Table::Aggregates, Table::UrlCounts] {
@@ -117,21 +176,75 @@ pub(super) async fn read(
             .store()
             .list_with_delimiter(Some(&lake.path(table.prefix())))
             .await?;
-        let partitions = listing.common_prefixes.iter().filter_map(day_of).collect();
+        let partitions = listing
+            .common_prefixes
+            .iter()
+            .filter_map(compact::day_of)
+            .collect();
         match table {
             Table::UrlCounts => days.url_counts = partitions,
             _ => days.aggregates = partitions,
         }
     }
     memo.complete.retain(|path, _| seen.contains(path));
+    memo.sources.retain(|path, _| seen.contains(path));
     Ok((newest, days))
 }
 
-/// The `YYYY-MM-DD` of a path's `dt=` partition.
-fn day_of(path: &Path) -> Option<String> {
+/// The complete days of `table` whose files are, one for one and version for
+/// version, the sources its month files list for that day.
+async fn merged_days(
+    lake: &Lake,
+    memo: &mut FooterMemo,
+    days: &LakeDays,
+    table: Table,
+) -> BTreeSet<String> {
+    let Some(month_table) = compact::month_table(table) else {
+        return BTreeSet::new();
+    };
+    let mut recorded: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for meta in days
+        .files
+        .get(&month_table)
+        .into_iter()
+        .flat_map(|f| f.values().flatten())
+    {
+        for source in memo.sources(lake, meta).await {
+            recorded
+                .entry(source.date)
+                .or_default()
+                .push((source.file, source.version));
+        }
+    }
+    let current = days.files.get(&table);
+    days.complete(table)
+        .iter()
+        .filter(|day| {
+            let Some(recorded) = recorded.get_mut(*day) else {
+                return false;
+            };
+            let mut now: Vec<(String, String)> = current
+                .and_then(|f| f.get(*day))
+                .into_iter()
+                .flatten()
+                .filter_map(|m| Source::of(m).map(|s| (s.file, s.version)))
+                .collect();
+            now.sort_unstable();
+            recorded.sort_unstable();
+            !now.is_empty() && now == *recorded
+        })
+        .cloned()
+        .collect()
+}
+
+/// The `YYYY-MM-DD` of a `dt=` partition, or the `YYYY-MM` of a `month=` one.
+fn partition_of(path: &Path, month: bool) -> Option<String> {
+    if !month {
+        return compact::day_of(path);
+    }
     path.parts()
-        .find_map(|part| part.as_ref().strip_prefix("dt=").map(str::to_owned))
-        .filter(|day| chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").is_ok())
+        .find_map(|part| part.as_ref().strip_prefix("month=").map(str::to_owned))
+        .filter(|m| chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").is_ok())
 }
 
 impl FooterMemo {
@@ -143,8 +256,8 @@ impl FooterMemo {
         {
             return *complete;
         }
-        let complete = match all_complete(lake, meta).await {
-            Ok(complete) => complete,
+        let complete = match compact::read_footer(lake, meta).await {
+            Ok(footer) => compact::every_row_complete(&footer),
             Err(error) => {
                 tracing::warn!(%error, file = %meta.location, "cannot read a batch file's footer; its day is read from the hourly tables");
                 false
@@ -155,50 +268,30 @@ impl FooterMemo {
             .insert(meta.location.clone(), (meta.last_modified, complete));
         complete
     }
-}
 
-/// Reads the file's footer (two ranged reads) and checks the `complete`
-/// column's statistics in every row group.
-async fn all_complete(lake: &Lake, meta: &ObjectMeta) -> Result<bool> {
-    const TAIL: u64 = 8;
-    let size = meta.size;
-    if size < TAIL {
-        return Err(Error::Invalid(format!("{} is not Parquet", meta.location)));
+    /// The day files a month file was merged from; none when its footer
+    /// cannot say, so that its days are read from the day files.
+    async fn sources(&mut self, lake: &Lake, meta: &ObjectMeta) -> Vec<Source> {
+        if let Some((written, sources)) = self.sources.get(&meta.location)
+            && *written == meta.last_modified
+        {
+            return sources.clone();
+        }
+        let sources = match compact::read_footer(lake, meta)
+            .await
+            .and_then(|footer| compact::sources(&footer))
+        {
+            Ok(sources) => sources,
+            Err(error) => {
+                tracing::warn!(%error, file = %meta.location, "cannot read a month file's sources; its days are read from the day files");
+                Vec::new()
+            }
+        };
+        let _ = self
+            .sources
+            .insert(meta.location.clone(), (meta.last_modified, sources.clone()));
+        sources
     }
-    let tail = lake
-        .store()
-        .get_range(&meta.location, size - TAIL..size)
-        .await?;
-    let tail: [u8; 8] = tail
-        .as_ref()
-        .try_into()
-        .map_err(|_| Error::Invalid(format!("{}: short read", meta.location)))?;
-    let footer = FooterTail::try_new(&tail)?;
-    let length = footer.metadata_length() as u64;
-    if length + TAIL > size {
-        return Err(Error::Invalid(format!("{} is not Parquet", meta.location)));
-    }
-    let metadata = lake
-        .store()
-        .get_range(&meta.location, size - TAIL - length..size - TAIL)
-        .await?;
-    let metadata = ParquetMetaDataReader::decode_metadata(&metadata)?;
-    let column = metadata
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.name() == crate::batch::COMPLETE);
-    let (Some(column), false) = (column, metadata.row_groups().is_empty()) else {
-        return Ok(false);
-    };
-    Ok(metadata.row_groups().iter().all(|group| {
-        matches!(
-            group.column(column).statistics(),
-            Some(Statistics::Boolean(s))
-                if s.min_opt() == Some(&true) && s.null_count_opt() == Some(0)
-        )
-    }))
 }
 
 // Test code only: an unwrap or panic here fails the test with its cause, which is the point.
@@ -210,7 +303,7 @@ mod tests {
 
     use arrow::array::{BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray};
     use chrono::NaiveDate;
-    use object_store::PutPayload;
+    use object_store::{ObjectStoreExt, PutPayload};
     use sqi_schemas::lake::LakeOptions;
 
     fn day(text: &str) -> NaiveDate {
@@ -269,7 +362,7 @@ mod tests {
             .unwrap();
         let mut memo = FooterMemo::default();
         let (newest, days) = read(&lake, &mut memo).await.unwrap();
-        assert_eq!(newest.len(), 3);
+        assert_eq!(newest.len(), 5);
         assert!(newest[1].is_some() && newest[0].is_none());
         assert_eq!(days.daily_urls, BTreeSet::from(["2025-06-01".to_owned()]));
         assert!(days.daily.is_empty() && days.sqi.is_empty());
@@ -296,13 +389,101 @@ mod tests {
         assert_eq!(days.daily_urls.len(), 2);
     }
 
+    fn daily(date: NaiveDate, events: i64) -> RecordBatch {
+        RecordBatch::try_new(
+            Table::Daily.schema(),
+            vec![
+                Arc::new(Date32Array::from(vec![
+                    arrow::datatypes::Date32Type::from_naive_date(date),
+                ])),
+                Arc::new(StringArray::from(vec!["pub-a"])),
+                Arc::new(StringArray::from(vec![None::<&str>])),
+                Arc::new(StringArray::from(vec!["pageview"])),
+                Arc::new(StringArray::from(vec!["desktop"])),
+                Arc::new(Int64Array::from(vec![events])),
+                Arc::new(BooleanArray::from(vec![true])),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// A month file answers the days it was merged from while their files
+    /// are the versions it lists; a day recomputed since is read from its own
+    /// file, and a day the merge never saw too.
+    #[tokio::test]
+    async fn month_files_answer_their_days_until_a_day_is_recomputed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(
+            &format!("file://{}", dir.path().display()),
+            &LakeOptions::default(),
+        )
+        .unwrap();
+        let whole = crate::batch::Shard::WHOLE;
+        for date in ["2025-06-01", "2025-06-02"] {
+            crate::batch::write_day(&lake, Table::Daily, day(date), whole, &daily(day(date), 1))
+                .await
+                .unwrap();
+        }
+        let _ = compact::compact_month(&lake, Table::Daily, day("2025-06-01"), whole)
+            .await
+            .unwrap();
+        crate::batch::write_day(
+            &lake,
+            Table::Daily,
+            day("2025-06-03"),
+            whole,
+            &daily(day("2025-06-03"), 1),
+        )
+        .await
+        .unwrap();
+        let asked: Vec<String> = ["2025-06-01", "2025-06-02", "2025-06-03"]
+            .map(str::to_owned)
+            .to_vec();
+        let mut memo = FooterMemo::default();
+        let (_, days) = read(&lake, &mut memo).await.unwrap();
+        let plan = days.day_files(Table::Daily, &asked);
+        assert_eq!(plan.merged_days, [day("2025-06-01"), day("2025-06-02")]);
+        assert_eq!(plan.months.len(), 1);
+        assert_eq!(plan.days.len(), 1, "the day after the merge: {plan:?}");
+        assert!(days.day_files(Table::DailyUrls, &asked).months.is_empty());
+
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        crate::batch::write_day(
+            &lake,
+            Table::Daily,
+            day("2025-06-02"),
+            whole,
+            &daily(day("2025-06-02"), 22),
+        )
+        .await
+        .unwrap();
+        let (_, days) = read(&lake, &mut memo).await.unwrap();
+        let plan = days.day_files(Table::Daily, &asked);
+        assert_eq!(plan.merged_days, [day("2025-06-01")]);
+        assert_eq!(plan.days.len(), 2, "{plan:?}");
+    }
+
     #[test]
     fn days_come_from_the_dt_partition() {
         assert_eq!(
-            day_of(&Path::from("lake/daily/dt=2025-06-30/part-00000.parquet")),
+            compact::day_of(&Path::from("lake/daily/dt=2025-06-30/part-00000.parquet")),
             Some("2025-06-30".to_owned())
         );
-        assert_eq!(day_of(&Path::from("daily/dt=yesterday/x.parquet")), None);
-        assert_eq!(day_of(&Path::from("daily/x.parquet")), None);
+        assert_eq!(
+            compact::day_of(&Path::from("daily/dt=yesterday/x.parquet")),
+            None
+        );
+        assert_eq!(compact::day_of(&Path::from("daily/x.parquet")), None);
+        assert_eq!(
+            partition_of(
+                &Path::from("monthly/month=2025-06/part-00000.parquet"),
+                true
+            ),
+            Some("2025-06".to_owned())
+        );
+        assert_eq!(
+            partition_of(&Path::from("monthly/month=2025-13/x.parquet"), true),
+            None
+        );
     }
 }

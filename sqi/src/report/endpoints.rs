@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type, TimestampMillisecondType};
+use arrow::datatypes::{DataType, Date32Type, Int64Type, TimestampMillisecondType};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -234,24 +234,42 @@ async fn sum_split(
     if days.is_empty() {
         return Ok((hourly, Vec::new()));
     }
-    let mut predicate = col("dt")
-        .in_list(days.iter().map(|d| lit(d.as_str())).collect(), false)
-        .and(col("publisher").eq(lit(publisher)));
+    let files = lake_days.day_files(day_table, &days);
+    let mut predicate = col("publisher").eq(lit(publisher));
     for filter in filters {
         predicate = predicate.and(filter);
     }
-    let daily_keys: Vec<Expr> = keys
+    let mut columns: Vec<&str> = keys
         .iter()
-        .map(|k| col(if *k == "window_start" { "date" } else { *k }))
+        .map(|k| if *k == "window_start" { "date" } else { *k })
         .collect();
-    let daily = state
-        .days
-        .table(day_table.prefix())
-        .await?
-        .filter(predicate)?
-        .aggregate(daily_keys, vec![sum(col("events")).alias("events")])?
-        .collect()
-        .await?;
+    columns.push("events");
+    let mut daily = Vec::new();
+    if !files.merged_days.is_empty() {
+        let dates = files
+            .merged_days
+            .iter()
+            .map(|d| lit(ScalarValue::Date32(Some(Date32Type::from_naive_date(*d)))))
+            .collect();
+        let month_table = crate::compact::month_table(day_table).unwrap_or(day_table);
+        daily.extend(
+            state
+                .scanner
+                .rows(
+                    month_table,
+                    &files.months,
+                    predicate.clone().and(col("date").in_list(dates, false)),
+                    &columns,
+                )
+                .await?,
+        );
+    }
+    daily.extend(
+        state
+            .scanner
+            .rows(day_table, &files.days, predicate, &columns)
+            .await?,
+    );
     Ok((hourly, daily))
 }
 
@@ -361,7 +379,7 @@ pub(super) async fn totals(
 async fn as_of(state: &ReportState, window: &Window) -> Result<Value> {
     let (_, last) = window.partitions();
     Ok(json!(
-        data_as_of(&state.lake, last).await?.map(|t| t.to_rfc3339())
+        data_as_of(state, last).await?.map(|t| t.to_rfc3339())
     ))
 }
 
@@ -936,7 +954,7 @@ pub(super) async fn leaderboard(
     let mut columns = vec!["rank"];
     columns.extend_from_slice(SQI_COLUMNS);
     let as_of = match date {
-        Some(d) => json!(data_as_of(&state.lake, d).await?.map(|t| t.to_rfc3339())),
+        Some(d) => json!(data_as_of(&state, d).await?.map(|t| t.to_rfc3339())),
         None => Value::Null,
     };
     let meta = json!({
