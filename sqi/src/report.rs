@@ -66,6 +66,11 @@ pub struct ReportArgs {
     /// Answers kept in the cache; 0 turns it off (benchmarks of the queries).
     #[arg(long, env = "SQI_ANSWER_CACHE_ENTRIES", default_value_t = 10_000)]
     pub answer_cache_entries: usize,
+    /// Questions answered at once; more wait in turn, first come first
+    /// served (default: twice the cores). Reads from S3 wait on the network,
+    /// so a pod reading S3 may want several times the cores.
+    #[arg(long, env = "SQI_QUERY_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
+    pub query_concurrency: Option<u16>,
 }
 
 impl ReportArgs {
@@ -76,6 +81,9 @@ impl ReportArgs {
             burst: self.rate_limit_burst,
             cache_refresh: std::time::Duration::from_secs(self.cache_refresh_seconds),
             cache_entries: self.answer_cache_entries,
+            query_concurrency: self
+                .query_concurrency
+                .map_or_else(guard::default_query_concurrency, usize::from),
         }
     }
 }

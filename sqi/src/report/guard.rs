@@ -51,6 +51,8 @@ pub struct ReportOptions {
     pub cache_refresh: Duration,
     /// Answers kept in the cache; 0 turns the cache (and so ETags) off.
     pub cache_entries: usize,
+    /// Questions answered at once; the rest wait their turn, first come first served.
+    pub query_concurrency: usize,
 }
 
 impl Default for ReportOptions {
@@ -60,8 +62,15 @@ impl Default for ReportOptions {
             burst: 60,
             cache_refresh: Duration::from_secs(15),
             cache_entries: 10_000,
+            query_concurrency: default_query_concurrency(),
         }
     }
+}
+
+/// Twice the cores: a question is CPU-bound on local files, and with two in
+/// flight per core one waits on its reads while the other computes.
+pub(super) fn default_query_concurrency() -> usize {
+    2 * std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// The longest any answer is served from the cache.
@@ -84,6 +93,10 @@ pub(super) struct Guard {
     limit: u32,
     cache: Mutex<HashMap<String, Cached>>,
     cache_entries: usize,
+    /// Permits to run a question's queries. With every request let in at
+    /// once, 50 clients on 2 cores each waited on all the others (p99 twice
+    /// p50); in turn, a request waits only for those before it.
+    queries: tokio::sync::Semaphore,
     lake: watch::Receiver<LakeView>,
 }
 
@@ -146,6 +159,7 @@ impl Guard {
             limit: options.burst,
             cache: Mutex::new(HashMap::new()),
             cache_entries: options.cache_entries,
+            queries: tokio::sync::Semaphore::new(options.query_concurrency.max(1)),
             lake: receiver,
         })
     }
@@ -164,6 +178,14 @@ impl Guard {
             Ok(snapshot) => Ok(Some(snapshot.remaining_burst_capacity())),
             Err(not_until) => Err(not_until.wait_time_from(DefaultClock::default().now())),
         }
+    }
+
+    /// Runs the handler once a query permit is free.
+    async fn answer(&self, next: Next, request: Request) -> Response {
+        // The semaphore is never closed, so acquiring cannot fail; if it
+        // did, answering without a permit is still an answer.
+        let _permit = self.queries.acquire().await.ok();
+        next.run(request).await
     }
 
     fn get(&self, key: &str) -> Option<Cached> {
@@ -302,15 +324,18 @@ pub(super) async fn guard(
     }
     let epoch = Utc::now().timestamp() / MAX_AGE.as_secs().max(1) as i64;
     // `/v1/me` describes the key itself; every other answer depends on the URL only.
-    if request.uri().path() == "/v1/me" || guard.cache_entries == 0 {
+    if request.uri().path() == "/v1/me" {
         return with_quota(next.run(request).await, guard.limit, remaining);
+    }
+    if guard.cache_entries == 0 {
+        return with_quota(guard.answer(next, request).await, guard.limit, remaining);
     }
     let cache_key = format!("{epoch}|{}\n{}", guard.lake.borrow().state, request.uri());
     let conditional = request.headers().clone();
     let cached = match guard.get(&cache_key) {
         Some(hit) => hit,
         None => {
-            let response = next.run(request).await;
+            let response = guard.answer(next, request).await;
             if response.status() != StatusCode::OK {
                 return with_quota(response, guard.limit, remaining);
             }
