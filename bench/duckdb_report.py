@@ -2,7 +2,8 @@
 """The report benchmark's baseline: DuckDB answering the report API's three
 queries (30-day summary with the latest SQI, 30-day daily timeseries, top 20
 URLs) for the same publishers over the same Parquet files the API reads for
-whole UTC days (`daily`, `daily_urls`, `sqi`), from CLIENTS threads with a
+whole UTC days merged into months (`monthly`, `monthly_urls`, and the newest
+`sqi` day), from CLIENTS threads with a
 cursor each. A first pass over each publisher warms caches and is not
 measured; then REQUESTS queries cycle through the publishers, as the API's
 benchmark does.
@@ -30,18 +31,22 @@ def main() -> None:
     publishers = [line.strip() for line in sys.stdin if line.strip()]
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    for table in ("daily", "daily_urls", "sqi"):
+    for view, table in (("daily", "monthly"), ("daily_urls", "monthly_urls")):
         con.execute(
-            f"""CREATE VIEW {table} AS SELECT * FROM read_parquet(
+            f"""CREATE VIEW {view} AS SELECT * FROM read_parquet(
                 '{lake}/{table}/*/*.parquet', hive_partitioning = true,
-                hive_types = {{'dt': VARCHAR}})"""
+                hive_types = {{'month': VARCHAR}})"""
         )
-    window = f"dt BETWEEN '{first}' AND '{last}' AND publisher = ?"
+    con.execute(
+        f"""CREATE VIEW sqi AS SELECT * FROM read_parquet(
+            '{lake}/sqi/dt={last}/*.parquet')"""
+    )
+    window = f"date BETWEEN DATE '{first}' AND DATE '{last}' AND publisher = ?"
     queries = {
         "summary": [
             f"""SELECT event_type, SUM(events) FROM daily
                 WHERE {window} AND device <> 'bot' GROUP BY 1""",
-            f"""SELECT * FROM sqi WHERE dt <= '{last}' AND publisher = ?
+            f"""SELECT * FROM sqi WHERE publisher = ?
                 ORDER BY date DESC LIMIT 1""",
         ],
         "timeseries_30d": [

@@ -592,7 +592,11 @@ pub async fn run_day(
             let scored = sqi
                 .column_by_name("sqi")
                 .map_or(0, |c| c.len() - c.null_count());
-            let file = encoded(encoding(Table::Sqi, with_complete(&sqi, Table::Sqi, complete)?)).await?;
+            let file = encoded(encoding(
+                Table::Sqi,
+                with_complete(&sqi, Table::Sqi, complete)?,
+            ))
+            .await?;
             Ok::<_, Error>((file, scored))
         })
     };
@@ -600,7 +604,10 @@ pub async fn run_day(
     // first so that the encoding left at the end is the smaller one.
     let totals = async {
         let urls = compute_day_table(lake, date, shard, Table::DailyUrls).await?;
-        let urls = encoding(Table::DailyUrls, with_complete(&urls, Table::DailyUrls, complete)?);
+        let urls = encoding(
+            Table::DailyUrls,
+            with_complete(&urls, Table::DailyUrls, complete)?,
+        );
         let daily = compute_daily_shard(lake, date, shard).await?;
         let daily = encoding(Table::Daily, with_complete(&daily, Table::Daily, complete)?);
         Ok::<_, Error>((encoded(daily).await?, encoded(urls).await?))
@@ -750,7 +757,16 @@ pub(crate) fn day_properties() -> parquet::file::properties::WriterPropertiesBui
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_column_statistics_enabled("publisher".into(), EnabledStatistics::Page)
         .set_dictionary_enabled(false);
-    for few_valued in ["channel", "event_type", "device", "category", "peer_group", "reason"] {
+    for few_valued in [
+        "date",
+        "channel",
+        "event_type",
+        "device",
+        "category",
+        "peer_group",
+        "reason",
+        "sqi_version",
+    ] {
         properties = properties.set_column_dictionary_enabled(few_valued.into(), true);
     }
     properties

@@ -7,7 +7,8 @@
 //!                                                             └──▶ report API (DataFusion)
 //! ```
 //!
-//! It owns `daily/`, `sqi/` and `publishers/` in the lake and reads the rest;
+//! It owns `daily/`, `daily_urls/`, `sqi/`, `monthly/`, `monthly_urls/` and
+//! `publishers/` in the lake and reads the rest;
 //! it never writes the processor's prefixes. `main.rs` only parses the command
 //! line, sets up telemetry and calls [`cli::run`].
 

@@ -6,6 +6,9 @@
 //! `complete` column; instead the guard's refresher lists the batch tables
 //! with the lake's state and reads the footer of each new file once: the
 //! batch writes `complete` as one value per file, so its statistics say it.
+//! The same refresh reads each month file's list of sources once, and notes
+//! the complete days whose files are still exactly those sources: those days
+//! are read from the month file, one file for a month of them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
