@@ -510,16 +510,22 @@ struct AsOfMemo {
     by_day: HashMap<NaiveDate, Option<DateTime<Utc>>>,
 }
 
+impl AsOfMemo {
+    /// Whether the memo holds answers for this refresh. The weak reference
+    /// keeps the refresh's allocation, so no later refresh can share its address.
+    fn is_for(&self, refresh: &Arc<days::LakeDays>) -> bool {
+        self.refresh
+            .as_ref()
+            .is_some_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(refresh)))
+    }
+}
+
 /// When the newest aggregates file on or before `to` was written, as of the
 /// lake's last refresh.
 async fn data_as_of(state: &ReportState, to: NaiveDate) -> Result<Option<DateTime<Utc>>> {
     let refresh = state.guard.lake_days();
     if let Ok(mut memo) = state.as_of.lock() {
-        let current = memo
-            .refresh
-            .as_ref()
-            .is_some_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(&refresh)));
-        if !current {
+        if !memo.is_for(&refresh) {
             memo.refresh = Some(Arc::downgrade(&refresh));
             memo.by_day.clear();
         }
@@ -529,10 +535,7 @@ async fn data_as_of(state: &ReportState, to: NaiveDate) -> Result<Option<DateTim
     }
     let newest = newest_aggregates_write(&state.lake, to).await?;
     if let Ok(mut memo) = state.as_of.lock()
-        && memo
-            .refresh
-            .as_ref()
-            .is_some_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(&refresh)))
+        && memo.is_for(&refresh)
     {
         let _ = memo.by_day.insert(to, newest);
     }
