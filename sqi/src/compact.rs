@@ -230,16 +230,20 @@ async fn merge(
 ) -> Result<usize> {
     let ctx = query::session(lake, &[], 1, query::Workload::Batch).await?;
     let schema = day_table.schema();
-    let ordering = LexOrdering::new(["publisher", "date"].into_iter().map(|name| {
-        PhysicalSortExpr::new(
-            Arc::new(datafusion::physical_expr::expressions::Column::new(
-                name,
-                schema.index_of(name).unwrap_or_default(),
-            )),
-            SortOptions::default(),
-        )
-    }))
-    .ok_or_else(|| Error::Invalid("empty merge ordering".into()))?;
+    let keys = ["publisher", "date"]
+        .into_iter()
+        .map(|name| {
+            Ok(PhysicalSortExpr::new(
+                Arc::new(datafusion::physical_expr::expressions::Column::new(
+                    name,
+                    schema.index_of(name)?,
+                )),
+                SortOptions::default(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let ordering =
+        LexOrdering::new(keys).ok_or_else(|| Error::Invalid("empty merge ordering".into()))?;
     // Every day file is sorted by publisher and holds one date, so each is
     // already in (publisher, date) order: the merge never sorts.
     let groups = inputs
@@ -329,7 +333,6 @@ mod tests {
         Array, AsArray, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray,
     };
     use arrow::datatypes::{Date32Type, Int64Type};
-    use sqi_schemas::lake::LakeOptions;
 
     fn day(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
@@ -401,12 +404,7 @@ mod tests {
     /// whole when rerun.
     #[tokio::test]
     async fn a_month_is_its_complete_days_in_publisher_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(
-            &format!("file://{}", dir.path().display()),
-            &LakeOptions::default(),
-        )
-        .unwrap();
+        let (_dir, lake) = crate::test_lake();
         let whole = Shard::WHOLE;
         for (date, rows, complete) in [
             ("2025-06-02", vec![("pub-a", 1), ("pub-c", 3)], true),
@@ -469,12 +467,7 @@ mod tests {
     /// leaves its sibling's file alone.
     #[tokio::test]
     async fn shards_merge_their_own_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(
-            &format!("file://{}", dir.path().display()),
-            &LakeOptions::default(),
-        )
-        .unwrap();
+        let (_dir, lake) = crate::test_lake();
         let shards = [Shard { index: 0, count: 2 }, Shard { index: 1, count: 2 }];
         for (shard, publisher) in shards.iter().zip(["pub-a", "pub-b"]) {
             crate::batch::write_day(

@@ -23,3 +23,19 @@ pub mod report;
 pub mod telemetry;
 
 pub use error::{Error, Result};
+
+/// A lake in a fresh temporary directory, for the crate's own tests; the
+/// directory lives as long as the guard.
+#[cfg(test)]
+pub(crate) fn test_lake() -> (tempfile::TempDir, sqi_schemas::lake::Lake) {
+    // Test code only: a machine that cannot make a temp dir fails the test here.
+    #[allow(clippy::expect_used)]
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    #[allow(clippy::expect_used)]
+    let lake = sqi_schemas::lake::Lake::open(
+        &format!("file://{}", dir.path().display()),
+        &sqi_schemas::lake::LakeOptions::default(),
+    )
+    .expect("a local lake opens");
+    (dir, lake)
+}

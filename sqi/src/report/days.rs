@@ -30,8 +30,6 @@ pub(super) struct LakeDays {
     pub(super) daily: BTreeSet<String>,
     /// Days whose every `daily_urls` file is complete.
     pub(super) daily_urls: BTreeSet<String>,
-    /// Days with an `sqi` file, complete or not.
-    pub(super) sqi: BTreeSet<String>,
     /// Days with a partition in `aggregates`.
     pub(super) aggregates: BTreeSet<String>,
     /// Days with a partition in `url_counts`.
@@ -144,6 +142,9 @@ pub(super) async fn read(
         let files = compact::list_parquet(lake, table.prefix()).await?;
         newest.push(files.iter().map(|m| m.last_modified).max());
         let month_table = matches!(table, Table::Monthly | Table::MonthlyUrls);
+        // Completeness decides which table answers a day of totals; an `sqi`
+        // day is answered by its files, complete or not.
+        let totals = matches!(table, Table::Daily | Table::DailyUrls);
         let mut by_partition = Files::new();
         let mut by_day: BTreeMap<String, bool> = BTreeMap::new();
         for meta in files {
@@ -151,8 +152,8 @@ pub(super) async fn read(
                 continue;
             };
             let _ = seen.insert(meta.location.clone());
-            if !month_table {
-                let complete = table == Table::Sqi || memo.complete(lake, &meta).await;
+            if totals {
+                let complete = memo.complete(lake, &meta).await;
                 *by_day.entry(partition.clone()).or_insert(true) &= complete;
             }
             by_partition.entry(partition).or_default().push(meta);
@@ -164,7 +165,6 @@ pub(super) async fn read(
         match table {
             Table::Daily => days.daily = answered,
             Table::DailyUrls => days.daily_urls = answered,
-            Table::Sqi => days.sqi = answered,
             _ => {}
         }
         let _ = days.files.insert(table, by_partition);
@@ -307,7 +307,6 @@ mod tests {
     use arrow::array::{BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray};
     use chrono::NaiveDate;
     use object_store::{ObjectStoreExt, PutPayload};
-    use sqi_schemas::lake::LakeOptions;
 
     fn day(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
@@ -338,12 +337,7 @@ mod tests {
     /// answered only when every file of it is complete, and a rewrite is seen.
     #[tokio::test]
     async fn complete_days_are_read_from_the_footers_the_batch_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(
-            &format!("file://{}", dir.path().display()),
-            &LakeOptions::default(),
-        )
-        .unwrap();
+        let (_dir, lake) = crate::test_lake();
         let whole = crate::batch::Shard::WHOLE;
         for (date, complete) in [("2025-06-01", true), ("2025-06-02", false)] {
             crate::batch::write_day(
@@ -368,7 +362,7 @@ mod tests {
         assert_eq!(newest.len(), 5);
         assert!(newest[1].is_some() && newest[0].is_none());
         assert_eq!(days.daily_urls, BTreeSet::from(["2025-06-01".to_owned()]));
-        assert!(days.daily.is_empty() && days.sqi.is_empty());
+        assert!(days.daily.is_empty() && days.files[&Table::Sqi].is_empty());
         assert_eq!(days.aggregates, BTreeSet::from(["2025-06-01".to_owned()]));
         assert!(days.may_have_hours(Table::Aggregates, day("2025-06-01")));
         assert!(!days.may_have_hours(Table::Aggregates, day("2025-06-02")));
@@ -415,12 +409,7 @@ mod tests {
     /// file, and a day the merge never saw too.
     #[tokio::test]
     async fn month_files_answer_their_days_until_a_day_is_recomputed() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(
-            &format!("file://{}", dir.path().display()),
-            &LakeOptions::default(),
-        )
-        .unwrap();
+        let (_dir, lake) = crate::test_lake();
         let whole = crate::batch::Shard::WHOLE;
         for date in ["2025-06-01", "2025-06-02"] {
             crate::batch::write_day(&lake, Table::Daily, day(date), whole, &daily(day(date), 1))

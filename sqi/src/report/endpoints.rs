@@ -21,6 +21,7 @@ use sqi_schemas::event::is_valid_publisher;
 use sqi_schemas::lake::Table;
 use utoipa::IntoParams;
 
+use super::days::LakeDays;
 use super::window::{Window, parse_date};
 use super::{
     PeriodParams, ReportError, ReportState, Scope, arrow_json_row, authorize, bad, data_as_of,
@@ -176,14 +177,12 @@ async fn sum_by(
 /// with `--allow-incomplete`, is read from the hourly table instead, which may
 /// have grown since. A day table is one file a day where the hourly table is
 /// 24 or more.
-fn day_table_days(state: &ReportState, day_table: Table, window: &Window) -> Vec<String> {
+fn day_table_days(lake_days: &LakeDays, day_table: Table, window: &Window) -> Vec<String> {
     if !window.is_utc_days() {
         return Vec::new();
     }
     let (from, to) = (window.from.to_string(), window.to.to_string());
-    state
-        .guard
-        .lake_days()
+    lake_days
         .complete(day_table)
         .range(from..=to)
         .cloned()
@@ -206,13 +205,15 @@ async fn sum_split(
         Table::UrlCounts => Table::DailyUrls,
         _ => Table::Daily,
     };
-    let days = day_table_days(state, day_table, window);
+    // One refresh's view for the whole question: the days it calls complete
+    // are the days whose files it listed.
+    let lake_days = state.guard.lake_days();
+    let days = day_table_days(&lake_days, day_table, window);
     let mut hourly_filters = filters.clone();
     if !days.is_empty() {
         hourly_filters
             .push(col("dt").in_list(days.iter().map(|d| lit(d.as_str())).collect(), true));
     }
-    let lake_days = state.guard.lake_days();
     let (first, last) = window.partitions();
     let hourly_needed = first
         .iter_days()
