@@ -1,0 +1,1 @@
+//! Hostile input: ingest. See `main.rs`.

@@ -1,0 +1,1 @@
+//! Hostile input: report. See `main.rs`.
