@@ -1,10 +1,18 @@
 //! The optional publisher allowlist: from a file, or from the lake's
 //! `publishers` table, refreshed in the background. In `observe` mode unknown
-//! publishers are counted; in `enforce` mode their events are rejected.
+//! publishers, and pages off a publisher's registered domain, are counted; in
+//! `enforce` mode their events are rejected.
+//!
+//! A publisher id is public (it is in every page's widget), so the domain
+//! check is what ties an event to the publisher it names: a page URL must be
+//! on the publisher's registered `domain` or a subdomain of it. It cannot
+//! tell a real browser on the publisher's page from a script that sends the
+//! same request; `SECURITY.md` says what covers that.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use arrow::array::Array;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sqi_schemas::lake::Lake;
@@ -20,11 +28,14 @@ pub enum AllowlistMode {
     Enforce,
 }
 
+/// The known publishers, each with its registered domain if it has one.
+pub type Publishers = HashMap<String, Option<String>>;
+
 /// The set of known publishers, swapped whole on refresh.
 #[derive(Debug, Clone)]
 pub struct Allowlist {
     mode: AllowlistMode,
-    known: Arc<RwLock<Arc<HashSet<String>>>>,
+    known: Arc<RwLock<Arc<Publishers>>>,
 }
 
 /// The verdict on one publisher.
@@ -36,6 +47,10 @@ pub enum Verdict {
     Observed,
     /// Unknown, and enforce mode rejects it.
     Rejected,
+    /// Known, but the page is not on its domain: observe mode lets it through.
+    OffDomainObserved,
+    /// Known, but the page is not on its domain, and enforce mode rejects it.
+    OffDomainRejected,
 }
 
 impl Allowlist {
@@ -43,7 +58,7 @@ impl Allowlist {
     pub fn new(mode: AllowlistMode) -> Self {
         Self {
             mode,
-            known: Arc::new(RwLock::new(Arc::new(HashSet::new()))),
+            known: Arc::new(RwLock::new(Arc::new(HashMap::new()))),
         }
     }
 
@@ -53,61 +68,107 @@ impl Allowlist {
     }
 
     /// Replaces the known publishers.
-    pub fn replace(&self, publishers: HashSet<String>) {
+    pub fn replace(&self, publishers: Publishers) {
         if let Ok(mut known) = self.known.write() {
             *known = Arc::new(publishers);
         }
     }
 
-    /// Judges one publisher.
-    pub fn check(&self, publisher: &str) -> Verdict {
+    /// Judges one event by its publisher and page URL.
+    pub fn check(&self, publisher: &str, url: &str) -> Verdict {
         if self.mode == AllowlistMode::Off {
             return Verdict::Allowed;
         }
-        let known = self
-            .known
-            .read()
-            .map(|k| k.contains(publisher))
-            .unwrap_or(true);
-        match (known, self.mode) {
-            (true, _) | (_, AllowlistMode::Off) => Verdict::Allowed,
-            (false, AllowlistMode::Observe) => Verdict::Observed,
-            (false, AllowlistMode::Enforce) => Verdict::Rejected,
+        // A poisoned lock (a panic elsewhere) lets events through rather
+        // than refusing every publisher.
+        let Ok(known) = self.known.read().map(|k| Arc::clone(&k)) else {
+            return Verdict::Allowed;
+        };
+        let enforce = self.mode == AllowlistMode::Enforce;
+        match known.get(publisher) {
+            None if enforce => Verdict::Rejected,
+            None => Verdict::Observed,
+            Some(Some(domain)) if !is_on_domain(url, domain) => {
+                if enforce {
+                    Verdict::OffDomainRejected
+                } else {
+                    Verdict::OffDomainObserved
+                }
+            }
+            Some(_) => Verdict::Allowed,
         }
     }
 }
 
-/// Reads publisher ids from a text file: one per line, or a CSV whose first
-/// column (or `publisher` column) holds them; `#` starts a comment.
-pub fn parse_file(text: &str) -> HashSet<String> {
+/// A registered domain as compared: lower case, no trailing dot, no `www.`,
+/// and no scheme or path if someone registered a URL.
+fn normalize_domain(domain: &str) -> Option<String> {
+    let domain = domain.trim().to_ascii_lowercase();
+    let domain = domain
+        .split_once("://")
+        .map_or(domain.as_str(), |(_, rest)| rest);
+    let domain = domain.split(['/', ':']).next().unwrap_or("");
+    let domain = domain.trim_end_matches('.');
+    let domain = domain.strip_prefix("www.").unwrap_or(domain);
+    (!domain.is_empty()).then(|| domain.to_owned())
+}
+
+/// Whether `url`'s host is `domain` or a subdomain of it. The host is the
+/// URL parser's (so `https://news.example@evil.com/` is on `evil.com`).
+pub fn is_on_domain(url: &str, domain: &str) -> bool {
+    let Some(host) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.trim_end_matches('.').to_owned()))
+    else {
+        return false;
+    };
+    host == domain
+        || host
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// Reads publishers from a text file: one id per line, or a CSV whose
+/// `publisher` column (or first column) holds the ids and whose `domain`
+/// column, if any, their registered domains; `#` starts a comment.
+pub fn parse_file(text: &str) -> Publishers {
     let mut lines = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'));
-    let mut column = 0;
-    let mut set = HashSet::new();
+    let (mut column, mut domain_column) = (0, None);
+    let mut set = Publishers::new();
+    let mut add = |line: &str, column: usize, domain_column: Option<usize>| {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if let Some(id) = cells.get(column).filter(|id| !id.is_empty()) {
+            let domain = domain_column
+                .and_then(|c| cells.get(c))
+                .and_then(|d| normalize_domain(d));
+            let _ = set.insert((*id).to_owned(), domain);
+        }
+    };
     if let Some(first) = lines.next() {
-        match first
+        let headers: Vec<String> = first
             .split(',')
-            .position(|h| h.trim().eq_ignore_ascii_case("publisher"))
-        {
-            Some(index) => column = index,
-            None => {
-                let _ = set.insert(first.split(',').next().unwrap_or("").trim().to_owned());
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        match headers.iter().position(|h| h == "publisher") {
+            Some(index) => {
+                column = index;
+                domain_column = headers.iter().position(|h| h == "domain");
             }
+            None => add(first, 0, None),
         }
     }
     for line in lines {
-        if let Some(id) = line.split(',').nth(column) {
-            let _ = set.insert(id.trim().to_owned());
-        }
+        add(line, column, domain_column);
     }
-    set.retain(|id| !id.is_empty());
     set
 }
 
-/// Reads the publisher ids from the lake's `publishers` table.
-pub async fn load_from_lake(lake: &Lake) -> Result<HashSet<String>, String> {
+/// Reads the publishers, and their domains if the table has them, from the
+/// lake's `publishers` table.
+pub async fn load_from_lake(lake: &Lake) -> Result<Publishers, String> {
     let path = lake.path("publishers/publishers.parquet");
     let bytes = lake
         .store()
@@ -121,49 +182,118 @@ pub async fn load_from_lake(lake: &Lake) -> Result<HashSet<String>, String> {
         .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| e.to_string())?;
-    let mut set = HashSet::new();
+    let text = |column: &arrow::array::ArrayRef, name: &str| {
+        arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)
+            .map_err(|e| e.to_string())
+            .and_then(|array| {
+                arrow::array::AsArray::as_string_opt::<i32>(&array)
+                    .cloned()
+                    .ok_or_else(|| format!("publishers.{name} is not text"))
+            })
+    };
+    let mut set = Publishers::new();
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
         let Some(column) = batch.column_by_name("publisher") else {
             return Err("publishers table has no `publisher` column".into());
         };
-        let ids = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)
-            .map_err(|e| e.to_string())?;
-        let Some(ids) = arrow::array::AsArray::as_string_opt::<i32>(&ids) else {
-            return Err("publishers.publisher is not text".into());
+        let ids = text(column, "publisher")?;
+        let domains = match batch.column_by_name("domain") {
+            Some(column) => Some(text(column, "domain")?),
+            None => None,
         };
-        set.extend(ids.iter().flatten().map(str::to_owned));
+        for row in 0..ids.len() {
+            if ids.is_null(row) {
+                continue;
+            }
+            let domain = domains
+                .as_ref()
+                .filter(|d| !d.is_null(row))
+                .and_then(|d| normalize_domain(d.value(row)));
+            let _ = set.insert(ids.value(row).to_owned(), domain);
+        }
     }
     Ok(set)
 }
 
+// Test code only: an unwrap here fails the test with its cause, which is the point.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+
+    fn ids(publishers: &Publishers) -> HashSet<&str> {
+        publishers.keys().map(String::as_str).collect()
+    }
 
     #[test]
     fn files_may_be_plain_lists_or_csv() {
         assert_eq!(
-            parse_file("# known\npub-1\npub-2\n\n"),
-            HashSet::from(["pub-1".into(), "pub-2".into()])
+            ids(&parse_file("# known\npub-1\npub-2\n\n")),
+            HashSet::from(["pub-1", "pub-2"])
         );
-        assert_eq!(
-            parse_file("domain,publisher\na.com,pub-a\nb.com,pub-b\n"),
-            HashSet::from(["pub-a".into(), "pub-b".into()])
-        );
+        let csv = parse_file("domain,publisher\nA.com,pub-a\nhttps://www.b.com/,pub-b\n,pub-c\n");
+        assert_eq!(ids(&csv), HashSet::from(["pub-a", "pub-b", "pub-c"]));
+        assert_eq!(csv["pub-a"].as_deref(), Some("a.com"));
+        assert_eq!(csv["pub-b"].as_deref(), Some("b.com"));
+        assert_eq!(csv["pub-c"], None);
     }
 
     #[test]
     fn modes_decide_what_happens_to_strangers() {
         let enforce = Allowlist::new(AllowlistMode::Enforce);
-        enforce.replace(HashSet::from(["pub-1".to_owned()]));
-        assert_eq!(enforce.check("pub-1"), Verdict::Allowed);
-        assert_eq!(enforce.check("pub-2"), Verdict::Rejected);
-        let observe = Allowlist::new(AllowlistMode::Observe);
-        assert_eq!(observe.check("pub-2"), Verdict::Observed);
+        enforce.replace(parse_file("pub-1\n"));
         assert_eq!(
-            Allowlist::new(AllowlistMode::Off).check("x"),
+            enforce.check("pub-1", "https://any.example/"),
             Verdict::Allowed
+        );
+        assert_eq!(
+            enforce.check("pub-2", "https://any.example/"),
+            Verdict::Rejected
+        );
+        let observe = Allowlist::new(AllowlistMode::Observe);
+        assert_eq!(
+            observe.check("pub-2", "https://any.example/"),
+            Verdict::Observed
+        );
+        assert_eq!(
+            Allowlist::new(AllowlistMode::Off).check("x", "https://any.example/"),
+            Verdict::Allowed
+        );
+    }
+
+    /// Item 11: a page off the publisher's registered domain is not its page.
+    #[test]
+    fn item11_pages_must_be_on_the_registered_domain_or_a_subdomain() {
+        let enforce = Allowlist::new(AllowlistMode::Enforce);
+        enforce.replace(parse_file("publisher,domain\nnews,news.example\n"));
+        for url in [
+            "https://news.example/",
+            "http://www.news.example/a",
+            "https://NEWS.EXAMPLE./x",
+            "https://a.b.news.example:8443/",
+        ] {
+            assert_eq!(enforce.check("news", url), Verdict::Allowed, "{url}");
+        }
+        for url in [
+            "https://evil.example/",
+            "https://news.example.evil.com/",
+            "https://evilnews.example/",
+            "https://news.example@evil.com/",
+            "https://evil.com/?u=https://news.example/",
+            "https://[::1]/",
+        ] {
+            assert_eq!(
+                enforce.check("news", url),
+                Verdict::OffDomainRejected,
+                "{url}"
+            );
+        }
+        let observe = Allowlist::new(AllowlistMode::Observe);
+        observe.replace(parse_file("publisher,domain\nnews,news.example\n"));
+        assert_eq!(
+            observe.check("news", "https://evil.example/"),
+            Verdict::OffDomainObserved
         );
     }
 }

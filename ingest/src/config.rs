@@ -1,9 +1,14 @@
 //! Typed ingest configuration: every flag has an `SQI_*` environment variable.
+//!
+//! What ingest may hold is derived from one figure, `--memory-limit` (the
+//! pod's limit): a quarter each for librdkafka's queue, request bodies and
+//! open connections, leaving the rest for the process itself.
 
 use std::time::Duration;
 
 use sqi_schemas::cli::{KafkaArgs, parse_duration};
 use sqi_schemas::event::Limits;
+use sqi_schemas::record::MAX_FUTURE_SKEW_MS;
 
 use crate::allowlist::AllowlistMode;
 use crate::enrich::Cidr;
@@ -41,12 +46,45 @@ pub struct IngestConfig {
     /// After SIGTERM, keep serving (unready) this long so load balancers stop sending first.
     #[arg(long = "shutdown-drain-delay", env = "SQI_SHUTDOWN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub drain_delay: Duration,
-    /// Events per second allowed per (publisher, client IP); 0 turns the limit off.
+    /// Events per second allowed per (client network, publisher); 0 turns this limit off.
+    /// A client network is an IPv4 address or an IPv6 /64.
     #[arg(long, env = "SQI_RATE_LIMIT_PER_SECOND", default_value_t = 100)]
     pub rate_limit_per_second: u32,
-    /// Burst allowance per (publisher, client IP), in events.
+    /// Burst allowance per (client network, publisher), in events.
     #[arg(long, env = "SQI_RATE_LIMIT_BURST", default_value_t = 1000)]
     pub rate_limit_burst: u32,
+    /// Events per second allowed per client network over all publishers; 0 turns this limit off.
+    #[arg(long, env = "SQI_RATE_LIMIT_NETWORK_PER_SECOND", default_value_t = 300)]
+    pub rate_limit_network_per_second: u32,
+    /// Burst allowance per client network, in events.
+    #[arg(long, env = "SQI_RATE_LIMIT_NETWORK_BURST", default_value_t = 3000)]
+    pub rate_limit_network_burst: u32,
+    /// Most rate-limit buckets held; when all are in use, new clients share one.
+    #[arg(long, env = "SQI_RATE_LIMIT_MAX_KEYS", default_value_t = DEFAULT_RATE_LIMIT_MAX_KEYS)]
+    pub rate_limit_max_keys: usize,
+    /// Event times later than receive time plus this are clamped to receive
+    /// time (the original is kept in `props._original_ts`).
+    #[arg(long, env = "SQI_MAX_FUTURE_SKEW", default_value = "5m", value_parser = parse_duration)]
+    pub max_future_skew: Duration,
+    /// The pod's memory limit, in bytes or with a KiB/MiB/GiB (Ki/Mi/Gi)
+    /// suffix; librdkafka's queue, request bodies and connections get a
+    /// quarter of it each. Deployments set it from the container's limit.
+    #[arg(long, env = "SQI_MEMORY_LIMIT", default_value = "512MiB", value_parser = parse_bytes)]
+    pub memory_limit: u64,
+    /// Sockets served at once; further clients wait in the accept queue.
+    /// Default: a quarter of `--memory-limit` at 32 KiB a connection.
+    #[arg(long, env = "SQI_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// `/v1` requests handled at once; more get 503 `server_busy`.
+    #[arg(long, env = "SQI_MAX_CONCURRENT_REQUESTS", default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS)]
+    pub max_concurrent_requests: usize,
+    /// Time for a request's headers to arrive; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "SQI_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Time for a request's body to arrive once its headers have; then 408 and the connection closes.
+    #[arg(long, env = "SQI_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
     /// What to do with publishers not on the allowlist.
     #[arg(long, env = "SQI_ALLOWLIST_MODE", value_enum, default_value = "off")]
     pub allowlist_mode: AllowlistMode,
@@ -66,6 +104,37 @@ pub struct IngestConfig {
     /// An S3-compatible endpoint for `--allowlist-lake-url`.
     #[arg(long = "s3-endpoint", env = "SQI_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
+}
+
+/// Default of `--rate-limit-max-keys`: about 5 MiB of buckets.
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
+
+/// Default of `--max-concurrent-requests`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+/// What an open connection costs ingest at most while it sends a request
+/// head (hyper's buffers, the connection's task): the unit of the default
+/// `--max-connections`. Measured with the slowloris test, with headroom.
+pub const CONNECTION_BYTES: u64 = 32 * 1024;
+
+/// Parses a byte size: `536870912`, `512MiB`, `512Mi`, `64KiB`, `1GiB`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a byte size such as 512MiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
+        other => return Err(format!("unknown byte unit `{other}`; use KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 impl IngestConfig {
@@ -89,12 +158,50 @@ impl IngestConfig {
             drain_delay: Duration::ZERO,
             rate_limit_per_second: 0,
             rate_limit_burst: 0,
+            rate_limit_network_per_second: 0,
+            rate_limit_network_burst: 0,
+            rate_limit_max_keys: DEFAULT_RATE_LIMIT_MAX_KEYS,
+            max_future_skew: Duration::from_millis(MAX_FUTURE_SKEW_MS.unsigned_abs()),
+            memory_limit: 512 << 20,
+            max_connections: None,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             allowlist_mode: AllowlistMode::Off,
             allowlist_file: None,
             allowlist_lake_url: None,
             allowlist_refresh: Duration::from_secs(300),
             s3_endpoint: None,
         }
+    }
+
+    /// A quarter of the memory limit.
+    fn memory_share(&self) -> u64 {
+        self.memory_limit / 4
+    }
+
+    /// Sockets served at once: `--max-connections`, or a quarter of the
+    /// memory limit at [`CONNECTION_BYTES`] each.
+    pub fn connection_limit(&self) -> usize {
+        self.max_connections
+            .unwrap_or_else(|| {
+                usize::try_from(self.memory_share() / CONNECTION_BYTES).unwrap_or(usize::MAX)
+            })
+            .max(1)
+    }
+
+    /// Body bytes held at once by all requests: a quarter of the memory
+    /// limit, and always enough for one largest body, raw and inflated.
+    pub fn body_budget_bytes(&self) -> usize {
+        usize::try_from(self.memory_share())
+            .unwrap_or(usize::MAX)
+            .max(self.max_body_bytes.saturating_mul(2))
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+    }
+
+    /// librdkafka's `queue.buffering.max.kbytes`: a quarter of the memory limit.
+    pub fn producer_queue_kbytes(&self) -> u64 {
+        (self.memory_share() / 1024).max(1024)
     }
 
     /// The request limits.
@@ -104,5 +211,46 @@ impl IngestConfig {
             max_events: self.max_events,
             max_event_bytes: self.max_event_bytes,
         }
+    }
+}
+
+// Test code only: an unwrap here fails the test with its cause, which is the point.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: IngestConfig,
+    }
+
+    /// The defaults `new` writes for the flags this file adds are clap's.
+    #[test]
+    fn new_has_the_flags_defaults() {
+        let parsed = Cli::try_parse_from(["ingest"]).unwrap().config;
+        let new = IngestConfig::new("127.0.0.1:9092", "share-events");
+        assert_eq!(parsed.max_future_skew, new.max_future_skew);
+        assert_eq!(parsed.memory_limit, new.memory_limit);
+        assert_eq!(parsed.max_connections, new.max_connections);
+        assert_eq!(parsed.max_concurrent_requests, new.max_concurrent_requests);
+        assert_eq!(parsed.header_read_timeout, new.header_read_timeout);
+        assert_eq!(parsed.body_read_timeout, new.body_read_timeout);
+        assert_eq!(parsed.rate_limit_max_keys, new.rate_limit_max_keys);
+        assert_eq!(new.max_future_skew, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_memory_limit_is_shared_out() {
+        let config = IngestConfig::new("b", "t");
+        assert_eq!(config.producer_queue_kbytes(), 128 * 1024);
+        assert_eq!(config.body_budget_bytes(), 128 << 20);
+        assert_eq!(config.connection_limit(), 4096);
+        assert_eq!(parse_bytes("536870912"), Ok(512 << 20));
+        assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5TB").is_err());
     }
 }

@@ -51,6 +51,10 @@ pub enum ApiError {
         /// Seconds until the allowance refills enough.
         retry_after_secs: u64,
     },
+    /// 408: the body did not arrive within the body timeout; the connection is closed.
+    BodyTimeout,
+    /// 503: too many requests, or too many body bytes, are being handled; retry shortly.
+    Busy,
     /// 503: the broker did not take the events in time; retry with the same ids.
     Unavailable {
         /// Seconds the client should wait.
@@ -80,6 +84,16 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many events from this client for this publisher; slow down".to_owned(),
+            ),
+            Self::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the body did not arrive in time".to_owned(),
+            ),
+            Self::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                "too many requests in progress; retry shortly with the same event_ids".to_owned(),
             ),
             Self::Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -115,14 +129,25 @@ impl IntoResponse for ApiError {
         }
         body["error"] = error;
         let mut response = (status, axum::Json(body)).into_response();
-        if let Self::Unavailable {
-            retry_after_secs, ..
-        }
-        | Self::RateLimited { retry_after_secs } = self
-        {
+        let retry_after_secs = match self {
+            Self::Unavailable {
+                retry_after_secs, ..
+            }
+            | Self::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            Self::Busy => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after_secs {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, Self::BodyTimeout) {
+            // The rest of the body may still be on its way: the connection
+            // cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -2,6 +2,12 @@
 //!
 //! Decoding never trusts a length: the raw body is read through a limit, and
 //! gzip is inflated through the same limit, so a small bomb cannot grow past it.
+//! What requests hold at once is bounded too: each body must arrive within
+//! `--body-read-timeout`, bodies' bytes are drawn from one budget (a quarter
+//! of `--memory-limit`), and at most `--max-concurrent-requests` requests
+//! validate and wait for the broker at once; over a bound, a request gets
+//! 503 `server_busy` at once rather than queueing memory. The socket-level
+//! bounds are in `serve`.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -17,17 +23,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use sqi_schemas::event::{self, ErrorCode, Limits};
 use sqi_schemas::record::{Enrichment, EventRecord, normalize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::allowlist::{Allowlist, Verdict};
 use crate::config::IngestConfig;
 use crate::enrich;
 use crate::error::ApiError;
 use crate::health::Health;
-use crate::limiter::EventLimiter;
+use crate::limiter::{EventLimiter, LimiterConfig};
 use crate::producer::{EventProducer, ProduceError};
 
 /// Metric names, by the rule `sqi_<component>_<name>_<unit>_total`.
@@ -52,6 +60,15 @@ pub mod metric {
     pub const PRODUCER_RESETS: &str = "sqi_ingest_producer_resets_total";
     /// Requests refused by the rate limit.
     pub const RATE_LIMITED: &str = "sqi_ingest_rate_limited_requests_total";
+    /// Buckets the rate limiter holds (bounded by `--rate-limit-max-keys`).
+    pub const RATE_LIMIT_KEYS: &str = "sqi_ingest_rate_limit_keys";
+    /// Events whose page is not on their publisher's registered domain.
+    pub const DOMAIN_MISMATCH: &str = "sqi_ingest_domain_mismatch_events_total";
+    /// Connections open now.
+    pub const OPEN_CONNECTIONS: &str = "sqi_ingest_open_connections";
+    /// Requests refused before their events were read, labelled by reason
+    /// (`busy`: over the request cap or body budget; `body_timeout`).
+    pub const SHED: &str = "sqi_ingest_shed_requests_total";
 }
 
 /// The share widget, served at `/widget.js`.
@@ -78,6 +95,10 @@ struct Inner {
     limiter: EventLimiter,
     allowlist: Allowlist,
     metrics: Option<PrometheusHandle>,
+    /// One permit per request validating or waiting for the broker.
+    requests: Arc<Semaphore>,
+    /// One permit per body byte held (raw and inflated).
+    body_bytes: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -92,7 +113,15 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 limits: config.limits(),
-                limiter: EventLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
+                limiter: EventLimiter::new(LimiterConfig {
+                    per_second: config.rate_limit_per_second,
+                    burst: config.rate_limit_burst,
+                    network_per_second: config.rate_limit_network_per_second,
+                    network_burst: config.rate_limit_network_burst,
+                    max_keys: config.rate_limit_max_keys,
+                }),
+                requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+                body_bytes: Arc::new(Semaphore::new(config.body_budget_bytes())),
                 config,
                 producer,
                 health,
@@ -161,6 +190,7 @@ async fn widget() -> Response {
 
 async fn render_metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!(metric::PRODUCER_QUEUE).set(f64::from(state.inner.producer.queue_depth()));
+    metrics::gauge!(metric::RATE_LIMIT_KEYS).set(state.inner.limiter.key_count() as f64);
     match &state.inner.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -173,6 +203,8 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
 
 /// Any publisher origin may call `/v1/*`: the preflight echoes the origin and
 /// the requested headers so that `fetch` with JSON and `sendBeacon` both work.
+/// Credentials are never allowed: the widget sends no cookies, and allowing
+/// them with an echoed origin would let any site send credentialed requests.
 async fn preflight(headers: HeaderMap) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
@@ -192,13 +224,30 @@ async fn preflight(headers: HeaderMap) -> Response {
     response
 }
 
+/// The method as a metric label: client-chosen methods must not each make a
+/// new time series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 async fn cors_and_metrics(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let origin = request.headers().get(header::ORIGIN).cloned();
     let started = Instant::now();
     let mut response = next.run(request).await;
@@ -207,10 +256,6 @@ async fn cors_and_metrics(request: Request, next: Next) -> Response {
         match origin {
             Some(origin) => {
                 h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                    HeaderValue::from_static("true"),
-                );
                 h.append(header::VARY, HeaderValue::from_static("Origin"));
             }
             None => {
@@ -221,14 +266,81 @@ async fn cors_and_metrics(request: Request, next: Next) -> Response {
             }
         }
     }
-    if method != Method::OPTIONS {
+    if method != "OPTIONS" {
         let status = response.status().as_u16().to_string();
-        metrics::counter!(metric::REQUESTS, "route" => route.clone(), "method" => method.to_string(), "status" => status)
+        metrics::counter!(metric::REQUESTS, "route" => route.clone(), "method" => method, "status" => status)
             .increment(1);
         metrics::histogram!(metric::REQUEST_SECONDS, "route" => route)
             .record(started.elapsed().as_secs_f64());
     }
     response
+}
+
+/// Reads a body within the size limit, the body timeout and the byte budget.
+/// The permits it returns hold the body's bytes against the budget until the
+/// request is answered.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ApiError> {
+    let inner = &state.inner;
+    let limit = inner.limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let deadline = tokio::time::Instant::now() + inner.config.body_read_timeout;
+    let mut stream = body.into_data_stream();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    // Not sized from Content-Length: a client could announce a megabyte and
+    // send a byte, on thousands of connections.
+    let mut buffer = bytes::BytesMut::new();
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| {
+                metrics::counter!(metric::SHED, "reason" => "body_timeout").increment(1);
+                ApiError::BodyTimeout
+            })?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|_| {
+            ApiError::bad_request(ErrorCode::InvalidBody, "the body could not be read")
+        })?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        reserve(&inner.body_bytes, &mut held, chunk.len())?;
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok((buffer.freeze(), held))
+}
+
+/// Takes `bytes` from the body budget into `held`, or answers 503 at once:
+/// waiting would let slow clients queue up memory behind the budget.
+fn reserve(
+    budget: &Arc<Semaphore>,
+    held: &mut Option<OwnedSemaphorePermit>,
+    bytes: usize,
+) -> Result<(), ApiError> {
+    let Ok(n) = u32::try_from(bytes) else {
+        return Err(ApiError::Busy);
+    };
+    if n == 0 {
+        return Ok(());
+    }
+    let permit = budget.clone().try_acquire_many_owned(n).map_err(|_| {
+        metrics::counter!(metric::SHED, "reason" => "busy").increment(1);
+        ApiError::Busy
+    })?;
+    match held {
+        Some(held) => held.merge(permit),
+        None => *held = Some(permit),
+    }
+    Ok(())
 }
 
 async fn post_events(
@@ -238,12 +350,13 @@ async fn post_events(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = state.inner.limits;
-    let raw = axum::body::to_bytes(body, limits.max_body_bytes)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge {
-            limit: limits.max_body_bytes,
-        })?;
+    let (raw, mut held) = read_body(&state, &headers, body).await?;
+    let raw_at = raw.as_ptr();
     let json = decode_body(&headers, raw, limits.max_body_bytes)?;
+    if json.as_ptr() != raw_at {
+        // Inflated or base64-decoded: a second buffer, held as well.
+        reserve(&state.inner.body_bytes, &mut held, json.len())?;
+    }
     // The body is dropped before the wait for the broker: a request holds
     // only its validated events then, so a slow broker costs less memory.
     let (sent_at, events) = {
@@ -257,6 +370,7 @@ async fn post_events(
     };
     drop(json);
     let accepted = accept(&state, peer, &headers, sent_at, events).await?;
+    drop(held);
     Ok(Json(accepted).into_response())
 }
 
@@ -317,6 +431,10 @@ async fn accept(
     events: Vec<Result<event::ValidEvent, event::EventError>>,
 ) -> Result<serde_json::Value, ApiError> {
     let inner = &state.inner;
+    let _slot = inner.requests.clone().try_acquire_owned().map_err(|_| {
+        metrics::counter!(metric::SHED, "reason" => "busy").increment(1);
+        ApiError::Busy
+    })?;
     if inner.health.broker_known_down() {
         return Err(ApiError::Unavailable {
             retry_after_secs: 5,
@@ -332,6 +450,8 @@ async fn accept(
     let enrichment = Enrichment {
         received_at,
         batch_sent_at,
+        max_future_skew_ms: i64::try_from(inner.config.max_future_skew.as_millis())
+            .unwrap_or(i64::MAX),
         device: enrich::device_class(user_agent),
         ip_prefix: Some(enrich::anonymize(ip)),
     };
@@ -339,18 +459,36 @@ async fn accept(
     let mut valid = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
     for (index, result) in events.into_iter().enumerate() {
-        let checked = result.and_then(|event| match inner.allowlist.check(&event.publisher) {
-            Verdict::Allowed => Ok(event),
-            Verdict::Observed => {
-                metrics::counter!(metric::UNKNOWN_PUBLISHER).increment(1);
-                Ok(event)
-            }
-            Verdict::Rejected => Err(event::EventError {
-                code: ErrorCode::UnknownPublisher,
-                message: format!("publisher `{}` is not registered", event.publisher),
-                field: Some("publisher"),
-            }),
-        });
+        let checked =
+            result.and_then(
+                |event| match inner.allowlist.check(&event.publisher, &event.url) {
+                    Verdict::Allowed => Ok(event),
+                    Verdict::Observed => {
+                        metrics::counter!(metric::UNKNOWN_PUBLISHER).increment(1);
+                        Ok(event)
+                    }
+                    Verdict::OffDomainObserved => {
+                        metrics::counter!(metric::DOMAIN_MISMATCH).increment(1);
+                        Ok(event)
+                    }
+                    Verdict::Rejected => Err(event::EventError {
+                        code: ErrorCode::UnknownPublisher,
+                        message: format!("publisher `{}` is not registered", event.publisher),
+                        field: Some("publisher"),
+                    }),
+                    Verdict::OffDomainRejected => {
+                        metrics::counter!(metric::DOMAIN_MISMATCH).increment(1);
+                        Err(event::EventError {
+                            code: ErrorCode::DomainMismatch,
+                            message: format!(
+                                "the page is not on publisher `{}`'s registered domain",
+                                event.publisher
+                            ),
+                            field: Some("url"),
+                        })
+                    }
+                },
+            );
         match checked {
             Ok(event) => valid.push(event),
             Err(error) => {
@@ -380,13 +518,12 @@ async fn accept(
     for event in &valid {
         *per_publisher.entry(event.publisher.as_str()).or_insert(0) += 1;
     }
-    for (publisher, count) in per_publisher {
-        if let Err(wait) = inner.limiter.check(publisher, ip, count) {
-            metrics::counter!(metric::RATE_LIMITED).increment(1);
-            return Err(ApiError::RateLimited {
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            });
-        }
+    let per_publisher: Vec<(&str, u32)> = per_publisher.into_iter().collect();
+    if let Err(wait) = inner.limiter.check(ip, &per_publisher) {
+        metrics::counter!(metric::RATE_LIMITED).increment(1);
+        return Err(ApiError::RateLimited {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        });
     }
 
     let records: Vec<EventRecord> = valid

@@ -18,6 +18,7 @@ pub mod health;
 pub mod http;
 pub mod limiter;
 pub mod producer;
+pub mod serve;
 
 use std::future::Future;
 use std::time::Duration;
@@ -45,6 +46,10 @@ pub async fn run(
     let producer = producer::EventProducer::new(&config, health.clone())?;
     let allowlist = start_allowlist(&config).await?;
     let drain_delay = config.drain_delay;
+    let connection_limits = serve::ConnectionLimits {
+        max_connections: config.connection_limit(),
+        header_read_timeout: config.header_read_timeout,
+    };
     let state = http::AppState::new(config, producer.clone(), health.clone(), allowlist, metrics);
     let limiter = state.limiter().clone();
     let housekeeping = tokio::spawn(async move {
@@ -56,18 +61,13 @@ pub async fn run(
     });
     let app = http::router(state);
     tracing::info!(addr = %listener.local_addr().map_err(Error::Io)?, "ingest listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    serve::serve(listener, app, connection_limits, async move {
         shutdown.await;
         health.begin_shutdown();
         tracing::info!(drain = ?drain_delay, "shutting down: unready, draining");
         tokio::time::sleep(drain_delay).await;
     })
-    .await
-    .map_err(Error::Io)?;
+    .await;
     housekeeping.abort();
     producer.flush().await;
     tracing::info!("ingest stopped; producer flushed");

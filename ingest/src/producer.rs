@@ -61,6 +61,10 @@ impl std::fmt::Debug for EventProducer {
 pub fn producer_config(config: &IngestConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     let timeout_ms = config.delivery_timeout.as_millis().max(10).to_string();
+    let queue_kbytes = config.producer_queue_kbytes();
+    // A record is a few hundred bytes; the count bound keeps librdkafka's
+    // per-message overhead, which the kbytes bound does not count, in check.
+    let queue_messages = queue_kbytes.clamp(1000, 200_000);
     let _ = client
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("acks", "all")
@@ -68,8 +72,10 @@ pub fn producer_config(config: &IngestConfig) -> ClientConfig {
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "200000")
-        .set("queue.buffering.max.kbytes", "262144")
+        // The queue holds what the broker has not acknowledged yet; it is
+        // sized from the pod's memory limit (it was a fixed 256 MiB of a 512 MiB pod).
+        .set("queue.buffering.max.messages", queue_messages.to_string())
+        .set("queue.buffering.max.kbytes", queue_kbytes.to_string())
         .set("message.timeout.ms", &timeout_ms)
         .set("socket.connection.setup.timeout.ms", "1000")
         .set(

@@ -124,6 +124,9 @@ pub enum ErrorCode {
     InvalidProps,
     /// The publisher is not on the allowlist (enforce mode).
     UnknownPublisher,
+    /// The page is not on the publisher's registered domain or a subdomain
+    /// of it (allowlist in enforce mode).
+    DomainMismatch,
 }
 
 impl ErrorCode {
@@ -149,6 +152,7 @@ impl ErrorCode {
             Self::InvalidVisitor => "invalid_visitor",
             Self::InvalidProps => "invalid_props",
             Self::UnknownPublisher => "unknown_publisher",
+            Self::DomainMismatch => "domain_mismatch",
         }
     }
 }

@@ -17,8 +17,11 @@ use crate::event::{EventType, ValidEvent, is_valid_publisher};
 /// The schema version carried in every record's `v`.
 pub const SCHEMA_VERSION: u8 = 1;
 
-/// How far in the future (after skew correction) an event time may be before it is clamped.
-pub const MAX_FUTURE_SKEW_MS: i64 = 23 * 3600 * 1000;
+/// The default of how far after receive time (after skew correction) an
+/// event time may be before it is clamped: a few minutes covers clocks that
+/// skew correction could not fix, while a time hours ahead would move the
+/// processor's watermark past every real event.
+pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
 
 /// The `props` key that keeps a clamped event's original time.
 pub const ORIGINAL_TS_PROP: &str = "_original_ts";
@@ -91,6 +94,9 @@ pub struct Enrichment {
     pub received_at: i64,
     /// The batch-level `sent_at`, epoch ms.
     pub batch_sent_at: Option<i64>,
+    /// How far after `received_at` an event time may be before it is clamped
+    /// (ingest's `--max-future-skew`, by default [`MAX_FUTURE_SKEW_MS`]).
+    pub max_future_skew_ms: i64,
     /// The device class of the request's user agent.
     pub device: Device,
     /// The anonymised client IP.
@@ -99,7 +105,8 @@ pub struct Enrichment {
 
 /// Builds the Kafka record from a valid event: assigns a UUIDv7 when the client
 /// sent no id, corrects client clock skew from `sent_at`, and clamps event
-/// times more than [`MAX_FUTURE_SKEW_MS`] ahead, keeping the original in `props`.
+/// times more than [`Enrichment::max_future_skew_ms`] ahead to the receive
+/// time, keeping the original in `props`.
 pub fn normalize(event: ValidEvent, enrichment: &Enrichment) -> EventRecord {
     let received_at = enrichment.received_at;
     let sent_at = event.sent_at.or(enrichment.batch_sent_at);
@@ -108,7 +115,7 @@ pub fn normalize(event: ValidEvent, enrichment: &Enrichment) -> EventRecord {
     let skew = sent_at.map_or(0, |sent| received_at - sent);
     let mut props = event.props;
     let mut ts = event.ts.map_or(received_at, |t| t.saturating_add(skew));
-    if ts > received_at + MAX_FUTURE_SKEW_MS {
+    if ts > received_at.saturating_add(enrichment.max_future_skew_ms.max(0)) {
         let original = event.ts.unwrap_or(ts);
         let _ = props.insert(ORIGINAL_TS_PROP.to_owned(), original.to_string());
         ts = received_at;
@@ -329,6 +336,7 @@ mod tests {
         Enrichment {
             received_at,
             batch_sent_at,
+            max_future_skew_ms: MAX_FUTURE_SKEW_MS,
             device: Device::Desktop,
             ip_prefix: Some("203.0.113.0".into()),
         }
@@ -353,6 +361,26 @@ mod tests {
         .unwrap();
         let record = normalize(event, &enrichment(now, Some(now - 60_000)));
         assert_eq!(record.ts, now);
+    }
+
+    /// Item 1: a time hours ahead of receipt is clamped, not only one more
+    /// than a day ahead; a time within the bound is kept.
+    #[test]
+    fn item1_times_more_than_minutes_ahead_are_clamped() {
+        let now = 1_700_000_000_000;
+        let event = |ts: i64| {
+            validate(&json!({"publisher": "pub-1", "type": "pageview",
+                "url": "https://e.com/", "ts": ts}))
+            .unwrap()
+        };
+        let record = normalize(event(now + 22 * 3600 * 1000), &enrichment(now, None));
+        assert_eq!(record.ts, now);
+        let within = now + MAX_FUTURE_SKEW_MS;
+        let record = normalize(event(within), &enrichment(now, None));
+        assert_eq!(
+            (record.ts, record.props.get(ORIGINAL_TS_PROP)),
+            (within, None)
+        );
     }
 
     #[test]
