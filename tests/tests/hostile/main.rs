@@ -8,8 +8,11 @@
 //! - `processor`: records on the topic chosen by whoever can write to it
 //!   (ingest's output, or anything that reaches Kafka);
 //! - `report`: what a holder of a report API key, or anyone without one,
-//!   can ask the report API.
+//!   can ask the report API;
+//! - `iam`: what each role's own credentials can reach in the lake, should a
+//!   pod be taken over (`deploy/iam/`, enforced by moto).
 
+mod iam;
 mod ingest;
 mod processor;
 mod report;
