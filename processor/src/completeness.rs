@@ -102,8 +102,13 @@ impl Completeness {
 
     /// Called once a partition's data up to `watermark` is in the lake.
     /// Returns the hours newly marked complete for the whole topic.
+    ///
+    /// The watermark is taken no further than the wall clock: however a
+    /// record's times got past the processor's checks, an hour is never
+    /// marked complete before it has ended.
     pub async fn advance(&self, partition: i32, watermark: i64, lateness_ms: i64) -> Result<usize> {
-        let Some(closed) = closed_before(watermark, lateness_ms) else {
+        let now = chrono::Utc::now().timestamp_millis();
+        let Some(closed) = closed_before(watermark.min(now), lateness_ms) else {
             return Ok(0);
         };
         let previous = self
@@ -254,6 +259,30 @@ mod tests {
         assert!(!exists(base + 3 * HOUR_MS).await);
         assert_eq!(markers.advance(1, base + 4 * HOUR_MS + 1, 0).await?, 1);
         assert!(exists(base + 3 * HOUR_MS).await);
+        Ok(())
+    }
+
+    /// Item 1: a watermark from the future marks no hour that has not ended.
+    #[tokio::test]
+    async fn no_hour_is_marked_before_it_ends() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let lake = Lake::open(
+            &format!("file://{}", dir.path().display()),
+            &LakeOptions::default(),
+        )?;
+        let markers = Completeness::new(lake.clone(), "t", 1);
+        let now = chrono::Utc::now().timestamp_millis();
+        let _ = markers.advance(0, now + 22 * HOUR_MS, 0).await?;
+        let listed: Vec<_> = lake
+            .store()
+            .list(Some(&lake.path(&format!("{PREFIX}/t/hours"))))
+            .try_collect()
+            .await
+            .map_err(Error::Store)?;
+        assert!(!listed.is_empty());
+        let this_hour = now.div_euclid(HOUR_MS) * HOUR_MS;
+        let ahead = lake.path(&hour_marker("t", this_hour));
+        assert!(listed.iter().all(|m| m.location < ahead), "{listed:?}");
         Ok(())
     }
 }

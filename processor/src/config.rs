@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use sqi_schemas::cli::{KafkaArgs, LakeArgs, parse_duration};
 
+use crate::error::{Error, Result};
+
 /// `sqi process` configuration.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProcessorConfig {
@@ -37,9 +39,16 @@ pub struct ProcessorConfig {
     #[arg(long, env = "SQI_ALLOWED_LATENESS", default_value = "2h", value_parser = parse_duration)]
     pub allowed_lateness: Duration,
     /// A repeated `event_id` is counted once if it comes back within this much
-    /// event time of the partition watermark (the client retry horizon).
+    /// receive time of the partition's latest receive time (the client retry
+    /// horizon), whatever its event time. Must exceed `--future-bound`.
     #[arg(long, env = "SQI_DEDUP_HORIZON", default_value = "30m", value_parser = parse_duration)]
     pub dedup_horizon: Duration,
+    /// How far a record's event time may be ahead of its receive time, and
+    /// its receive time ahead of its Kafka timestamp; beyond that it goes to
+    /// the dead-letter topic, so no record moves the watermark further than
+    /// this past the moment it was received. The same bound ingest clamps to.
+    #[arg(long, env = "SQI_FUTURE_BOUND", default_value = "5m", value_parser = parse_duration)]
+    pub future_bound: Duration,
     /// Pause consumption while this many events wait to be written (open
     /// ranges plus closed ones not yet in the lake); resume below half of it.
     #[arg(long, env = "SQI_MAX_BUFFERED_EVENTS", default_value_t = 2_000_000)]
@@ -71,10 +80,29 @@ impl ProcessorConfig {
             idle_timeout: Duration::from_secs(2),
             allowed_lateness: Duration::from_secs(2 * 3600),
             dedup_horizon: Duration::from_secs(30 * 60),
+            future_bound: Duration::from_secs(5 * 60),
             max_buffered_events: 500_000,
             writers: 4,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
+    }
+
+    /// Refuses settings under which dedup cannot do its job. Receive times
+    /// may run up to the future bound ahead of the moment a record arrives
+    /// (one ingest pod's clock ahead of another's), so a horizon no longer
+    /// than that bound could forget an id before its retry can arrive.
+    pub fn validate(&self) -> Result<()> {
+        if self.dedup_horizon <= self.future_bound {
+            return Err(Error::Config(format!(
+                "--dedup-horizon ({:?}) must exceed --future-bound ({:?}): retries would be counted twice",
+                self.dedup_horizon, self.future_bound
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn future_bound_ms(&self) -> i64 {
+        millis(self.future_bound)
     }
 
     pub(crate) fn lateness_ms(&self) -> i64 {

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use crate::completeness::{Completeness, closed_before};
 use crate::config::{ProcessorConfig, millis};
 use crate::dedup::Dedup;
-use crate::dlq::DeadLetters;
+use crate::dlq::{DeadLetters, PendingLetter};
 use crate::error::{Error, Result};
 use crate::range_log::{IdleMark, PartitionLog, RangeIntent};
 use crate::window::PartitionBuffer;
@@ -53,6 +53,14 @@ pub mod metric {
     pub const DEAD_LETTERS: &str = "sqi_processor_dead_letters_total";
     /// Events beyond the allowed lateness, sent to the dead-letter topic.
     pub const LATE: &str = "sqi_processor_late_events_total";
+    /// Records whose times are absurd (before 2000, or ahead of their receive
+    /// time or Kafka timestamp by more than `--future-bound`), sent to the
+    /// dead-letter topic.
+    pub const BAD_TIMES: &str = "sqi_processor_bad_time_records_total";
+    /// Dead letters sent again after a failure.
+    pub const DLQ_RETRIES: &str = "sqi_processor_dead_letter_retries_total";
+    /// 1 while dead letters fail or wait unacknowledged (the processor is unready).
+    pub const DLQ_UNAVAILABLE: &str = "sqi_processor_dead_letter_topic_unavailable";
     /// Parquet files written.
     pub const FILES: &str = "sqi_processor_files_written_total";
     /// Parquet bytes written.
@@ -74,7 +82,8 @@ pub mod metric {
     pub const LAG_READ: &str = "sqi_processor_consumer_lag_read_records";
     /// Wall-clock seconds behind the partition watermark.
     pub const WATERMARK_LAG: &str = "sqi_processor_watermark_lag_seconds";
-    /// Events read and waiting to be written (bounded by `--max-buffered-events`).
+    /// Events and dead letters read and waiting to be written (bounded by
+    /// `--max-buffered-events`).
     pub const BUFFERED: &str = "sqi_processor_buffered_events";
     /// 1 while consumption is paused because writes are behind.
     pub const PAUSED: &str = "sqi_processor_backpressure_paused";
@@ -196,6 +205,7 @@ struct Recovery {
     genesis_known: bool,
     position: Option<i64>,
     watermark: i64,
+    received: i64,
     dedup: Dedup,
     redo: Option<RangeIntent>,
     history: VecDeque<(i64, i64)>,
@@ -203,7 +213,7 @@ struct Recovery {
 
 async fn recover(log: PartitionLog, horizon_ms: i64) -> Result<Recovery> {
     let state = log.read().await?;
-    let (position, watermark, redo, chain) = match state.newest() {
+    let (position, watermark, received, redo, chain) = match state.newest() {
         Some(newest) if log.is_written(newest).await? => {
             let position = newest.end + 1;
             let watermark = state
@@ -211,11 +221,18 @@ async fn recover(log: PartitionLog, horizon_ms: i64) -> Result<Recovery> {
                 .map_or(newest.watermark_after, |w| w.max(newest.watermark_after));
             let mut chain = vec![newest];
             chain.extend(state.chain_before(newest.start));
-            (Some(position), watermark, None, chain)
+            (
+                Some(position),
+                watermark,
+                newest.receive_watermark_after(),
+                None,
+                chain,
+            )
         }
         Some(newest) => (
             Some(newest.start),
             newest.watermark_before,
+            newest.receive_watermark_before(),
             Some(newest.clone()),
             state.chain_before(newest.start),
         ),
@@ -225,15 +242,16 @@ async fn recover(log: PartitionLog, horizon_ms: i64) -> Result<Recovery> {
                 .genesis
                 .and_then(|g| state.idle_watermark_at(g))
                 .unwrap_or(i64::MIN),
+            i64::MIN,
             None,
             Vec::new(),
         ),
     };
-    let floor = watermark.saturating_sub(horizon_ms);
+    let floor = received.saturating_sub(horizon_ms);
     let needed: Vec<&RangeIntent> = chain
         .iter()
         .copied()
-        .take_while(|r| r.watermark_after >= floor)
+        .take_while(|r| r.receive_watermark_after() >= floor)
         .collect();
     let mut dedup = Dedup::new(horizon_ms);
     let ids = log.reload_ids(&needed, floor, &mut dedup).await?;
@@ -248,12 +266,13 @@ async fn recover(log: PartitionLog, horizon_ms: i64) -> Result<Recovery> {
         genesis_known: state.genesis.is_some() || !state.ranges.is_empty(),
         position,
         watermark,
+        received,
         dedup,
         redo,
         history: chain
             .iter()
             .rev()
-            .map(|r| (r.start, r.watermark_after))
+            .map(|r| (r.start, r.receive_watermark_after()))
             .collect(),
     })
 }
@@ -272,11 +291,16 @@ struct PartitionState {
     /// Whether reading was moved to `expected` since the last record taken.
     seek: SeekState,
     watermark: i64,
+    /// The latest `received_at` read (dedup's horizon is measured from it).
+    received: i64,
     dedup: Dedup,
     buffer: Option<PartitionBuffer>,
+    /// Dead letters of the open range, not yet acknowledged.
+    letters: Vec<PendingLetter>,
     watermark_at_open: i64,
+    received_at_open: i64,
     redo: Option<RangeIntent>,
-    /// `(start, watermark_after)` of this partition's recent ranges, oldest first.
+    /// `(start, receive watermark after)` of this partition's recent ranges, oldest first.
     history: VecDeque<(i64, i64)>,
     list_from: i64,
     last_record_at: Instant,
@@ -340,6 +364,7 @@ impl Processor {
                 notices: notices.clone(),
                 offsets: offsets.clone(),
             })?;
+        config.validate()?;
         consumer.subscribe(&[config.kafka.topic.as_str()])?;
         let dead_letters = DeadLetters::new(&base, &config.dlq_topic)?;
         Ok(Self {
@@ -414,6 +439,7 @@ impl Processor {
         if let Some(listener) = admin {
             let app = admin_router(AdminState {
                 ready: ready.clone(),
+                dead_letters: self.dead_letters.clone(),
                 metrics,
             });
             let _server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -439,6 +465,7 @@ impl Processor {
             completeness,
             outcomes: outcome_tx,
             bytes_written: self.progress.bytes_written.clone(),
+            dead_letters: self.dead_letters.clone(),
         };
         let mut writers = Vec::new();
         let mut writer_tasks = Vec::new();
@@ -515,7 +542,7 @@ impl Run<'_> {
                 received = self.processor.consumer.recv(), if !self.paused => {
                     self.apply_notices();
                     match received {
-                        Ok(message) => self.on_record(&message).await,
+                        Ok(message) => self.on_record(&message),
                         Err(error) => tracing::warn!(%error, "kafka consume error; continuing"),
                     }
                 }
@@ -575,9 +602,12 @@ impl Run<'_> {
                 expected: None,
                 seek: SeekState::None,
                 watermark: i64::MIN,
+                received: i64::MIN,
                 dedup: Dedup::new(horizon),
                 buffer: None,
+                letters: Vec::new(),
                 watermark_at_open: i64::MIN,
+                received_at_open: i64::MIN,
                 redo: None,
                 history: VecDeque::new(),
                 list_from: 0,
@@ -703,6 +733,7 @@ impl Run<'_> {
         state.phase = Phase::Reading;
         state.genesis_known = recovery.genesis_known;
         state.watermark = recovery.watermark;
+        state.received = recovery.received;
         state.dedup = recovery.dedup;
         state.redo = recovery.redo;
         state.history = recovery.history;
@@ -717,7 +748,7 @@ impl Run<'_> {
         }
     }
 
-    async fn on_record(&mut self, message: &BorrowedMessage<'_>) {
+    fn on_record(&mut self, message: &BorrowedMessage<'_>) {
         let partition = message.partition();
         let offset = message.offset();
         let bytes = message.payload().map_or(0, <[u8]>::len);
@@ -794,11 +825,10 @@ impl Run<'_> {
             }
             self.close_range(partition);
         }
-        self.on_record_in(partition, offset, bytes, lateness, message)
-            .await;
+        self.on_record_in(partition, offset, bytes, lateness, message);
     }
 
-    async fn on_record_in(
+    fn on_record_in(
         &mut self,
         partition: i32,
         offset: i64,
@@ -814,13 +844,21 @@ impl Run<'_> {
         if state.buffer.is_none() {
             state.buffer = Some(PartitionBuffer::new(offset));
             state.watermark_at_open = state.watermark;
+            state.received_at_open = state.received;
         }
         let watermark = state.watermark;
+        let future_bound = self.processor.config.future_bound_ms();
         let parsed = match message.payload() {
             Some(payload) => RecordView::from_json(payload).map_err(|e| e.to_string()),
             None => Err("record has no value".to_owned()),
         }
         .and_then(|record| {
+            let broker_ms = message.timestamp().to_millis();
+            if let Err(reason) = check_times(record.ts, record.received_at, broker_ms, future_bound)
+            {
+                metrics::counter!(metric::BAD_TIMES).increment(1);
+                return Err(reason);
+            }
             if watermark != i64::MIN && record.ts < watermark.saturating_sub(lateness) {
                 metrics::counter!(metric::LATE).increment(1);
                 let _ = self.processor.progress.late.fetch_add(1, Ordering::Relaxed);
@@ -834,9 +872,12 @@ impl Run<'_> {
         let rejected = match parsed {
             Ok(record) => {
                 state.watermark = state.watermark.max(record.ts);
-                let new = state
-                    .dedup
-                    .first_sighting(&record.event_id, record.ts, state.watermark);
+                state.received = state.received.max(record.received_at);
+                let new = state.dedup.first_sighting(
+                    &record.event_id,
+                    record.received_at,
+                    state.received,
+                );
                 match &mut state.buffer {
                     Some(buffer) if new => buffer
                         .add(offset, bytes, &record)
@@ -853,17 +894,9 @@ impl Run<'_> {
             Err(reason) => Some(reason),
         };
         if let Some(reason) = rejected {
-            // The dead letter must be acknowledged before the range that
-            // covers its offset can be written; until then it stays unread.
-            loop {
-                match self.processor.dead_letters.send(message, &reason).await {
-                    Ok(()) => break,
-                    Err(error) => {
-                        tracing::warn!(%error, "dead-letter produce failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
+            // Enqueued, not awaited: the writer waits for it before it
+            // claims the range that covers this offset (see `dlq`).
+            let letter = self.processor.dead_letters.enqueue(message, &reason);
             metrics::counter!(metric::DEAD_LETTERS).increment(1);
             let _ = self
                 .processor
@@ -873,6 +906,7 @@ impl Run<'_> {
             let Some(state) = self.partitions.get_mut(&partition) else {
                 return;
             };
+            state.letters.push(letter);
             if let Some(buffer) = &mut state.buffer {
                 buffer.skip(offset, bytes);
             }
@@ -909,28 +943,32 @@ impl Run<'_> {
         let redo = state.redo.take();
         state
             .history
-            .push_back((buffer.start_offset, state.watermark));
-        let floor = state.watermark_at_open.saturating_sub(horizon);
+            .push_back((buffer.start_offset, state.received));
+        let floor = state.received_at_open.saturating_sub(horizon);
         while state.history.len() > 1 && state.history.front().is_some_and(|h| h.1 < floor) {
             let _ = state.history.pop_front();
         }
         let list_from = state.history.front().map_or(buffer.start_offset, |h| h.0);
         let moved = (list_from > state.list_from).then_some(list_from);
         state.list_from = state.list_from.max(list_from);
-        state.dedup.prune(state.watermark);
-        let events = buffer.len() as u64;
+        state.dedup.prune(state.received);
+        let dead_letters = std::mem::take(&mut state.letters);
+        let held = (buffer.len() + dead_letters.len()) as u64;
         let job = Job::Range(Box::new(RangeJob {
             partition,
             generation: state.generation,
             buffer,
             watermark_before: state.watermark_at_open,
             watermark_after: state.watermark,
+            received_before: state.received_at_open,
+            received_after: state.received,
+            dead_letters,
             genesis_known: state.genesis_known,
             redo,
             list_from: moved,
         }));
         state.genesis_known = true;
-        self.queued_events += events;
+        self.queued_events += held;
         self.send(partition, job);
     }
 
@@ -956,8 +994,9 @@ impl Run<'_> {
                 events,
                 records,
                 files,
+                held,
             } => {
-                self.queued_events = self.queued_events.saturating_sub(events);
+                self.queued_events = self.queued_events.saturating_sub(held);
                 metrics::counter!(metric::EVENTS_COMMITTED).increment(events);
                 let _ = progress
                     .committed_events
@@ -988,9 +1027,9 @@ impl Run<'_> {
             Outcome::Conflict {
                 partition,
                 generation,
-                events,
+                held,
             } => {
-                self.queued_events = self.queued_events.saturating_sub(events);
+                self.queued_events = self.queued_events.saturating_sub(held);
                 metrics::counter!(metric::CLAIM_CONFLICTS).increment(1);
                 let _ = progress.conflicts.fetch_add(1, Ordering::Relaxed);
                 let current = self
@@ -1002,8 +1041,8 @@ impl Run<'_> {
                     self.start_recovery(partition);
                 }
             }
-            Outcome::Abandoned { events } => {
-                self.queued_events = self.queued_events.saturating_sub(events);
+            Outcome::Abandoned { held } => {
+                self.queued_events = self.queued_events.saturating_sub(held);
             }
         }
     }
@@ -1012,8 +1051,7 @@ impl Run<'_> {
         let open: usize = self
             .partitions
             .values()
-            .filter_map(|s| s.buffer.as_ref())
-            .map(PartitionBuffer::len)
+            .map(|s| s.buffer.as_ref().map_or(0, PartitionBuffer::len) + s.letters.len())
             .sum();
         open as u64 + self.queued_events
     }
@@ -1082,6 +1120,42 @@ impl Run<'_> {
             tracing::debug!(%error, "final offset commit failed");
         }
     }
+}
+
+/// 2000-01-01T00:00:00Z: no event or receive time is older.
+const EARLIEST_MS: i64 = 946_684_800_000;
+
+/// Refuses a record whose times no honest writer produces: before 2000, an
+/// event time more than `future_bound` ms after its receive time, or a receive
+/// time that far after the broker's timestamp of the record (when the broker
+/// gives one). A record that passes cannot move the watermark further than
+/// the bound past the moment it was received. Only the record's own bytes
+/// and timestamp decide, so a re-read decides the same (no wall clock here).
+fn check_times(
+    ts: i64,
+    received_at: i64,
+    broker_ms: Option<i64>,
+    future_bound: i64,
+) -> std::result::Result<(), String> {
+    if ts < EARLIEST_MS {
+        return Err(format!("time: event time {ts} is before 2000"));
+    }
+    if received_at < EARLIEST_MS {
+        return Err(format!("time: receive time {received_at} is before 2000"));
+    }
+    if ts > received_at.saturating_add(future_bound) {
+        return Err(format!(
+            "time: event time {ts} is more than {future_bound} ms after its receive time {received_at}"
+        ));
+    }
+    if let Some(broker) = broker_ms.filter(|b| *b >= EARLIEST_MS)
+        && received_at > broker.saturating_add(future_bound)
+    {
+        return Err(format!(
+            "time: receive time {received_at} is more than {future_bound} ms after the record's Kafka timestamp {broker}"
+        ));
+    }
+    Ok(())
 }
 
 /// Where a partition's reading stands against a seek to its expected offset.
@@ -1173,6 +1247,7 @@ fn seek(
 #[derive(Clone)]
 struct AdminState {
     ready: Arc<AtomicBool>,
+    dead_letters: DeadLetters,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -1182,7 +1257,9 @@ fn admin_router(state: AdminState) -> Router {
         .route(
             "/readyz",
             get(|State(s): State<AdminState>| async move {
-                if s.ready.load(Ordering::SeqCst) {
+                // A dead-letter topic that fails is an outage of this
+                // processor: its partitions stop where a dead letter waits.
+                if s.ready.load(Ordering::SeqCst) && !s.dead_letters.unavailable() {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -1208,6 +1285,31 @@ fn admin_router(state: AdminState) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Item 1: absurd times are refused, with a reason, whoever wrote the record.
+    #[test]
+    fn absurd_times_are_refused() {
+        let now = 1_800_000_000_000;
+        let bound = 300_000;
+        assert_eq!(check_times(now, now, Some(now), bound), Ok(()));
+        assert_eq!(check_times(now - 86_400_000, now, None, bound), Ok(()));
+        assert_eq!(check_times(now + bound, now, Some(now), bound), Ok(()));
+        for (ts, received, broker) in [
+            (now + 22 * 3_600_000, now, Some(now)),
+            (now + bound + 1, now, None),
+            (1_000, now, Some(now)),
+            (now, 1_000, Some(now)),
+            (now + 22 * 3_600_000, now + 22 * 3_600_000, Some(now)),
+        ] {
+            let refused = check_times(ts, received, broker, bound);
+            assert!(
+                refused.as_ref().is_err_and(|r| r.starts_with("time: ")),
+                "{ts} {received} {broker:?}: {refused:?}"
+            );
+        }
+        // A broker that gives no timestamp, or a meaningless one, is not used.
+        assert_eq!(check_times(now, now, Some(-1), bound), Ok(()));
+    }
 
     #[test]
     fn records_are_taken_in_offset_order_from_the_logs_position() {

@@ -3,24 +3,32 @@
 //! The decision for each record must be a pure function of the partition's
 //! records in offset order, so that whoever re-reads a range (after a crash, a
 //! rebalance, or as a zombie) decides exactly as the first reader did. The rule:
-//! an event is a repeat when its id was counted before in this partition with an
-//! event time no more than the horizon behind the current watermark. Entries
-//! older than that can never match again, so forgetting them changes nothing,
-//! and after a restart it is enough to reload the ids of the ranges whose
-//! events are within the horizon (see [`crate::range_log`]).
+//! an event is a repeat when its id was counted before in this partition with a
+//! *receive* time no more than the horizon behind the partition's receive
+//! watermark (the latest `received_at` read so far). A retry arrives minutes
+//! after the first attempt whatever its event time, so measuring on receive
+//! time covers every event the processor counts, however late; measuring on
+//! event time forgot the ids of late events while they were still counted.
+//! Entries older than the horizon can never match again, so forgetting them
+//! changes nothing, and after a restart it is enough to reload the ids of the
+//! ranges received within the horizon (see [`crate::range_log`]).
+//!
+//! The table is keyed by client-chosen ids, so it is hashed with a per-process
+//! random key (std's SipHash `RandomState`): with an unkeyed hash anyone could
+//! compute ids that all land in one bucket and make every lookup a scan.
 
-use rustc_hash::FxHashMap as HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 
-/// Remembered ids of one partition, as 128-bit fingerprints with their event time.
+/// Remembered ids of one partition, as 128-bit fingerprints with their receive time.
 #[derive(Debug, Default)]
 pub struct Dedup {
     horizon_ms: i64,
-    seen: HashMap<u128, i64>,
+    seen: HashMap<u128, i64, RandomState>,
 }
 
 impl Dedup {
-    /// An empty set that forgets ids `horizon_ms` of event time behind the watermark.
+    /// An empty set that forgets ids received `horizon_ms` before the receive watermark.
     pub fn new(horizon_ms: i64) -> Self {
         Self {
             horizon_ms,
@@ -29,29 +37,38 @@ impl Dedup {
     }
 
     /// Whether this is the first sighting of `event_id` within the horizon of
-    /// `watermark`; if so it is remembered with `ts`.
-    pub fn first_sighting(&mut self, event_id: &str, ts: i64, watermark: i64) -> bool {
-        let floor = watermark.saturating_sub(self.horizon_ms);
+    /// the receive watermark `received_watermark`; if so it is remembered with
+    /// its receive time `received_at`.
+    pub fn first_sighting(
+        &mut self,
+        event_id: &str,
+        received_at: i64,
+        received_watermark: i64,
+    ) -> bool {
+        let floor = received_watermark.saturating_sub(self.horizon_ms);
         let entry = self.seen.entry(fingerprint(event_id)).or_insert(i64::MIN);
         if *entry >= floor {
             return false;
         }
         // Keeping the larger time makes the state independent of the order in
         // which a restart reloads one range's files (see the module docs).
-        *entry = (*entry).max(ts);
+        *entry = (*entry).max(received_at);
         true
     }
 
     /// Reloads an id counted earlier (recovery); the latest time wins.
-    pub fn remember(&mut self, event_id: &str, ts: i64) {
-        let entry = self.seen.entry(fingerprint(event_id)).or_insert(ts);
-        *entry = (*entry).max(ts);
+    pub fn remember(&mut self, event_id: &str, received_at: i64) {
+        let entry = self
+            .seen
+            .entry(fingerprint(event_id))
+            .or_insert(received_at);
+        *entry = (*entry).max(received_at);
     }
 
-    /// Forgets ids that can no longer match at `watermark`.
-    pub fn prune(&mut self, watermark: i64) {
-        let floor = watermark.saturating_sub(self.horizon_ms);
-        self.seen.retain(|_, ts| *ts >= floor);
+    /// Forgets ids that can no longer match at `received_watermark`.
+    pub fn prune(&mut self, received_watermark: i64) {
+        let floor = received_watermark.saturating_sub(self.horizon_ms);
+        self.seen.retain(|_, received_at| *received_at >= floor);
     }
 
     /// Ids remembered.
@@ -124,6 +141,65 @@ mod tests {
         // Beyond the horizon the id counts again (it is a new event, not a retry).
         assert!(dedup.first_sighting("a", 11 * HOUR, 11 * HOUR));
         assert!(!dedup.first_sighting("a", 11 * HOUR, 11 * HOUR));
+    }
+
+    /// Item 0: a retry of an event far behind the event-time watermark. The
+    /// horizon is measured on receive time, so an exact retry minutes after
+    /// the first attempt is a repeat however old its event time is.
+    #[test]
+    fn a_retry_is_a_repeat_whatever_its_event_time() {
+        let mut dedup = Dedup::new(HOUR / 2);
+        let received = 100 * HOUR;
+        // The first attempt of an event 90 minutes old, then newer events
+        // move the watermarks on, then the retry, five minutes later.
+        assert!(dedup.first_sighting("late", received, received));
+        assert!(dedup.first_sighting("fresh", received + 60_000, received + 60_000));
+        assert!(!dedup.first_sighting("late", received + 300_000, received + 300_000));
+        dedup.prune(received + 300_000);
+        assert!(!dedup.first_sighting("late", received + 400_000, received + 400_000));
+    }
+
+    /// Item 3: hash flooding. Ids are client-chosen and a canonical UUID is
+    /// its own 128-bit key, so with FxHash (`((lo * K) + hi) * K`) anyone can
+    /// compute ids that share one hash: `hi = C - lo * K`. Inserting those
+    /// must cost about what random ids cost (measured here, same run).
+    #[test]
+    fn colliding_ids_cost_what_random_ids_cost() {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let n = 20_000u64;
+        let colliding: Vec<String> = (1..=n)
+            .map(|lo| {
+                let hi = 0x1234_5678_9abc_def0u64.wrapping_sub(lo.wrapping_mul(K));
+                uuid::Uuid::from_u128((u128::from(hi) << 64) | u128::from(lo))
+                    .hyphenated()
+                    .to_string()
+            })
+            .collect();
+        let random: Vec<String> = (0..n)
+            .map(|_| uuid::Uuid::new_v4().hyphenated().to_string())
+            .collect();
+        let cost = |ids: &[String]| {
+            (0..3)
+                .map(|_| {
+                    let mut dedup = Dedup::new(HOUR);
+                    let started = std::time::Instant::now();
+                    for id in ids {
+                        assert!(dedup.first_sighting(id, 0, 0));
+                    }
+                    for id in ids {
+                        assert!(!dedup.first_sighting(id, 0, 0));
+                    }
+                    started.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let (random_cost, colliding_cost) = (cost(&random), cost(&colliding));
+        let ratio = colliding_cost.as_secs_f64() / random_cost.as_secs_f64().max(1e-9);
+        assert!(
+            ratio < 2.0,
+            "colliding ids took {colliding_cost:?}, random ones {random_cost:?} ({ratio:.1}x)"
+        );
     }
 
     #[test]

@@ -7,6 +7,9 @@ pub enum Error {
     /// Kafka client creation, subscription or commit failed (external; retry).
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The configuration contradicts itself (user error).
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// The topic is missing or has no partitions (user error).
     #[error("topic {0:?} not found or has no partitions")]
     NoTopic(String),

@@ -51,6 +51,14 @@ pub struct RangeIntent {
     pub watermark_before: i64,
     /// The partition watermark after the last record.
     pub watermark_after: i64,
+    /// The partition's receive watermark (latest `received_at`, epoch ms)
+    /// before the first record: what dedup's horizon is measured from.
+    /// Absent from entries written before dedup measured receive time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_before: Option<i64>,
+    /// The partition's receive watermark after the last record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_after: Option<i64>,
     /// Distinct events counted.
     pub events: u64,
     /// The data files of the range, relative to the lake root.
@@ -58,6 +66,18 @@ pub struct RangeIntent {
 }
 
 impl RangeIntent {
+    /// The receive watermark after the range; for an entry written before it
+    /// was recorded, the event-time watermark stands in (ingest stamps both
+    /// within seconds for on-time traffic).
+    pub fn receive_watermark_after(&self) -> i64 {
+        self.received_after.unwrap_or(self.watermark_after)
+    }
+
+    /// The receive watermark before the range (see [`Self::receive_watermark_after`]).
+    pub fn receive_watermark_before(&self) -> i64 {
+        self.received_before.unwrap_or(self.watermark_before)
+    }
+
     /// The `events/` files of the range.
     pub fn event_files(&self) -> impl Iterator<Item = &str> {
         let prefix = format!("{}/", Table::Events.prefix());
@@ -268,7 +288,7 @@ impl PartitionLog {
         Ok(true)
     }
 
-    /// Reloads into `dedup` the ids of `ranges` whose event time is at or after `floor`.
+    /// Reloads into `dedup` the ids of `ranges` received at or after `floor`.
     pub async fn reload_ids(
         &self,
         ranges: &[&RangeIntent],
@@ -288,9 +308,12 @@ impl PartitionLog {
 
 fn ids_in(bytes: Bytes, floor: i64, dedup: &mut Dedup) -> Result<usize> {
     let schema = Table::Events.schema();
-    let (id_col, ts_col) = (schema.index_of("event_id")?, schema.index_of("ts")?);
+    let (id_col, received_col) = (
+        schema.index_of("event_id")?,
+        schema.index_of("received_at")?,
+    );
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [id_col, ts_col]);
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [id_col, received_col]);
     let mut loaded = 0;
     for batch in builder.with_projection(mask).build()? {
         let batch = batch?;
@@ -362,6 +385,8 @@ mod tests {
             end,
             watermark_before: 0,
             watermark_after: 10,
+            received_before: Some(0),
+            received_after: Some(10),
             events: 1,
             files: vec![format!("events/dt=2025-01-01/hour=00/t+0+{start}.parquet")],
         }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::completeness::Completeness;
 use crate::consumer::metric;
+use crate::dlq::{DeadLetters, PendingLetter};
 use crate::error::{Error, Result};
 use crate::range_log::{Claim, IdleMark, PartitionLog, RangeIntent};
 use crate::sink;
@@ -56,6 +57,10 @@ pub(crate) struct RangeJob {
     pub buffer: PartitionBuffer,
     pub watermark_before: i64,
     pub watermark_after: i64,
+    pub received_before: i64,
+    pub received_after: i64,
+    /// The range's dead letters, acknowledged before the range is claimed.
+    pub dead_letters: Vec<PendingLetter>,
     /// Whether the chain's start is already fixed in the log.
     pub genesis_known: bool,
     /// Set when re-writing a range the log already holds.
@@ -87,6 +92,8 @@ pub(crate) enum Outcome {
         events: u64,
         records: u64,
         files: u64,
+        /// Events and dead letters the range held (backpressure's count).
+        held: u64,
     },
     /// The idle mark is recorded.
     IdleMarked,
@@ -94,10 +101,14 @@ pub(crate) enum Outcome {
     Conflict {
         partition: i32,
         generation: u64,
-        events: u64,
+        /// Events and dead letters the range held.
+        held: u64,
     },
     /// The partition is no longer ours (revoked, reset or shutting down).
-    Abandoned { events: u64 },
+    Abandoned {
+        /// Events and dead letters the range held.
+        held: u64,
+    },
 }
 
 /// Which generation of each partition is current; older jobs are abandoned.
@@ -112,6 +123,7 @@ pub(crate) struct WriterContext {
     pub completeness: Arc<Completeness>,
     pub outcomes: mpsc::UnboundedSender<Outcome>,
     pub bytes_written: Arc<AtomicU64>,
+    pub dead_letters: DeadLetters,
 }
 
 impl WriterContext {
@@ -130,7 +142,7 @@ impl WriterContext {
     /// an overlapping range in the log: the same offsets in two sets of files.
     /// They are already queued behind the conflict, so waiting for the
     /// consumer loop to start a new generation would be too late.
-    fn forsake(&self, partition: i32, generation: u64, events: u64) -> Outcome {
+    fn forsake(&self, partition: i32, generation: u64, held: u64) -> Outcome {
         if let Ok(mut g) = self.generations.lock()
             && g.get(&partition) == Some(&generation)
         {
@@ -139,7 +151,7 @@ impl WriterContext {
         Outcome::Conflict {
             partition,
             generation,
-            events,
+            held,
         }
     }
 
@@ -219,12 +231,24 @@ impl WriterContext {
         Some(true)
     }
 
-    async fn write_range(&self, job: RangeJob) -> Outcome {
+    async fn write_range(&self, mut job: RangeJob) -> Outcome {
         let (partition, generation) = (job.partition, job.generation);
         let events = job.buffer.len() as u64;
         let records = job.buffer.records();
-        let abandoned = Outcome::Abandoned { events };
+        let held = events + job.dead_letters.len() as u64;
+        let abandoned = Outcome::Abandoned { held };
         if !self.is_current(partition, generation) {
+            return abandoned;
+        }
+        // Every dead letter of the range must be safe before anything says
+        // the range is done: a crash after the claim resumes past it.
+        let letters = std::mem::take(&mut job.dead_letters);
+        if !letters.is_empty()
+            && !self
+                .dead_letters
+                .settle(letters, || self.is_current(partition, generation))
+                .await
+        {
             return abandoned;
         }
         let log = PartitionLog::new(self.lake.clone(), &self.topic, partition);
@@ -234,7 +258,7 @@ impl WriterContext {
                 .await
             {
                 None => return abandoned,
-                Some(false) => return self.forsake(partition, generation, events),
+                Some(false) => return self.forsake(partition, generation, held),
                 Some(true) => {}
             }
         }
@@ -247,17 +271,27 @@ impl WriterContext {
             Ok(files) => files,
             Err(error) => {
                 tracing::error!(partition, start, end, %error, "encoding a range failed");
-                return self.forsake(partition, generation, events);
+                return self.forsake(partition, generation, held);
             }
         };
-        let intent = RangeIntent {
+        let mut intent = RangeIntent {
             start,
             end,
             watermark_before: job.watermark_before,
             watermark_after: job.watermark_after,
+            received_before: Some(job.received_before),
+            received_after: Some(job.received_after),
             events,
             files: files.iter().map(|f| f.path.clone()).collect(),
         };
+        if job
+            .redo
+            .as_ref()
+            .is_some_and(|r| r.received_after.is_none())
+        {
+            // Logged before receive watermarks were; they are not part of it.
+            (intent.received_before, intent.received_after) = (None, None);
+        }
         match &job.redo {
             Some(logged) => {
                 if *logged != intent {
@@ -289,7 +323,7 @@ impl WriterContext {
                             decided_end = existing.end,
                             "another writer claimed this range first; re-reading its decision"
                         );
-                        return self.forsake(partition, generation, events);
+                        return self.forsake(partition, generation, held);
                     }
                 }
             }
@@ -324,6 +358,7 @@ impl WriterContext {
             events,
             records,
             files: files.len() as u64,
+            held,
         }
     }
 
@@ -340,7 +375,7 @@ impl WriterContext {
                 .ensure_genesis(&log, generation, mark.next_offset)
                 .await
             {
-                None => return Outcome::Abandoned { events: 0 },
+                None => return Outcome::Abandoned { held: 0 },
                 Some(false) => return self.forsake(partition, generation, 0),
                 Some(true) => {}
             }
@@ -352,7 +387,7 @@ impl WriterContext {
             .await
             .is_none()
         {
-            return Outcome::Abandoned { events: 0 };
+            return Outcome::Abandoned { held: 0 };
         }
         self.mark_complete(partition, generation, mark.watermark)
             .await;
@@ -412,6 +447,9 @@ mod tests {
             buffer: buffer(offsets),
             watermark_before: i64::MIN,
             watermark_after: 2_000,
+            received_before: i64::MIN,
+            received_after: 2_000,
+            dead_letters: Vec::new(),
             genesis_known: true,
             redo: None,
             list_from: None,
@@ -436,6 +474,8 @@ mod tests {
             end: 9,
             watermark_before: i64::MIN,
             watermark_after: 2_009,
+            received_before: Some(i64::MIN),
+            received_after: Some(2_009),
             events: 10,
             files: Vec::new(),
         };
@@ -450,6 +490,10 @@ mod tests {
             completeness: Arc::new(Completeness::new(lake.clone(), "t", 1)),
             outcomes,
             bytes_written: Arc::default(),
+            dead_letters: DeadLetters::new(
+                rdkafka::ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9"),
+                "t-dlq",
+            )?,
         };
         let (jobs, queue) = mpsc::unbounded_channel();
         assert!(jobs.send(job(0..=4)).is_ok() && jobs.send(job(5..=9)).is_ok());
@@ -458,11 +502,11 @@ mod tests {
 
         assert!(matches!(
             received.recv().await,
-            Some(Outcome::Conflict { events: 5, .. })
+            Some(Outcome::Conflict { held: 5, .. })
         ));
         assert!(matches!(
             received.recv().await,
-            Some(Outcome::Abandoned { events: 5 })
+            Some(Outcome::Abandoned { held: 5 })
         ));
         let mut written: Vec<String> = Vec::new();
         for prefix in ["_processor", "events"] {

@@ -24,7 +24,7 @@ fn record_at(n: u32, ts: i64) -> String {
         "type": if n.is_multiple_of(4) { "share" } else { "pageview" },
         "channel": if n.is_multiple_of(4) { serde_json::json!("facebook") } else { serde_json::Value::Null },
         "url": format!("https://pub.example/{}", n % 5), "referrer": null, "visitor": null,
-        "ts": ts, "received_at": 1_750_000_000_000i64,
+        "ts": ts, "received_at": ts,
         "device": "desktop", "ip_prefix": null, "props": {}
     })
     .to_string()
