@@ -37,6 +37,17 @@ def parse_duration(text):
     return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
+def parse_bytes(text):
+    """A byte size as the binary (512MiB, 512Mi) or Kubernetes (512Mi, 1G) writes it."""
+    match = re.fullmatch(r"(\d+)\s*(B|KiB|Ki|MiB|Mi|GiB|Gi|k|K|M|G)?", str(text).strip())
+    if not match:
+        raise ValueError(f"`{text}` is not a byte size")
+    n, unit = int(match.group(1)), match.group(2) or "B"
+    scale = {"B": 1, "KiB": 1 << 10, "Ki": 1 << 10, "MiB": 1 << 20, "Mi": 1 << 20, "GiB": 1 << 30, "Gi": 1 << 30,
+             "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9}[unit]
+    return n * scale
+
+
 class Manifests:
     def __init__(self, documents):
         self.objects = [d for d in documents if d]
@@ -226,6 +237,15 @@ class Policy:
                 self.check(ingest, grace > drain + 2 * delivery,
                            f"terminationGracePeriodSeconds {grace} must exceed the drain delay {drain}s "
                            f"plus in-flight requests and the producer flush (2 x {delivery}s)")
+            except ValueError as error:
+                self.fail(ingest, str(error))
+            # Ingest sizes librdkafka's queue, request bodies and connections
+            # from SQI_MEMORY_LIMIT: it must be the container's real limit.
+            limit = ingest["spec"]["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {}).get("memory")
+            try:
+                self.check(ingest, limit is not None and "SQI_MEMORY_LIMIT" in env
+                           and parse_bytes(env["SQI_MEMORY_LIMIT"]) == parse_bytes(limit),
+                           f"SQI_MEMORY_LIMIT ({env.get('SQI_MEMORY_LIMIT')}) must equal the container's memory limit ({limit})")
             except ValueError as error:
                 self.fail(ingest, str(error))
             self.check_services_and_ingress(ingest, "ingest")
