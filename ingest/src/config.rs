@@ -46,7 +46,8 @@ pub struct IngestConfig {
     /// After SIGTERM, keep serving (unready) this long so load balancers stop sending first.
     #[arg(long = "shutdown-drain-delay", env = "SQI_SHUTDOWN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub drain_delay: Duration,
-    /// Events per second allowed per (client network, publisher); 0 turns this limit off.
+    /// Events per second allowed per (client network, publisher); 0 turns
+    /// rate limiting off altogether, the network limit included.
     /// A client network is an IPv4 address or an IPv6 /64.
     #[arg(long, env = "SQI_RATE_LIMIT_PER_SECOND", default_value_t = 100)]
     pub rate_limit_per_second: u32,
