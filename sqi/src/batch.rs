@@ -80,6 +80,24 @@ impl Shard {
         }
     }
 
+    /// The shard whose run writes the day file `name` (the whole run's
+    /// included); `None` for a name no run writes.
+    pub fn of_file(name: &str) -> Option<Self> {
+        if name == DAY_FILE {
+            return Some(Self::WHOLE);
+        }
+        let (index, count) = name
+            .strip_prefix("part-")?
+            .strip_suffix(".parquet")?
+            .split_once("-of-")?;
+        let five_digits = |t: &str| t.len() == 5 && t.bytes().all(|b| b.is_ascii_digit());
+        if !five_digits(index) || !five_digits(count) {
+            return None;
+        }
+        let (index, count): (u32, u32) = (index.parse().ok()?, count.parse().ok()?);
+        (index < count).then_some(Self { index, count })
+    }
+
     /// Whether `name` is written by this run or a sibling shard of the same
     /// split, and so must survive this run's clean-up of stale files.
     pub(crate) fn keeps(self, name: &str) -> bool {
@@ -853,6 +871,18 @@ mod tests {
         for bad in ["4/4", "0/0", "-1/4", "1", "a/b", "1/2/3", ""] {
             let error = bad.parse::<Shard>().unwrap_err();
             assert!(error.contains("write INDEX/COUNT"), "{bad}: {error}");
+        }
+        // The report reads a day's shards back from these names (item 14).
+        assert_eq!(Shard::of_file(&shard.file_name()), Some(shard));
+        assert_eq!(Shard::of_file(DAY_FILE), Some(Shard::WHOLE));
+        for stray in [
+            "part-00004-of-00004.parquet",
+            "part-0001-of-00004.parquet",
+            "part-00001-of-00004.parquet.tmp",
+            "part-00001.parquet",
+            "x.parquet",
+        ] {
+            assert_eq!(Shard::of_file(stray), None, "{stray}");
         }
     }
 

@@ -6,10 +6,11 @@
 //! User input never causes a 5xx: every parameter is validated first, and
 //! internal failures are logged here and answered with a generic message.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -66,6 +67,22 @@ pub struct ReportArgs {
     /// Answers kept in the cache; 0 turns it off (benchmarks of the queries).
     #[arg(long, env = "SQI_ANSWER_CACHE_ENTRIES", default_value_t = 10_000)]
     pub answer_cache_entries: usize,
+    /// Bytes of answers (bodies, headers and keys) the cache holds at most.
+    #[arg(long, env = "SQI_ANSWER_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub answer_cache_bytes: usize,
+    /// The share of the cache (its bytes and its entries), in percent, that
+    /// the answers one key asked for may hold, so that no key's questions
+    /// can flush the others' answers.
+    #[arg(long, env = "SQI_ANSWER_CACHE_KEY_SHARE_PERCENT", default_value_t = 10,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub answer_cache_key_share_percent: u8,
+    /// Requests without a valid key each client address may make per
+    /// minute, sustained (0: no limit); more get 429.
+    #[arg(long, env = "SQI_UNAUTHORIZED_PER_MINUTE", default_value_t = 30)]
+    pub unauthorized_per_minute: u32,
+    /// Requests without a valid key each client address may make at once.
+    #[arg(long, env = "SQI_UNAUTHORIZED_BURST", default_value_t = 10)]
+    pub unauthorized_burst: u32,
     /// Questions answered at once; more wait in turn, first come first
     /// served (default: twice the cores). Reads from S3 wait on the network,
     /// so a pod reading S3 may want several times the cores.
@@ -81,6 +98,10 @@ impl ReportArgs {
             burst: self.rate_limit_burst,
             cache_refresh: std::time::Duration::from_secs(self.cache_refresh_seconds),
             cache_entries: self.answer_cache_entries,
+            cache_bytes: self.answer_cache_bytes,
+            cache_key_share_percent: self.answer_cache_key_share_percent,
+            unauthorized_per_minute: self.unauthorized_per_minute,
+            unauthorized_burst: self.unauthorized_burst,
             query_concurrency: self
                 .query_concurrency
                 .map_or_else(guard::default_query_concurrency, usize::from),
@@ -104,12 +125,20 @@ pub struct ApiKey {
     pub name: String,
     /// What the key may read.
     pub scope: Scope,
+    /// The key's identity: the hex SHA-256 of its secret, which two keys
+    /// never share (names may repeat). Quotas and cache shares are per id.
+    id: Arc<str>,
 }
 
 /// The configured keys, indexed by the hex SHA-256 of the raw key.
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     by_hash: HashMap<String, ApiKey>,
+    /// The file the keys were loaded from, re-read while the report runs so
+    /// that a revoked key stops working without a restart.
+    source: Option<PathBuf>,
+    /// The SHA-256 of the file's bytes as parsed, so an unchanged file is not re-parsed.
+    digest: Option<[u8; 32]>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +162,13 @@ impl KeyRing {
                     entry.name
                 )));
             }
+            // Two entries for one secret would leave its scope to file order.
+            if by_hash.contains_key(&hash) {
+                return Err(Error::Invalid(format!(
+                    "API key file: key `{}` repeats the sha256 of an earlier key",
+                    entry.name
+                )));
+            }
             let scope = match entry.scope.split_once(':') {
                 None if entry.scope == "marketer" => Scope::Marketer,
                 Some(("publisher", id)) if is_valid_publisher(id) => {
@@ -146,22 +182,53 @@ impl KeyRing {
                 }
             };
             let _ = by_hash.insert(
-                hash,
+                hash.clone(),
                 ApiKey {
                     name: entry.name,
                     scope,
+                    id: hash.into(),
                 },
             );
         }
-        Ok(Self { by_hash })
+        Ok(Self {
+            by_hash,
+            source: None,
+            digest: None,
+        })
     }
 
-    /// Loads the key file.
+    /// Loads the key file; the report re-reads it while it runs.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let bytes = std::fs::read(path).map_err(|e| {
             Error::Invalid(format!("cannot read API key file {}: {e}", path.display()))
         })?;
-        Self::parse(&text)
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| Error::Invalid(format!("API key file {}: {e}", path.display())))?;
+        let mut ring = Self::parse(text)?;
+        ring.source = Some(path.to_owned());
+        ring.digest = Some(Sha256::digest(&bytes).into());
+        Ok(ring)
+    }
+
+    /// The key file re-read, when it was loaded from one and has changed
+    /// since: `None` while it is unchanged. A file that cannot be read or
+    /// parsed (say, half written) is an error, and the caller keeps its keys.
+    fn reloaded(&self) -> Option<Result<Self>> {
+        let path = self.source.as_deref()?;
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return Some(Err(Error::Invalid(format!(
+                    "cannot read API key file {}: {e}",
+                    path.display()
+                ))));
+            }
+        };
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        if self.digest == Some(digest) {
+            return None;
+        }
+        Some(Self::load(path))
     }
 
     fn find(&self, raw_key: &str) -> Option<&ApiKey> {
@@ -170,13 +237,78 @@ impl KeyRing {
     }
 }
 
+/// The keys in force, swapped whole when the key file changes.
+#[derive(Debug, Default)]
+struct Keys {
+    ring: RwLock<Arc<KeyRing>>,
+}
+
+impl Keys {
+    fn current(&self) -> Arc<KeyRing> {
+        match self.ring.read() {
+            Ok(ring) => ring.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the key file if it changed; a broken file keeps the keys in force.
+    fn refresh(&self) {
+        let current = self.current();
+        match current.reloaded() {
+            None => {}
+            Some(Ok(ring)) => {
+                tracing::info!(
+                    keys = ring.by_hash.len(),
+                    "API key file changed; keys reloaded"
+                );
+                metrics::counter!(metric::KEY_RELOADS, "result" => "ok").increment(1);
+                match self.ring.write() {
+                    Ok(mut slot) => *slot = Arc::new(ring),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
+                }
+            }
+            Some(Err(error)) => {
+                metrics::counter!(metric::KEY_RELOADS, "result" => "error").increment(1);
+                tracing::warn!(%error, "API key file changed but cannot be used; the keys in force stay");
+            }
+        }
+    }
+
+    /// Re-reads the key file every `every` while `keys` is in use.
+    fn watch(keys: &Arc<Self>, every: std::time::Duration) {
+        if keys.current().source.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(keys);
+        drop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(keys) = weak.upgrade() else {
+                    return;
+                };
+                // A small file, read on the blocking pool so a slow disk stalls no request.
+                let _ = tokio::task::spawn_blocking(move || keys.refresh()).await;
+            }
+        }));
+    }
+}
+
+/// The report's metric names.
+pub mod metric {
+    /// Requests refused with 429, by `reason`: `key` (over the key's quota)
+    /// or `unauthorized` (an address sending requests without a valid key).
+    pub const RATE_LIMITED: &str = "sqi_report_rate_limited_requests_total";
+    /// Key file re-reads after a change, by `result`: `ok` or `error`.
+    pub const KEY_RELOADS: &str = "sqi_report_key_reloads_total";
+}
+
 /// A request failure, answered as `{"error": {"code", "message", "field"?}}`.
 #[derive(Debug)]
 pub enum ReportError {
     /// 400: a parameter is wrong.
     BadRequest {
         /// The parameter.
-        field: &'static str,
+        field: Cow<'static, str>,
         /// What is wrong with it.
         message: String,
     },
@@ -232,7 +364,7 @@ impl IntoResponse for ReportError {
 #[derive(Clone)]
 pub struct ReportState {
     lake: Lake,
-    keys: Arc<KeyRing>,
+    keys: Arc<Keys>,
     /// `aggregates` and `url_counts`.
     hourly: SessionContext,
     /// `daily`, `daily_urls` and `sqi`.
@@ -275,9 +407,18 @@ impl ReportState {
         .await?;
         let guard = guard::Guard::start(lake.clone(), options).await;
         let scanner = scan::Scanner::new(&lake, days.clone())?;
+        let keys = Arc::new(Keys {
+            ring: RwLock::new(Arc::new(keys)),
+        });
+        Keys::watch(
+            &keys,
+            options
+                .cache_refresh
+                .max(std::time::Duration::from_millis(10)),
+        );
         Ok(Self {
             lake,
-            keys: Arc::new(keys),
+            keys,
             hourly,
             days,
             scanner,
@@ -338,7 +479,58 @@ pub fn router(state: ReportState) -> Router {
             state.clone(),
             guard::guard,
         ))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// The longest message of a refusal that axum wrote as text (an extractor
+/// or routing rejection) kept in its JSON body.
+const REJECTION_MESSAGE_CHARS: usize = 300;
+
+/// Turns any refusal that is not already the contract's JSON (axum's own
+/// extractor rejections, 405s, body limits) into `{"error": {"code", "message"}}`.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "invalid_parameter",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    let message = if status.is_server_error() {
+        "the report could not be computed; try again later".to_owned()
+    } else {
+        let text = axum::body::to_bytes(body, 4096)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let text: String = text.trim().chars().take(REJECTION_MESSAGE_CHARS).collect();
+        match (text.is_empty(), status) {
+            (false, _) => text,
+            (true, StatusCode::METHOD_NOT_ALLOWED) => {
+                "this endpoint does not take this method; see Allow".to_owned()
+            }
+            (true, _) => status.canonical_reason().unwrap_or("refused").to_owned(),
+        }
+    };
+    let body = json!({"error": {"code": code, "message": message}}).to_string();
+    let _ = parts.headers.remove(header::CONTENT_LENGTH);
+    let _ = parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Serves the report API on `listener` until `shutdown` resolves.
@@ -347,17 +539,18 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // The peer address limits requests without a valid key per client.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
 }
 
 /// The key a request carries, or 401.
-fn authenticate<'a>(
-    state: &'a ReportState,
-    headers: &HeaderMap,
-) -> Result<&'a ApiKey, ReportError> {
+fn authenticate(state: &ReportState, headers: &HeaderMap) -> Result<ApiKey, ReportError> {
     let raw = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -365,7 +558,12 @@ fn authenticate<'a>(
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or(ReportError::Unauthorized)?;
-    state.keys.find(raw).ok_or(ReportError::Unauthorized)
+    state
+        .keys
+        .current()
+        .find(raw)
+        .cloned()
+        .ok_or(ReportError::Unauthorized)
 }
 
 /// 401 without a known key; 403 when the key does not cover `publisher`.
@@ -402,9 +600,9 @@ pub struct PeriodParams {
     include_bots: Option<String>,
 }
 
-pub(crate) fn bad(field: &'static str, message: impl Into<String>) -> ReportError {
+pub(crate) fn bad(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ReportError {
     ReportError::BadRequest {
-        field,
+        field: field.into(),
         message: message.into(),
     }
 }

@@ -638,6 +638,7 @@ fn no_request_leaks_another_publisher_or_breaks_the_server() {
             lake,
             ReportOptions {
                 requests_per_minute: 0,
+                unauthorized_per_minute: 0,
                 ..ReportOptions::default()
             },
         )
@@ -725,9 +726,10 @@ async fn every_number_matches_duckdb_on_the_same_files() {
         String::from_utf8_lossy(&output.stderr)
     );
     let duck: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let query = format!("period=custom&from={from}&to={to}&tz={tz}&limit=1000");
+    let period = format!("period=custom&from={from}&to={to}&tz={tz}");
+    let query = format!("{period}&limit=1000");
 
-    let summary = json(&base, &format!("/v1/publishers/pub-ny/summary?{query}")).await;
+    let summary = json(&base, &format!("/v1/publishers/pub-ny/summary?{period}")).await;
     for metric in ["pageviews", "shares", "clickbacks"] {
         assert_eq!(summary[metric], duck["totals"][metric], "{metric}");
     }

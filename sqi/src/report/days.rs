@@ -6,6 +6,9 @@
 //! `complete` column; instead the guard's refresher lists the batch tables
 //! with the lake's state and reads the footer of each new file once: the
 //! batch writes `complete` as one value per file, so its statistics say it.
+//! A day written by a sharded batch (`--shard i/N`, `part-i-of-N` files)
+//! is complete only when all N shards' files are there and complete: until
+//! then the day file holds only some categories' publishers.
 //! The same refresh reads each month file's list of sources once, and notes
 //! the complete days whose files are still exactly those sources: those days
 //! are read from the month file, one file for a month of them.
@@ -147,6 +150,7 @@ pub(super) async fn read(
         let totals = matches!(table, Table::Daily | Table::DailyUrls);
         let mut by_partition = Files::new();
         let mut by_day: BTreeMap<String, bool> = BTreeMap::new();
+        let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for meta in files {
             let Some(partition) = partition_of(&meta.location, month_table) else {
                 continue;
@@ -155,12 +159,17 @@ pub(super) async fn read(
             if totals {
                 let complete = memo.complete(lake, &meta).await;
                 *by_day.entry(partition.clone()).or_insert(true) &= complete;
+                names
+                    .entry(partition.clone())
+                    .or_default()
+                    .push(meta.location.filename().unwrap_or_default().to_owned());
             }
             by_partition.entry(partition).or_default().push(meta);
         }
         let answered = by_day
             .into_iter()
-            .filter_map(|(day, complete)| complete.then_some(day))
+            .filter(|(day, complete)| *complete && names.get(day).is_some_and(|n| one_whole_run(n)))
+            .map(|(day, _)| day)
             .collect();
         match table {
             Table::Daily => days.daily = answered,
@@ -192,6 +201,24 @@ pub(super) async fn read(
     memo.complete.retain(|path, _| seen.contains(path));
     memo.sources.retain(|path, _| seen.contains(path));
     Ok((newest, days))
+}
+
+/// Whether a day's file names are one run's whole output: the unsharded
+/// file alone, or every shard's file of one split. A missing shard, files of
+/// two splits (a re-split half done) or a name no run writes are not.
+fn one_whole_run(names: &[String]) -> bool {
+    let mut count = None;
+    let mut indexes = BTreeSet::new();
+    for name in names {
+        let Some(shard) = crate::batch::Shard::of_file(name) else {
+            return false;
+        };
+        if *count.get_or_insert(shard.count) != shard.count {
+            return false;
+        }
+        let _ = indexes.insert(shard.index);
+    }
+    count.is_some_and(|n| indexes.len() == n as usize)
 }
 
 /// The complete days of `table` whose files are, one for one and version for
@@ -384,6 +411,64 @@ mod tests {
         .unwrap();
         let (_, days) = read(&lake, &mut memo).await.unwrap();
         assert_eq!(days.daily_urls.len(), 2);
+    }
+
+    /// Item 14: a day split into shards is complete only once every shard
+    /// of the split has written its (complete) file: one shard's file alone
+    /// would answer the day without the other shards' publishers.
+    #[tokio::test]
+    async fn a_sharded_day_is_complete_only_with_every_shard() {
+        let (_dir, lake) = crate::test_lake();
+        let date = day("2025-06-01");
+        let shard = |index| crate::batch::Shard { index, count: 3 };
+        let mut memo = FooterMemo::default();
+        for index in [0, 2] {
+            crate::batch::write_day(
+                &lake,
+                Table::DailyUrls,
+                date,
+                shard(index),
+                &daily_urls(date, true),
+            )
+            .await
+            .unwrap();
+            let (_, days) = read(&lake, &mut memo).await.unwrap();
+            assert!(
+                days.daily_urls.is_empty(),
+                "shard {index} of 3 made the day complete: {:?}",
+                days.daily_urls
+            );
+        }
+        crate::batch::write_day(
+            &lake,
+            Table::DailyUrls,
+            date,
+            shard(1),
+            &daily_urls(date, true),
+        )
+        .await
+        .unwrap();
+        let (_, days) = read(&lake, &mut memo).await.unwrap();
+        assert_eq!(days.daily_urls, BTreeSet::from(["2025-06-01".to_owned()]));
+        // A file from no known split (a stray upload) makes no day complete.
+        let copy = lake
+            .store()
+            .get(&lake.path("daily_urls/dt=2025-06-01/part-00000-of-00003.parquet"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        lake.store()
+            .put(
+                &lake.path("daily_urls/dt=2025-06-01/part-00003-of-00003.parquet"),
+                PutPayload::from_bytes(copy),
+            )
+            .await
+            .unwrap();
+        let (_, days) = read(&lake, &mut memo).await.unwrap();
+        assert!(days.daily_urls.is_empty(), "{:?}", days.daily_urls);
     }
 
     fn daily(date: NaiveDate, events: i64) -> RecordBatch {

@@ -92,12 +92,8 @@ fn respond(
                 |e: csv::Error| ReportError::Internal(crate::error::Error::Invalid(e.to_string()));
             out.write_record(columns).map_err(csv_error)?;
             for row in &rows {
-                out.write_record(columns.iter().map(|c| match &row[*c] {
-                    Value::Null => String::new(),
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                }))
-                .map_err(csv_error)?;
+                out.write_record(columns.iter().map(|c| csv_cell(&row[*c])))
+                    .map_err(csv_error)?;
             }
             let body = out
                 .into_inner()
@@ -116,6 +112,23 @@ fn respond(
             }
             Ok(response)
         }
+    }
+}
+
+/// The first characters that make a spreadsheet read a cell as a formula
+/// (OWASP, CSV injection).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A value as a CSV cell. Text that a spreadsheet would run as a formula (a
+/// URL a page reported, say) is prefixed with `'`, which spreadsheets show
+/// as text; numbers are written as they are, negative ones included, since a
+/// number is never run.
+fn csv_cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) if s.starts_with(FORMULA_STARTS) => format!("'{s}"),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -495,6 +508,10 @@ fn event_type_of(
     }
 }
 
+/// The longest period `interval=hour` answers, in days: every hour is read
+/// from the hourly tables.
+pub(super) const MAX_HOURLY_DAYS: u64 = 31;
+
 /// `GET /v1/publishers/{publisher}/timeseries`: zero-filled buckets of one
 /// metric, by local day or by hour, that add up to the period's total.
 #[utoipa::path(
@@ -531,6 +548,15 @@ pub(super) async fn timeseries(
             ));
         }
     };
+    if hourly && window.day_count() > MAX_HOURLY_DAYS {
+        return Err(bad(
+            "interval",
+            format!(
+                "hourly buckets cover at most {MAX_HOURLY_DAYS} days; this period has {}",
+                window.day_count()
+            ),
+        ));
+    }
     let mut filters = not_bots(include_bots);
     filters.push(col("event_type").eq(lit(event_type)));
     let (batches, daily) = if hourly {
@@ -865,8 +891,14 @@ pub(super) async fn sqi_history(
     if from > to {
         return Err(bad("from", "`from` is after `to`"));
     }
-    if (to - from).num_days() >= 3660 {
-        return Err(bad("from", "the history may span at most 10 years"));
+    if (to - from).num_days() >= super::window::MAX_CUSTOM_DAYS as i64 {
+        return Err(bad(
+            "from",
+            format!(
+                "the history may span at most {} days",
+                super::window::MAX_CUSTOM_DAYS
+            ),
+        ));
     }
     let mut rows = sqi_rows(
         &state.days,
@@ -1009,4 +1041,28 @@ pub(super) async fn me(
         Scope::Publisher(id) => (format!("publisher:{id}"), Some(id.clone())),
     };
     Ok(Json(json!({"name": key.name, "scope": scope, "publisher": publisher})).into_response())
+}
+
+// Test code only: an unwrap or panic here fails the test with its cause, which is the point.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Item 15: text that would start a formula is neutralised; numbers,
+    /// negative ones included, and ordinary text are written as they are.
+    #[test]
+    fn csv_cells_neutralise_formulas_but_not_numbers() {
+        assert_eq!(csv_cell(&json!(-1.5)), "-1.5");
+        assert_eq!(csv_cell(&json!(-3)), "-3");
+        assert_eq!(csv_cell(&json!("-3")), "'-3");
+        for formula in ["=1+1", "+1", "-1+1", "@SUM(A1)", "\t=1", "\r=1"] {
+            assert_eq!(csv_cell(&json!(formula)), format!("'{formula}"));
+        }
+        assert_eq!(
+            csv_cell(&json!("https://x.example/?a=b")),
+            "https://x.example/?a=b"
+        );
+        assert_eq!(csv_cell(&json!(true)), "true");
+        assert_eq!(csv_cell(&Value::Null), "");
+    }
 }

@@ -1,11 +1,26 @@
 //! What stands in front of every `/v1` handler: the key check, the key's rate
 //! limit, and a response cache keyed by the request and the lake's state.
 //!
-//! - **Rate limits** are per key (GCRA, `governor`). Every answer carries
+//! `GET` and `HEAD` (which axum answers from every `get` route) pass through
+//! it alike: a `HEAD` is answered as the `GET` it mirrors, body dropped.
+//!
+//! - **Rate limits** are per key (GCRA, `governor`), keyed by the key's
+//!   identity (the hash of its secret), never by its name. Every answer carries
 //!   `X-RateLimit-Limit` and `X-RateLimit-Remaining`; over the limit the
 //!   answer is 429 with `Retry-After`, so a client can see its quota.
+//!   Requests without a valid key are limited per client address (IPv6 by
+//!   /64) in a fixed table of buckets, so guessing costs the guesser and the
+//!   table's memory does not grow with addresses; a valid key is never
+//!   refused for its address, so one client behind a shared address (NAT, an
+//!   ingress) cannot lock the others out.
+//! - **Parameters:** each endpoint takes the query parameters its OpenAPI
+//!   description lists, once each; anything else is a 400 naming it, so no
+//!   request reaches the cache with a parameter that does not change the answer.
 //! - **Caching:** the same URL over the same lake state gives the same bytes,
-//!   whichever key asks (the key check runs first). The lake's state is the
+//!   whichever key asks (the key check runs first). The cache is bounded in
+//!   bytes and entries, least recently used first out, and the answers one
+//!   key put there may hold only a share of it: a key asking many distinct
+//!   questions recycles its own share, not the others' answers. The lake's state is the
 //!   newest write time of the tables the API reads, refreshed in the
 //!   background every `--cache-refresh`, so an answer is at most that stale.
 //!   Only the recent partitions are watched (the processor's late events land
@@ -15,13 +30,15 @@
 //!   which the handlers plan their queries by.
 //!   Answers carry a strong `ETag`; `If-None-Match` gets 304 without a body.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -51,6 +68,16 @@ pub struct ReportOptions {
     pub cache_refresh: Duration,
     /// Answers kept in the cache; 0 turns the cache (and so ETags) off.
     pub cache_entries: usize,
+    /// Bytes the cached answers (bodies, headers, keys) may take; 0 turns the cache off.
+    pub cache_bytes: usize,
+    /// The percentage of the cache's bytes and entries that the answers one
+    /// key asked for may hold.
+    pub cache_key_share_percent: u8,
+    /// Requests without a valid key a client address may make per minute,
+    /// sustained; 0 disables the limit.
+    pub unauthorized_per_minute: u32,
+    /// Requests without a valid key a client address may make at once.
+    pub unauthorized_burst: u32,
     /// Questions answered at once; the rest wait their turn, first come first served.
     pub query_concurrency: usize,
 }
@@ -62,6 +89,10 @@ impl Default for ReportOptions {
             burst: 60,
             cache_refresh: Duration::from_secs(15),
             cache_entries: 10_000,
+            cache_bytes: 64 << 20,
+            cache_key_share_percent: 10,
+            unauthorized_per_minute: 30,
+            unauthorized_burst: 10,
             query_concurrency: default_query_concurrency(),
         }
     }
@@ -76,8 +107,19 @@ pub(super) fn default_query_concurrency() -> usize {
 /// The longest any answer is served from the cache.
 pub(super) const MAX_AGE: Duration = Duration::from_secs(300);
 
-type KeyLimiter =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type KeyLimiter = RateLimiter<
+    Arc<str>,
+    DefaultKeyedStateStore<Arc<str>>,
+    DefaultClock,
+    StateInformationMiddleware,
+>;
+
+type AddressLimiter = RateLimiter<u16, DefaultKeyedStateStore<u16>, DefaultClock>;
+
+/// Buckets of the per-address limit on requests without a valid key. A
+/// fixed table: its memory is the same for ten addresses or ten million;
+/// addresses that share a bucket share its allowance.
+const ADDRESS_BUCKETS: u16 = 4096;
 
 /// One cached answer.
 #[derive(Debug, Clone)]
@@ -87,12 +129,155 @@ struct Cached {
     body: Bytes,
 }
 
+impl Cached {
+    /// What the answer holds in memory, with its cache key, near enough to bound the cache.
+    fn weight(&self, key: &str) -> usize {
+        // The map's and the order's entries, the header map's table.
+        const OVERHEAD: usize = 256;
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        OVERHEAD + 2 * key.len() + self.body.len() + self.etag.len() + headers
+    }
+}
+
+/// An entry of the answer cache.
+#[derive(Debug)]
+struct Slot {
+    answer: Cached,
+    /// The key whose question put it there.
+    owner: Arc<str>,
+    /// When it was last used, in the cache's order.
+    used: u64,
+    weight: usize,
+}
+
+/// What one key's questions hold in the cache, oldest use first.
+#[derive(Debug, Default)]
+struct Share {
+    bytes: usize,
+    used: BTreeMap<u64, String>,
+}
+
+/// Answers by cache key, bounded in bytes and entries, least recently used
+/// out first; each key's answers are bounded to a share of both.
+#[derive(Debug, Default)]
+struct AnswerCache {
+    slots: HashMap<String, Slot>,
+    /// Cache keys by last use.
+    used: BTreeMap<u64, String>,
+    shares: HashMap<Arc<str>, Share>,
+    bytes: usize,
+    clock: u64,
+    max_bytes: usize,
+    max_entries: usize,
+    share_bytes: usize,
+    share_entries: usize,
+}
+
+impl AnswerCache {
+    fn new(max_bytes: usize, max_entries: usize, share_percent: u8) -> Self {
+        let share = usize::from(share_percent.clamp(1, 100));
+        Self {
+            max_bytes,
+            max_entries,
+            share_bytes: max_bytes / 100 * share + max_bytes % 100 * share / 100,
+            share_entries: (max_entries * share / 100).max(1),
+            ..Self::default()
+        }
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn get(&mut self, key: &str) -> Option<Cached> {
+        let now = self.tick();
+        let slot = self.slots.get_mut(key)?;
+        let before = std::mem::replace(&mut slot.used, now);
+        let answer = slot.answer.clone();
+        let owner = slot.owner.clone();
+        let _ = self.used.remove(&before);
+        let _ = self.used.insert(now, key.to_owned());
+        if let Some(share) = self.shares.get_mut(&owner) {
+            let _ = share.used.remove(&before);
+            let _ = share.used.insert(now, key.to_owned());
+        }
+        Some(answer)
+    }
+
+    fn remove(&mut self, key: &str) {
+        let Some(slot) = self.slots.remove(key) else {
+            return;
+        };
+        let _ = self.used.remove(&slot.used);
+        self.bytes = self.bytes.saturating_sub(slot.weight);
+        if let Some(share) = self.shares.get_mut(&slot.owner) {
+            let _ = share.used.remove(&slot.used);
+            share.bytes = share.bytes.saturating_sub(slot.weight);
+            if share.used.is_empty() {
+                let _ = self.shares.remove(&slot.owner);
+            }
+        }
+    }
+
+    /// Keeps `answer` for `key`, charged to `owner`: first out go `owner`'s
+    /// own least recently used answers while it is over its share, then
+    /// anyone's while the cache is over its bounds. An answer larger than a
+    /// share is not kept.
+    fn put(&mut self, key: String, owner: Arc<str>, answer: Cached) {
+        let weight = answer.weight(&key);
+        if weight > self.share_bytes {
+            return;
+        }
+        self.remove(&key);
+        while let Some(share) = self.shares.get(&owner) {
+            let over = share.bytes + weight > self.share_bytes
+                || share.used.len() + 1 > self.share_entries;
+            let Some(oldest) = share.used.values().next().filter(|_| over).cloned() else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+        while self.bytes + weight > self.max_bytes || self.slots.len() + 1 > self.max_entries {
+            let Some(oldest) = self.used.values().next().cloned() else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+        let used = self.tick();
+        let _ = self.used.insert(used, key.clone());
+        let share = self.shares.entry(owner.clone()).or_default();
+        share.bytes += weight;
+        let _ = share.used.insert(used, key.clone());
+        self.bytes += weight;
+        let _ = self.slots.insert(
+            key,
+            Slot {
+                answer,
+                owner,
+                used,
+                weight,
+            },
+        );
+    }
+}
+
 /// The rate limiter, the cache and the lake-state watch, shared by all requests.
 pub(super) struct Guard {
     limiter: Option<KeyLimiter>,
     limit: u32,
-    cache: Mutex<HashMap<String, Cached>>,
-    cache_entries: usize,
+    /// Requests without a valid key, by bucket of client address.
+    strangers: Option<AddressLimiter>,
+    /// Seeds the address buckets, so that no one can pick addresses that share one.
+    bucket_seed: std::collections::hash_map::RandomState,
+    cache: Mutex<AnswerCache>,
+    cache_on: bool,
+    /// The query parameters each `/v1` path takes, from the OpenAPI document.
+    parameters: Vec<(Vec<String>, BTreeSet<String>)>,
     /// Permits to run a question's queries. With every request let in at
     /// once, 50 clients on 2 cores each waited on all the others (p99 twice
     /// p50); in turn, a request waits only for those before it.
@@ -122,6 +307,10 @@ impl Guard {
             let burst = NonZeroU32::new(options.burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
                 .with_middleware::<StateInformationMiddleware>()
+        });
+        let strangers = NonZeroU32::new(options.unauthorized_per_minute).map(|rate| {
+            let burst = NonZeroU32::new(options.unauthorized_burst).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
         });
         let mut memo = FooterMemo::default();
         let initial = match read_lake(&lake, &mut memo).await {
@@ -157,8 +346,15 @@ impl Guard {
         Arc::new(Self {
             limiter,
             limit: options.burst,
-            cache: Mutex::new(HashMap::new()),
-            cache_entries: options.cache_entries,
+            strangers,
+            bucket_seed: std::collections::hash_map::RandomState::new(),
+            cache: Mutex::new(AnswerCache::new(
+                options.cache_bytes,
+                options.cache_entries,
+                options.cache_key_share_percent,
+            )),
+            cache_on: options.cache_entries > 0 && options.cache_bytes > 0,
+            parameters: super::openapi::query_parameters(),
             queries: tokio::sync::Semaphore::new(options.query_concurrency.max(1)),
             lake: receiver,
         })
@@ -170,14 +366,50 @@ impl Guard {
     }
 
     /// Takes one request from `key`'s allowance: what remains, or how long to wait.
-    fn take(&self, key: &str) -> Result<Option<u32>, Duration> {
+    fn take(&self, key: &Arc<str>) -> Result<Option<u32>, Duration> {
         let Some(limiter) = &self.limiter else {
             return Ok(None);
         };
-        match limiter.check_key(&key.to_owned()) {
+        match limiter.check_key(key) {
             Ok(snapshot) => Ok(Some(snapshot.remaining_burst_capacity())),
             Err(not_until) => Err(not_until.wait_time_from(DefaultClock::default().now())),
         }
+    }
+
+    /// Takes one request without a valid key from `address`'s allowance, or
+    /// says how long to wait. IPv6 clients are limited by /64, the block one
+    /// subscriber gets, so rotating addresses within it does not help.
+    fn take_stranger(&self, address: Option<IpAddr>) -> Result<(), Duration> {
+        let Some(limiter) = &self.strangers else {
+            return Ok(());
+        };
+        let prefix: u128 = match address {
+            Some(IpAddr::V4(v4)) => u128::from(u32::from(v4)),
+            Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => u128::from(u32::from(v4)),
+                None => (u128::from(v6) >> 64) | (1 << 127),
+            },
+            None => 0,
+        };
+        let bucket = (self.bucket_seed.hash_one(prefix) % u64::from(ADDRESS_BUCKETS)) as u16;
+        limiter
+            .check_key(&bucket)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// The parameters `path` takes, when it is a documented `/v1` path.
+    fn parameters_of(&self, path: &str) -> Option<&BTreeSet<String>> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        self.parameters
+            .iter()
+            .find(|(template, _)| {
+                template.len() == segments.len()
+                    && template
+                        .iter()
+                        .zip(&segments)
+                        .all(|(t, s)| t == s || t.starts_with('{'))
+            })
+            .map(|(_, names)| names)
     }
 
     /// Runs the handler once a query permit is free.
@@ -189,18 +421,58 @@ impl Guard {
     }
 
     fn get(&self, key: &str) -> Option<Cached> {
-        self.cache.lock().ok()?.get(key).cloned()
+        self.cache.lock().ok()?.get(key)
     }
 
-    fn put(&self, key: String, value: Cached) {
+    fn put(&self, key: String, owner: Arc<str>, value: Cached) {
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= self.cache_entries && !cache.contains_key(&key) {
-                // Answers are cheap to recompute; a full cache just starts over.
-                cache.clear();
-            }
-            let _ = cache.insert(key, value);
+            cache.put(key, owner, value);
         }
     }
+}
+
+/// 429 with `Retry-After`, in the contract's error body.
+fn too_many(message: String, wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(json!({"error": {"code": "rate_limited", "message": message}})),
+    )
+        .into_response();
+    let _ = response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+/// 400 when the query has a parameter `allowed` does not list, or one twice.
+fn check_parameters(query: Option<&str>, allowed: &BTreeSet<String>) -> Result<(), ReportError> {
+    let mut seen = BTreeSet::new();
+    for (name, _) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if !allowed.contains(name.as_ref()) {
+            let listed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+            let field: String = name.chars().take(64).collect();
+            return Err(super::bad(
+                field,
+                format!(
+                    "this endpoint takes no parameter `{}`; it takes: {}",
+                    name.chars().take(64).collect::<String>(),
+                    if listed.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        listed.join(", ")
+                    }
+                ),
+            ));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(super::bad(
+                name.into_owned(),
+                "this parameter is given more than once",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The lake's state (the newest write time of each table the API reads) and
@@ -249,11 +521,7 @@ async fn newest_write(lake: &Lake, prefix: &str) -> Result<Option<chrono::DateTi
 
 /// The key check for `path`, as the handlers do it, so a cached answer is
 /// never given to a key the handler would refuse.
-fn check<'a>(
-    state: &'a ReportState,
-    headers: &HeaderMap,
-    path: &str,
-) -> Result<&'a ApiKey, ReportError> {
+fn check(state: &ReportState, headers: &HeaderMap, path: &str) -> Result<ApiKey, ReportError> {
     let key = authenticate(state, headers)?;
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
@@ -285,41 +553,66 @@ fn with_quota(mut response: Response, limit: u32, remaining: Option<u32>) -> Res
     response
 }
 
-/// The middleware: key check, rate limit, cache, conditional GET.
+/// The middleware: key check, rate limit, parameters, cache, conditional GET.
 pub(super) async fn guard(
     State(state): State<ReportState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    if request.method() != Method::GET || !request.uri().path().starts_with("/v1/") {
+    let method = request.method().clone();
+    if !(method == Method::GET || method == Method::HEAD)
+        || !request.uri().path().starts_with("/v1/")
+    {
         return next.run(request).await;
     }
+    // A HEAD is the GET it mirrors, answered and cached as one; the router
+    // drops the body because the request came as HEAD.
+    *request.method_mut() = Method::GET;
     let guard = state.guard.clone();
     // A known key pays for every request, refused ones included, and so
     // every answer to it carries its quota.
-    let key_name = match authenticate(&state, request.headers()) {
-        Ok(key) => key.name.clone(),
-        Err(error) => return error.into_response(),
+    let key_id = match authenticate(&state, request.headers()) {
+        Ok(key) => key.id.clone(),
+        Err(error) => {
+            let address = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            if let Err(wait) = guard.take_stranger(address) {
+                metrics::counter!(super::metric::RATE_LIMITED, "reason" => "unauthorized")
+                    .increment(1);
+                return too_many(
+                    format!(
+                        "more than {} requests a minute without a valid key came from this address",
+                        state.options.unauthorized_per_minute
+                    ),
+                    wait,
+                );
+            }
+            return error.into_response();
+        }
     };
-    let remaining = match guard.take(&key_name) {
+    let remaining = match guard.take(&key_id) {
         Ok(remaining) => remaining,
         Err(wait) => {
+            metrics::counter!(super::metric::RATE_LIMITED, "reason" => "key").increment(1);
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(json!({"error": {
-                    "code": "rate_limited",
-                    "message": format!("this key made more than {} requests a minute; retry in {seconds} s", state.options.requests_per_minute),
-                }})),
-            )
-                .into_response();
-            let _ = response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            let response = too_many(
+                format!(
+                    "this key made more than {} requests a minute; retry in {seconds} s",
+                    state.options.requests_per_minute
+                ),
+                wait,
+            );
             return with_quota(response, guard.limit, Some(0));
         }
     };
     if let Err(error) = check(&state, request.headers(), request.uri().path()) {
+        return with_quota(error.into_response(), guard.limit, remaining);
+    }
+    if let Some(allowed) = guard.parameters_of(request.uri().path())
+        && let Err(error) = check_parameters(request.uri().query(), allowed)
+    {
         return with_quota(error.into_response(), guard.limit, remaining);
     }
     let epoch = Utc::now().timestamp() / MAX_AGE.as_secs().max(1) as i64;
@@ -327,7 +620,7 @@ pub(super) async fn guard(
     if request.uri().path() == "/v1/me" {
         return with_quota(next.run(request).await, guard.limit, remaining);
     }
-    if guard.cache_entries == 0 {
+    if !guard.cache_on {
         return with_quota(guard.answer(next, request).await, guard.limit, remaining);
     }
     let cache_key = format!("{epoch}|{}\n{}", guard.lake.borrow().state, request.uri());
@@ -359,7 +652,7 @@ pub(super) async fn guard(
                     .unwrap_or_else(|_| HeaderValue::from_static("\"0\"")),
                 body,
             };
-            guard.put(cache_key, cached.clone());
+            guard.put(cache_key, key_id, cached.clone());
             cached
         }
     };
@@ -378,4 +671,71 @@ pub(super) async fn guard(
         HeaderValue::from_static("private, no-cache"),
     );
     with_quota(response, guard.limit, remaining)
+}
+
+// Test code only: an unwrap or panic here fails the test with its cause, which is the point.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(bytes: usize) -> Cached {
+        Cached {
+            headers: HeaderMap::new(),
+            etag: HeaderValue::from_static("\"0\""),
+            body: Bytes::from(vec![b'x'; bytes]),
+        }
+    }
+
+    /// Item 8: the cache holds at most its bytes whatever the answers'
+    /// sizes, and one key's questions recycle only its own share.
+    #[test]
+    fn the_answer_cache_is_bounded_in_bytes_and_by_key() {
+        let max = 1 << 20;
+        let mut cache = AnswerCache::new(max, 10_000, 10);
+        for i in 0..1000 {
+            let owner: Arc<str> = format!("key-{}", i % 20).into();
+            cache.put(format!("/q{i}"), owner, answer(40_000));
+            assert!(cache.bytes <= max, "{} bytes after {i}", cache.bytes);
+        }
+        let held: usize = cache.slots.values().map(|s| s.weight).sum();
+        assert_eq!(held, cache.bytes);
+        assert!(cache.slots.len() > 10, "{}", cache.slots.len());
+
+        let mut cache = AnswerCache::new(max, 10_000, 10);
+        cache.put("/victim".into(), "victim".into(), answer(1000));
+        for i in 0..5000 {
+            cache.put(format!("/flood{i}"), "attacker".into(), answer(100));
+        }
+        assert!(
+            cache.get("/victim").is_some(),
+            "the flood evicted another key's answer"
+        );
+        assert!(cache.shares["attacker"].bytes <= max / 10);
+        // A recent flood answer is there, an old one recycled.
+        assert!(cache.get("/flood4999").is_some() && cache.get("/flood0").is_none());
+        // Larger than a share: answered, never kept.
+        cache.put("/huge".into(), "victim".into(), answer(max / 5));
+        assert!(cache.get("/huge").is_none());
+        // Entries are bounded too, and shared out alike.
+        let mut cache = AnswerCache::new(max, 100, 10);
+        for i in 0..500 {
+            cache.put(format!("/e{i}"), format!("k{}", i % 3).into(), answer(10));
+        }
+        assert!(cache.slots.len() <= 30, "{}", cache.slots.len());
+    }
+
+    /// Item 8: only the parameters an endpoint documents, each once.
+    #[test]
+    fn parameters_are_those_the_document_lists_once_each() {
+        let allowed: BTreeSet<String> = ["period", "limit"].map(str::to_owned).into();
+        assert!(check_parameters(Some("period=7d&limit=3"), &allowed).is_ok());
+        assert!(check_parameters(None, &allowed).is_ok());
+        let field = |query| match check_parameters(Some(query), &allowed) {
+            Err(ReportError::BadRequest { field, .. }) => field.into_owned(),
+            other => panic!("{query}: {other:?}"),
+        };
+        assert_eq!(field("period=7d&utm_source=x"), "utm_source");
+        assert_eq!(field("limit=1&limit=2"), "limit");
+        assert_eq!(field("lim%69t=1&limit=2"), "limit");
+    }
 }

@@ -2,7 +2,10 @@
 //! annotations and the parameter types they parse, so it cannot drift from
 //! what the server accepts.
 
+use std::collections::BTreeSet;
+
 use axum::Json;
+use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
@@ -40,11 +43,14 @@ pub(super) enum Refusals {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct ErrorDetail {
-    /// `invalid_parameter`, `unauthorized`, `forbidden`, `rate_limited`, `not_found` or `internal`.
+    /// `invalid_parameter`, `unauthorized`, `forbidden`, `rate_limited`,
+    /// `not_found`, `method_not_allowed`, `payload_too_large`,
+    /// `invalid_request` or `internal`.
     code: String,
     /// For people.
     message: String,
-    /// The parameter at fault (400 only).
+    /// The parameter at fault (400 only; absent when the request as a whole
+    /// could not be read, such as a path that is not UTF-8).
     field: Option<String>,
 }
 
@@ -132,6 +138,34 @@ struct ApiDoc;
 /// The document.
 pub(super) fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The query parameters each documented path takes (its `GET`'s `in: query`
+/// parameters), as path segments (`{publisher}` matching any) and names. The
+/// guard refuses any other parameter, so what the server accepts is what
+/// this document says.
+pub(super) fn query_parameters() -> Vec<(Vec<String>, BTreeSet<String>)> {
+    openapi()
+        .paths
+        .paths
+        .into_iter()
+        .map(|(path, item)| {
+            let names = item
+                .get
+                .and_then(|operation| operation.parameters)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| matches!(p.parameter_in, ParameterIn::Query))
+                .map(|p| p.name)
+                .collect();
+            let segments = path
+                .trim_matches('/')
+                .split('/')
+                .map(str::to_owned)
+                .collect();
+            (segments, names)
+        })
+        .collect()
 }
 
 /// Serves the document.

@@ -12,6 +12,10 @@ use super::{PeriodParams, ReportError, bad};
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// The longest custom period (and SQI history), in days: a year, leap day
+/// included. A question's cost grows with its days.
+pub const MAX_CUSTOM_DAYS: u64 = 366;
+
 /// A period of whole local days in a timezone, and the UTC instants it spans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
@@ -92,8 +96,11 @@ impl Window {
                 if from > to {
                     return Err(bad("from", "`from` is after `to`"));
                 }
-                if (to - from).num_days() >= 3660 {
-                    return Err(bad("from", "a custom period may span at most 10 years"));
+                if (to - from).num_days() >= MAX_CUSTOM_DAYS as i64 {
+                    return Err(bad(
+                        "from",
+                        format!("a custom period may span at most {MAX_CUSTOM_DAYS} days"),
+                    ));
                 }
                 (from, to)
             }
