@@ -200,6 +200,36 @@ async fn item1_an_event_dated_a_day_ahead_is_clamped_to_minutes_after_receipt() 
     ingest.stop().await;
 }
 
+/// The soft limit on open files of this process.
+fn open_files_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises this process's soft limit on open files to `needed` (children
+/// inherit it) with `prlimit`, which needs no unsafe code; fails the test
+/// with the fix if the hard limit is lower.
+fn ensure_open_files(needed: u64) {
+    if open_files_limit() >= needed {
+        return;
+    }
+    let _ = Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={needed}:"),
+        ])
+        .status();
+    assert!(
+        open_files_limit() >= needed,
+        "this test opens {needed} sockets; raise the open-files limit (ulimit -n {needed})"
+    );
+}
+
 /// What one slow client did to its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum SlowEnd {
@@ -257,6 +287,7 @@ async fn slow_client(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item5_ten_thousand_slow_connections_are_closed_and_memory_stays_under_the_pod_limit() {
     const SLOW: usize = 10_000;
+    ensure_open_files(SLOW as u64 + 2_000);
     let services = Services::from_env();
     let topic = topic(&services).await;
     let ingest = IngestChild::spawn(
