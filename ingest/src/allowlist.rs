@@ -22,9 +22,11 @@ use sqi_schemas::lake::Lake;
 pub enum AllowlistMode {
     /// No allowlist.
     Off,
-    /// Accept, and count in `sqi_ingest_unknown_publisher_events_total`.
+    /// Accept, and count in `sqi_ingest_unknown_publisher_events_total`
+    /// (unknown publishers) or `sqi_ingest_domain_mismatch_events_total`
+    /// (pages off the publisher's registered domain).
     Observe,
-    /// Reject the event with `unknown_publisher`.
+    /// Reject the event with `unknown_publisher` or `domain_mismatch`.
     Enforce,
 }
 

@@ -2,9 +2,12 @@
 //!
 //! It owns request decoding (JSON, beacon `text/plain`, form base64, gzip, the
 //! pixel GET), per-event validation with partial acceptance, abuse control
-//! (rate limit, allowlist), enrichment (receive time, clock-skew correction,
-//! device class, anonymised IP), the share widget, and producing the normalised
-//! record to Kafka. Its one promise: a `200` means the broker has acknowledged
+//! (rate limit per client network, allowlist with publisher domains),
+//! enrichment (receive time, clock-skew correction, future times clamped,
+//! device class, anonymised IP), the share widget, and producing the
+//! normalised record to Kafka. What a client can make it hold is bounded:
+//! sockets and header reads in `serve`, bodies and requests in `http`,
+//! librdkafka's queue in `producer`, all sized from `--memory-limit`. Its one promise: a `200` means the broker has acknowledged
 //! every accepted event; anything less is a `503` the client can retry with the
 //! same `event_id`s, answered within the delivery timeout.
 //!
