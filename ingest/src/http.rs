@@ -740,6 +740,27 @@ mod tests {
         }
     }
 
+    /// Item 5: bodies draw on one byte budget; over it a request is refused
+    /// at once (not queued), and a finished request gives its bytes back.
+    #[test]
+    fn item5_body_bytes_come_from_one_budget() {
+        let budget = Arc::new(Semaphore::new(10));
+        let mut first = None;
+        reserve(&budget, &mut first, 4).unwrap();
+        reserve(&budget, &mut first, 2).unwrap();
+        let mut second = None;
+        assert!(matches!(
+            reserve(&budget, &mut second, 5),
+            Err(ApiError::Busy)
+        ));
+        reserve(&budget, &mut second, 4).unwrap();
+        assert_eq!(budget.available_permits(), 0);
+        drop(first);
+        assert_eq!(budget.available_permits(), 6);
+        assert_eq!(method_label(&Method::from_bytes(b"FOO").unwrap()), "other");
+        assert_eq!(method_label(&Method::POST), "POST");
+    }
+
     #[test]
     fn unknown_media_and_encodings_are_415() {
         let r = decode_body(
