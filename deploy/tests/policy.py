@@ -233,10 +233,12 @@ class Policy:
             try:
                 drain = parse_duration(env.get("SQI_SHUTDOWN_DRAIN_DELAY", "5s"))
                 delivery = parse_duration(env.get("SQI_DELIVERY_TIMEOUT", "1500ms"))
+                # A request in flight at SIGTERM may still be reading its body.
+                body = parse_duration(env.get("SQI_BODY_READ_TIMEOUT", "10s"))
                 grace = ingest["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
-                self.check(ingest, grace > drain + 2 * delivery,
+                self.check(ingest, grace > drain + body + 2 * delivery,
                            f"terminationGracePeriodSeconds {grace} must exceed the drain delay {drain}s "
-                           f"plus in-flight requests and the producer flush (2 x {delivery}s)")
+                           f"plus a body read ({body}s), in-flight requests and the producer flush (2 x {delivery}s)")
             except ValueError as error:
                 self.fail(ingest, str(error))
             # Ingest sizes librdkafka's queue, request bodies and connections
