@@ -1000,4 +1000,21 @@ async fn day_and_hour_answers(base: &str) {
         24 * 3,
         "a shifted day is read by the hour"
     );
+    // Item 7: New York's 03-06 and 03-07 (05:00 UTC on the 6th to 05:00 on
+    // the 8th) are the whole UTC day 03-07 from `daily` and only the 19 + 5
+    // boundary hours from `aggregates`.
+    let new_york = "period=custom&from=2024-03-06&to=2024-03-07&tz=America/New_York";
+    let spanning = json(base, &format!("/v1/publishers/pub-ny/summary?{new_york}")).await;
+    assert_eq!(
+        pageviews(&spanning),
+        19 * 3 + 9_999 + 5 * 3,
+        "whole UTC days inside a local period come from daily"
+    );
+    // A series by local day cannot split a UTC day's total: it reads hours.
+    let series = json(
+        base,
+        &format!("/v1/publishers/pub-ny/timeseries?{new_york}&metric=pageviews"),
+    )
+    .await;
+    assert_eq!(series["total"], 2 * 24 * 3, "{series}");
 }

@@ -184,17 +184,39 @@ async fn sum_by(
         .await?)
 }
 
-/// The days of a whole-UTC-day window that `day_table` (`daily` or
-/// `daily_urls`) answers: those the batch has written with every row
-/// `complete`, as the last refresh of the lake saw them. A day computed early,
-/// with `--allow-incomplete`, is read from the hourly table instead, which may
+/// How a question groups the rows it sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grouping {
+    /// Totals over the whole window (summary, channels, URLs): any whole UTC
+    /// day inside the window can come from a day table.
+    Window,
+    /// By local day (the day series): a UTC day's total cannot be split
+    /// across two local days, so day tables answer only UTC windows.
+    LocalDay,
+}
+
+/// The UTC days inside `window` that `day_table` (`daily` or `daily_urls`)
+/// answers: those the batch has written with every row `complete`, as the
+/// last refresh of the lake saw them. A day computed early, with
+/// `--allow-incomplete`, is read from the hourly table instead, which may
 /// have grown since. A day table is one file a day where the hourly table is
-/// 24 or more.
-fn day_table_days(lake_days: &LakeDays, day_table: Table, window: &Window) -> Vec<String> {
-    if !window.is_utc_days() {
-        return Vec::new();
-    }
-    let (from, to) = (window.from.to_string(), window.to.to_string());
+/// 24 or more, so a period of local days in any timezone reads its whole UTC
+/// days from it and only the hours at either end from the hourly table.
+fn day_table_days(
+    lake_days: &LakeDays,
+    day_table: Table,
+    window: &Window,
+    grouping: Grouping,
+) -> Vec<String> {
+    let (from, to) = match (window.is_utc_days(), grouping) {
+        (true, _) => (window.from, window.to),
+        (false, Grouping::LocalDay) => return Vec::new(),
+        (false, Grouping::Window) => match window.whole_utc_days() {
+            Some(days) => days,
+            None => return Vec::new(),
+        },
+    };
+    let (from, to) = (from.to_string(), to.to_string());
     lake_days
         .complete(day_table)
         .range(from..=to)
@@ -211,6 +233,7 @@ async fn sum_split(
     hourly_table: Table,
     publisher: &str,
     window: &Window,
+    grouping: Grouping,
     filters: Vec<Expr>,
     keys: &[&str],
 ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
@@ -221,7 +244,7 @@ async fn sum_split(
     // One refresh's view for the whole question: the days it calls complete
     // are the days whose files it listed.
     let lake_days = state.guard.lake_days();
-    let days = day_table_days(&lake_days, day_table, window);
+    let days = day_table_days(&lake_days, day_table, window, grouping);
     let mut hourly_filters = filters.clone();
     if !days.is_empty() {
         hourly_filters
@@ -374,6 +397,7 @@ pub(super) async fn totals(
         Table::Aggregates,
         publisher,
         window,
+        Grouping::Window,
         not_bots(include_bots),
         &["event_type"],
     )
@@ -576,6 +600,7 @@ pub(super) async fn timeseries(
             Table::Aggregates,
             &publisher,
             &window,
+            Grouping::LocalDay,
             filters,
             &["window_start"],
         )
@@ -666,6 +691,7 @@ pub(super) async fn channels(
         Table::Aggregates,
         &publisher,
         &window,
+        Grouping::Window,
         filters,
         &["channel", "event_type"],
     )
@@ -753,6 +779,7 @@ pub(super) async fn top_urls(
         Table::UrlCounts,
         &publisher,
         &window,
+        Grouping::Window,
         Vec::new(),
         &["url", "event_type"],
     )
@@ -953,8 +980,8 @@ pub(super) async fn leaderboard(
         Some(text) => Some(parse_date("date", Some(text))?),
         None => newest_sqi_day(&state).await?,
     };
-    let mut rows = match date {
-        None => Vec::new(),
+    let (total_rows, rows) = match date {
+        None => (0, Vec::new()),
         Some(date) => {
             let mut predicate = col("dt")
                 .eq(lit(date.to_string()))
@@ -962,25 +989,14 @@ pub(super) async fn leaderboard(
             if let Some(category) = params.category.as_deref() {
                 predicate = predicate.and(col("category").eq(lit(category)));
             }
-            sqi_rows(&state.days, predicate).await?
+            leaderboard_page(&state.days, predicate, page).await?
         }
     };
-    rows.sort_by(|a, b| {
-        let z = |r: &Value| r["score_z"].as_f64().unwrap_or(f64::NEG_INFINITY);
-        b["sqi"]
-            .as_i64()
-            .cmp(&a["sqi"].as_i64())
-            .then(z(b).total_cmp(&z(a)))
-            .then_with(|| a["publisher"].as_str().cmp(&b["publisher"].as_str()))
-    });
-    let total_rows = rows.len();
     let rows: Vec<Value> = rows
         .into_iter()
         .enumerate()
-        .skip(page.offset)
-        .take(page.limit)
         .map(|(i, mut row)| {
-            row["rank"] = json!(i + 1);
+            row["rank"] = json!(page.offset + i + 1);
             row
         })
         .collect();
@@ -999,6 +1015,36 @@ pub(super) async fn leaderboard(
         "data_as_of": as_of,
     });
     respond(format, meta, &columns, rows)
+}
+
+/// How many rows `predicate` selects from `sqi`, and the page of them in
+/// leaderboard order (SQI, then `score_z`, highest first, then publisher).
+/// The order and the page are the query's (a top-k sort), so a request
+/// turns only its page into JSON, never a day of two million publishers.
+async fn leaderboard_page(
+    ctx: &SessionContext,
+    predicate: Expr,
+    page: Page,
+) -> Result<(usize, Vec<Value>)> {
+    let scored = ctx.table(Table::Sqi.prefix()).await?.filter(predicate)?;
+    let total = scored.clone().count().await?;
+    if page.offset >= total {
+        return Ok((total, Vec::new()));
+    }
+    let batches = scored
+        .sort(vec![
+            col("sqi").sort(false, false),
+            col("score_z").sort(false, false),
+            col("publisher").sort(true, false),
+        ])?
+        .limit(page.offset, Some(page.limit))?
+        .collect()
+        .await?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        rows.extend(arrow_json_row(batch)?);
+    }
+    Ok((total, rows))
 }
 
 /// The newest day with SQI output.

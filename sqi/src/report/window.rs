@@ -176,6 +176,22 @@ impl Window {
         (self.start.date_naive(), last.date_naive())
     }
 
+    /// The whole UTC days inside the window (its hours, from the one holding
+    /// its start), first and last; `None` when no whole UTC day fits. Those
+    /// days can be read from the day tables, the hours around them not.
+    pub fn whole_utc_days(&self) -> Option<(NaiveDate, NaiveDate)> {
+        let first_hour = self.start.timestamp_millis().div_euclid(HOUR_MS) * HOUR_MS;
+        let first_hour = DateTime::<Utc>::from_timestamp_millis(first_hour)?;
+        let first = if first_hour.time() == NaiveTime::MIN {
+            first_hour.date_naive()
+        } else {
+            first_hour.date_naive().succ_opt()?
+        };
+        // The day of `end` (exclusive) ends after it, whatever its time.
+        let last = self.end.date_naive().pred_opt()?;
+        (first <= last).then_some((first, last))
+    }
+
     /// Whether the window is whole UTC days, so that `daily` answers it.
     pub fn is_utc_days(&self) -> bool {
         self.tz == Tz::UTC
@@ -240,6 +256,39 @@ mod tests {
         let previous = w.previous();
         assert_eq!(previous.day_count(), 7);
         assert_eq!(previous.to.to_string(), "2024-03-05");
+    }
+
+    #[test]
+    fn a_local_period_holds_the_whole_utc_days_inside_it() {
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        let ny = "America/New_York".parse::<Tz>().unwrap();
+        // 05:00 UTC on the 6th to 05:00 on the 8th: only the 7th is whole.
+        let w = Window::days_in("custom", ny, day("2024-03-06"), day("2024-03-07"));
+        assert_eq!(
+            w.whole_utc_days(),
+            Some((day("2024-03-07"), day("2024-03-07")))
+        );
+        let one = Window::days_in("custom", ny, day("2024-03-06"), day("2024-03-06"));
+        assert_eq!(one.whole_utc_days(), None);
+        // East of UTC: Tokyo's 10th to 12th is 15:00 on the 9th to 15:00 on the 12th.
+        let tokyo = "Asia/Tokyo".parse::<Tz>().unwrap();
+        let w = Window::days_in("custom", tokyo, day("2024-03-10"), day("2024-03-12"));
+        assert_eq!(
+            w.whole_utc_days(),
+            Some((day("2024-03-10"), day("2024-03-11")))
+        );
+        // Half-hour zones count from the UTC hour holding the start.
+        let india = "Asia/Kolkata".parse::<Tz>().unwrap();
+        let w = Window::days_in("custom", india, day("2024-03-10"), day("2024-03-12"));
+        assert_eq!(
+            w.whole_utc_days(),
+            Some((day("2024-03-10"), day("2024-03-11")))
+        );
+        let utc = Window::days_in("custom", Tz::UTC, day("2024-03-10"), day("2024-03-12"));
+        assert_eq!(
+            utc.whole_utc_days(),
+            Some((day("2024-03-10"), day("2024-03-12")))
+        );
     }
 
     #[test]
