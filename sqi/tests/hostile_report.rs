@@ -259,6 +259,21 @@ async fn head_requests_pay_the_rate_limit_and_need_a_key() {
     // HEAD and GET share the allowance.
     let (status, _, _) = send(&client, reqwest::Method::GET, &url, Some(PUBLISHER_KEY)).await;
     assert_eq!(status, 429);
+
+    // A HEAD answered first leaves the GET's whole answer in the cache, not an empty one.
+    let (_dir, _lake, base) = serve_fixture(unlimited()).await;
+    let url =
+        format!("{base}/v1/publishers/pub-ny/summary?period=custom&from=2024-03-06&to=2024-03-06");
+    let (status, headers, body) =
+        send(&client, reqwest::Method::HEAD, &url, Some(PUBLISHER_KEY)).await;
+    assert_eq!(status, 200);
+    assert!(body.is_empty() && headers.contains_key("etag"), "{body}");
+    let (status, again, body) =
+        send(&client, reqwest::Method::GET, &url, Some(PUBLISHER_KEY)).await;
+    assert_eq!(status, 200);
+    assert_eq!(again.get("etag"), headers.get("etag"));
+    let summary: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(summary["pageviews"], 72, "{body}");
 }
 
 /// Item 16: every refusal, axum's own extractor and routing rejections
