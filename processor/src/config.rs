@@ -53,6 +53,16 @@ pub struct ProcessorConfig {
     /// ranges plus closed ones not yet in the lake); resume below half of it.
     #[arg(long, env = "SQI_MAX_BUFFERED_EVENTS", default_value_t = 2_000_000)]
     pub max_buffered_events: usize,
+    /// The memory this processor may use beyond its own code and runtime
+    /// (its container's limit less that), in bytes or with a KiB/MiB/GiB
+    /// suffix. Records waiting to be written may hold a quarter of it in
+    /// record bytes: past that, consumption pauses and the open ranges are
+    /// written at once. The rest is for what those bytes cost at their peak
+    /// (Arrow builders growing by doubling, then Parquet encoding: about three
+    /// times the record bytes, measured), the dedup ids and librdkafka's
+    /// buffers (16 MiB of prefetch).
+    #[arg(long, env = "SQI_MEMORY_BUDGET", default_value = "2GiB", value_parser = parse_bytes)]
+    pub memory_budget: u64,
     /// Concurrent lake writers; a partition always goes to the same one, so
     /// its ranges are written in order.
     #[arg(long, env = "SQI_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -82,6 +92,7 @@ impl ProcessorConfig {
             dedup_horizon: Duration::from_secs(30 * 60),
             future_bound: Duration::from_secs(5 * 60),
             max_buffered_events: 500_000,
+            memory_budget: 2 << 30,
             writers: 4,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -101,6 +112,12 @@ impl ProcessorConfig {
         Ok(())
     }
 
+    /// The record bytes that may wait to be written: a quarter of the
+    /// memory budget (see `memory_budget`).
+    pub(crate) fn max_buffered_bytes(&self) -> u64 {
+        self.memory_budget / 4
+    }
+
     pub(crate) fn future_bound_ms(&self) -> i64 {
         millis(self.future_bound)
     }
@@ -116,4 +133,41 @@ impl ProcessorConfig {
 
 pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Parses a byte count: `1048576`, `512KiB`, `64MiB`, `2GiB`.
+pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_parse_with_binary_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert!(parse_bytes("2GB").is_err());
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("99999999999999GiB").is_err());
+    }
 }

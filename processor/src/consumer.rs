@@ -39,7 +39,7 @@ use crate::dlq::{DeadLetters, PendingLetter};
 use crate::error::{Error, Result};
 use crate::range_log::{IdleMark, PartitionLog, RangeIntent};
 use crate::window::PartitionBuffer;
-use crate::writer::{Generations, Job, Outcome, RangeJob, WriterContext};
+use crate::writer::{Generations, Held, Job, Outcome, RangeJob, WriterContext};
 
 /// Metric names, by the rule `sqi_<component>_<name>_<unit>` (`_total` for counters).
 pub mod metric {
@@ -85,6 +85,9 @@ pub mod metric {
     /// Events and dead letters read and waiting to be written (bounded by
     /// `--max-buffered-events`).
     pub const BUFFERED: &str = "sqi_processor_buffered_events";
+    /// Bytes of the records read and not yet written (bounded by a quarter
+    /// of `--memory-budget`).
+    pub const BUFFERED_BYTES: &str = "sqi_processor_buffered_bytes";
     /// 1 while consumption is paused because writes are behind.
     pub const PAUSED: &str = "sqi_processor_backpressure_paused";
 }
@@ -482,7 +485,7 @@ impl Processor {
             next_generation: 0,
             writers,
             outcomes,
-            queued_events: 0,
+            queued: Held::default(),
             paused: false,
             written_through: BTreeMap::new(),
             records_read: 0,
@@ -506,8 +509,8 @@ struct Run<'a> {
     next_generation: u64,
     writers: Vec<mpsc::UnboundedSender<Job>>,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
-    /// Events handed to writers and not yet written.
-    queued_events: u64,
+    /// What was handed to writers and is not yet written.
+    queued: Held,
     paused: bool,
     /// The offset after each partition's last written range.
     written_through: BTreeMap<i32, i64>,
@@ -926,8 +929,13 @@ impl Run<'_> {
         }
         // Summing every partition's buffer per record would cost more than
         // the slack of checking every 64th offset.
-        if offset % 64 == 0 && self.buffered_events() >= self.config().max_buffered_events as u64 {
-            self.backpressure();
+        if offset % 64 == 0 {
+            let buffered = self.buffered();
+            if buffered.items >= self.config().max_buffered_events as u64
+                || buffered.bytes >= self.config().max_buffered_bytes()
+            {
+                self.backpressure();
+            }
         }
     }
 
@@ -953,7 +961,10 @@ impl Run<'_> {
         state.list_from = state.list_from.max(list_from);
         state.dedup.prune(state.received);
         let dead_letters = std::mem::take(&mut state.letters);
-        let held = (buffer.len() + dead_letters.len()) as u64;
+        let held = Held {
+            items: (buffer.len() + dead_letters.len()) as u64,
+            bytes: buffer.record_bytes,
+        };
         let job = Job::Range(Box::new(RangeJob {
             partition,
             generation: state.generation,
@@ -968,7 +979,7 @@ impl Run<'_> {
             list_from: moved,
         }));
         state.genesis_known = true;
-        self.queued_events += held;
+        self.queued += held;
         self.send(partition, job);
     }
 
@@ -996,7 +1007,7 @@ impl Run<'_> {
                 files,
                 held,
             } => {
-                self.queued_events = self.queued_events.saturating_sub(held);
+                self.queued -= held;
                 metrics::counter!(metric::EVENTS_COMMITTED).increment(events);
                 let _ = progress
                     .committed_events
@@ -1029,7 +1040,7 @@ impl Run<'_> {
                 generation,
                 held,
             } => {
-                self.queued_events = self.queued_events.saturating_sub(held);
+                self.queued -= held;
                 metrics::counter!(metric::CLAIM_CONFLICTS).increment(1);
                 let _ = progress.conflicts.fetch_add(1, Ordering::Relaxed);
                 let current = self
@@ -1042,18 +1053,22 @@ impl Run<'_> {
                 }
             }
             Outcome::Abandoned { held } => {
-                self.queued_events = self.queued_events.saturating_sub(held);
+                self.queued -= held;
             }
         }
     }
 
-    fn buffered_events(&self) -> u64 {
-        let open: usize = self
-            .partitions
-            .values()
-            .map(|s| s.buffer.as_ref().map_or(0, PartitionBuffer::len) + s.letters.len())
-            .sum();
-        open as u64 + self.queued_events
+    /// Events, dead letters and record bytes read and not yet written.
+    fn buffered(&self) -> Held {
+        let mut held = self.queued;
+        for state in self.partitions.values() {
+            held += Held {
+                items: (state.buffer.as_ref().map_or(0, PartitionBuffer::len) + state.letters.len())
+                    as u64,
+                bytes: state.buffer.as_ref().map_or(0, |b| b.record_bytes),
+            };
+        }
+        held
     }
 
     /// Stops reading while too much waits to be written.
@@ -1067,17 +1082,42 @@ impl Run<'_> {
     /// `max.poll.interval.ms` makes this member leave the group; its
     /// partitions' next owner resumes from the log.
     fn backpressure(&mut self) {
-        let buffered = self.buffered_events();
-        metrics::gauge!(metric::BUFFERED).set(buffered as f64);
-        let limit = self.config().max_buffered_events as u64;
-        if !self.paused && buffered >= limit {
+        let buffered = self.buffered();
+        metrics::gauge!(metric::BUFFERED).set(buffered.items as f64);
+        metrics::gauge!(metric::BUFFERED_BYTES).set(buffered.bytes as f64);
+        let (items, bytes) = (
+            self.config().max_buffered_events as u64,
+            self.config().max_buffered_bytes(),
+        );
+        if !self.paused && (buffered.items >= items || buffered.bytes >= bytes) {
             self.paused = true;
             metrics::gauge!(metric::PAUSED).set(1.0);
-            tracing::warn!(buffered, "writes are behind; pausing consumption");
-        } else if self.paused && buffered <= limit / 2 {
+            tracing::warn!(
+                buffered = buffered.items,
+                bytes = buffered.bytes,
+                "writes are behind; pausing consumption"
+            );
+            if buffered.bytes >= bytes {
+                // Memory is what runs out: write what the open ranges hold
+                // now rather than at their rotation deadline.
+                let open: Vec<i32> = self
+                    .partitions
+                    .iter()
+                    .filter(|(_, s)| s.redo.is_none() && s.buffer.is_some())
+                    .map(|(p, _)| *p)
+                    .collect();
+                for partition in open {
+                    self.close_range(partition);
+                }
+            }
+        } else if self.paused && buffered.items <= items / 2 && buffered.bytes <= bytes / 2 {
             self.paused = false;
             metrics::gauge!(metric::PAUSED).set(0.0);
-            tracing::info!(buffered, "writes caught up; resuming consumption");
+            tracing::info!(
+                buffered = buffered.items,
+                bytes = buffered.bytes,
+                "writes caught up; resuming consumption"
+            );
         }
     }
 

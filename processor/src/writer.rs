@@ -81,6 +81,29 @@ pub(crate) enum Job {
     },
 }
 
+/// What a closed range keeps in memory until it is written: its events and
+/// dead letters (counted against `--max-buffered-events`) and the bytes of the
+/// records it covers (against the memory budget).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub items: u64,
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Held {
+    fn add_assign(&mut self, other: Self) {
+        self.items += other.items;
+        self.bytes += other.bytes;
+    }
+}
+
+impl std::ops::SubAssign for Held {
+    fn sub_assign(&mut self, other: Self) {
+        self.items = self.items.saturating_sub(other.items);
+        self.bytes = self.bytes.saturating_sub(other.bytes);
+    }
+}
+
 /// What happened to a job.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -92,8 +115,8 @@ pub(crate) enum Outcome {
         events: u64,
         records: u64,
         files: u64,
-        /// Events and dead letters the range held (backpressure's count).
-        held: u64,
+        /// What the range held until now.
+        held: Held,
     },
     /// The idle mark is recorded.
     IdleMarked,
@@ -101,13 +124,13 @@ pub(crate) enum Outcome {
     Conflict {
         partition: i32,
         generation: u64,
-        /// Events and dead letters the range held.
-        held: u64,
+        /// What the range held until now.
+        held: Held,
     },
     /// The partition is no longer ours (revoked, reset or shutting down).
     Abandoned {
-        /// Events and dead letters the range held.
-        held: u64,
+        /// What the range held until now.
+        held: Held,
     },
 }
 
@@ -142,7 +165,7 @@ impl WriterContext {
     /// an overlapping range in the log: the same offsets in two sets of files.
     /// They are already queued behind the conflict, so waiting for the
     /// consumer loop to start a new generation would be too late.
-    fn forsake(&self, partition: i32, generation: u64, held: u64) -> Outcome {
+    fn forsake(&self, partition: i32, generation: u64, held: Held) -> Outcome {
         if let Ok(mut g) = self.generations.lock()
             && g.get(&partition) == Some(&generation)
         {
@@ -235,7 +258,10 @@ impl WriterContext {
         let (partition, generation) = (job.partition, job.generation);
         let events = job.buffer.len() as u64;
         let records = job.buffer.records();
-        let held = events + job.dead_letters.len() as u64;
+        let held = Held {
+            items: events + job.dead_letters.len() as u64,
+            bytes: job.buffer.record_bytes,
+        };
         let abandoned = Outcome::Abandoned { held };
         if !self.is_current(partition, generation) {
             return abandoned;
@@ -375,8 +401,12 @@ impl WriterContext {
                 .ensure_genesis(&log, generation, mark.next_offset)
                 .await
             {
-                None => return Outcome::Abandoned { held: 0 },
-                Some(false) => return self.forsake(partition, generation, 0),
+                None => {
+                    return Outcome::Abandoned {
+                        held: Held::default(),
+                    };
+                }
+                Some(false) => return self.forsake(partition, generation, Held::default()),
                 Some(true) => {}
             }
         }
@@ -387,7 +417,9 @@ impl WriterContext {
             .await
             .is_none()
         {
-            return Outcome::Abandoned { held: 0 };
+            return Outcome::Abandoned {
+                held: Held::default(),
+            };
         }
         self.mark_complete(partition, generation, mark.watermark)
             .await;
@@ -502,11 +534,16 @@ mod tests {
 
         assert!(matches!(
             received.recv().await,
-            Some(Outcome::Conflict { held: 5, .. })
+            Some(Outcome::Conflict {
+                held: Held { items: 5, .. },
+                ..
+            })
         ));
         assert!(matches!(
             received.recv().await,
-            Some(Outcome::Abandoned { held: 5 })
+            Some(Outcome::Abandoned {
+                held: Held { items: 5, .. }
+            })
         ));
         let mut written: Vec<String> = Vec::new();
         for prefix in ["_processor", "events"] {

@@ -422,3 +422,142 @@ async fn a_missing_dead_letter_topic_makes_the_processor_unready_not_stuck() {
         1
     );
 }
+
+/// The offset after the last written range of `partition`, per the range log.
+async fn written_through(lake: &Lake, topic: &str, partition: i32) -> i64 {
+    let log = sqi_processor::range_log::PartitionLog::new(lake.clone(), topic, partition);
+    let state = log.read().await.unwrap();
+    match state.newest() {
+        Some(newest) if log.is_written(newest).await.unwrap() => newest.end + 1,
+        Some(newest) => newest.start,
+        None => 0,
+    }
+}
+
+/// Item 4: events as large as ingest accepts. Backpressure counted events
+/// (2M by default), not bytes, so large-props events could hold many times
+/// the pod's memory before the loop paused. With `--memory-budget` (here
+/// via `SQI_MEMORY_BUDGET`) records waiting to be written hold at most half
+/// the budget, and the open ranges are written as soon as they reach it.
+/// The stated overhead: the processor's own RSS once started (runtime,
+/// librdkafka, the debug build's code) plus 80 MiB (librdkafka's prefetch
+/// and fetch buffers, per-thread heaps). Nothing is lost, nothing crashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_events_keep_the_processor_within_its_memory_budget() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const MIB: u64 = 1 << 20;
+    let budget = 32 * MIB;
+    let services = Services::from_env();
+    let topic = unique("hostile-memory");
+    services.create_topic(&topic, 1).await;
+    services.create_topic(&format!("{topic}-dlq"), 1).await;
+    let (bucket, lake) = services.fresh_lake().await;
+    let mut setup = sqi_integration_tests::ProcessorSetup::new(&services, &topic, &bucket);
+    // Neither age nor file size closes a range during the test: memory
+    // does, and idleness once everything is read.
+    setup.args = [
+        "--max-file-age",
+        "30m",
+        "--idle-timeout",
+        "5s",
+        "--target-file-bytes",
+        "4294967296",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    setup
+        .env
+        .push(("SQI_MEMORY_BUDGET".to_owned(), budget.to_string()));
+    // As in the image (Dockerfile): mimalloc commits arenas as they are used.
+    setup
+        .env
+        .push(("MIMALLOC_ARENA_EAGER_COMMIT".to_owned(), "0".to_owned()));
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("processor.log");
+    let mut child = setup.spawn(&log);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let baseline = child.rss_bytes();
+    let limit = baseline + budget + 80 * MIB;
+
+    let peak = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let pid = child.pid();
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmRSS:"))
+                            .and_then(|l| l.split_whitespace().nth(1))
+                            .and_then(|kb| kb.parse::<u64>().ok())
+                    })
+                    .map_or(0, |kb| kb * 1024);
+                let _ = peak.fetch_max(rss, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    // 4,000 events of about 24 KiB (16 props of 1.5 KiB): 96 MiB, three
+    // times the budget.
+    let now = chrono::Utc::now().timestamp_millis();
+    let filler = "x".repeat(1_500);
+    let values: Vec<String> = (0..4_000)
+        .map(|_| {
+            let mut value: serde_json::Value =
+                serde_json::from_str(&record(&uuid::Uuid::new_v4().to_string(), "pub", now, now))
+                    .unwrap();
+            value["props"] = (0..16)
+                .map(|k| (format!("k{k}"), serde_json::Value::from(filler.as_str())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            value.to_string()
+        })
+        .collect();
+    produce(&services.kafka_brokers, &topic, 0, &values).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let rss = peak.load(Ordering::Relaxed);
+        assert!(
+            rss <= limit,
+            "RSS reached {} MiB, over the {} MiB budget plus {} MiB started and 80 MiB",
+            rss / MIB,
+            budget / MIB,
+            baseline / MIB
+        );
+        if written_through(&lake, &topic, 0).await >= values.len() as i64 {
+            break;
+        }
+        assert!(
+            child.child.try_wait().unwrap().is_none(),
+            "the processor exited: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not everything was written (peak RSS {} MiB)",
+            rss / MIB
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let rss = peak.load(Ordering::Relaxed);
+    assert!(rss <= limit, "RSS reached {} MiB", rss / MIB);
+    let (per_publisher, _) = counted(&lake).await;
+    assert_eq!(per_publisher.get("pub").copied(), Some(4_000));
+    assert!(
+        child.child.try_wait().unwrap().is_none(),
+        "the processor exited"
+    );
+    println!(
+        "peak RSS {} MiB (started at {} MiB, budget {} MiB)",
+        rss / MIB,
+        baseline / MIB,
+        budget / MIB
+    );
+}
