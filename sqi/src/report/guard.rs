@@ -451,12 +451,12 @@ fn check_parameters(query: Option<&str>, allowed: &BTreeSet<String>) -> Result<(
     for (name, _) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         if !allowed.contains(name.as_ref()) {
             let listed: Vec<&str> = allowed.iter().map(String::as_str).collect();
-            let field: String = name.chars().take(64).collect();
+            // Echoed in the answer: a name of any length is cut short.
+            let name: String = name.chars().take(64).collect();
             return Err(super::bad(
-                field,
+                name.clone(),
                 format!(
-                    "this endpoint takes no parameter `{}`; it takes: {}",
-                    name.chars().take(64).collect::<String>(),
+                    "this endpoint takes no parameter `{name}`; it takes: {}",
                     if listed.is_empty() {
                         "none".to_owned()
                     } else {
