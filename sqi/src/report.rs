@@ -621,10 +621,13 @@ fn parse_bool(field: &'static str, value: Option<&str>) -> Result<bool, ReportEr
 async fn latest_sqi(state: &ReportState, publisher: &str, to: NaiveDate) -> Result<Option<Value>> {
     let lake_days = state.guard.lake_days();
     let to = to.to_string();
-    let newest = lake_days
-        .files
-        .get(&Table::Sqi)
-        .and_then(|days| days.range(..=to.clone()).next_back());
+    // The newest day every shard has written: a half-written day lacks
+    // the other shards' publishers.
+    let newest = lake_days.files.get(&Table::Sqi).and_then(|days| {
+        days.range(..=to.clone())
+            .rev()
+            .find(|(day, _)| lake_days.sqi.contains(*day))
+    });
     if let Some((_, files)) = newest {
         let schema = Table::Sqi.schema();
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();

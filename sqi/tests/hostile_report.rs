@@ -693,3 +693,44 @@ async fn leaderboard_pages_are_the_days_ranking() {
     let page: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["rows"], serde_json::json!([]));
 }
+
+/// Item 14: the newest SQI day is one every shard has written. While only
+/// shard 0 of 2 has written the next day, the leaderboard's default day and
+/// a publisher's latest SQI stay on the last whole day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_written_sqi_day_is_not_the_newest() {
+    let (_dir, lake) = fixture::random_lake().await;
+    let day = fixture::day();
+    let gate = sqi::batch::Gate::allowing_incomplete("share-events");
+    let _ = sqi::batch::run_day(&lake, day, &gate, sqi::batch::Shard::WHOLE)
+        .await
+        .unwrap();
+    let next = day.succ_opt().unwrap();
+    let whole = lake
+        .store()
+        .get(&lake.path(&format!("sqi/dt={day}/part-00000.parquet")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    // Shard 0 of 2's file for the next day (its rows are the whole day's:
+    // what matters is that shard 1's file is missing).
+    lake.store()
+        .put(
+            &lake.path(&format!("sqi/dt={next}/part-00000-of-00002.parquet")),
+            PutPayload::from_bytes(whole),
+        )
+        .await
+        .unwrap();
+    let keys = KeyRing::parse(&keys_json()).unwrap();
+    let base = serve_keys(lake, keys, unlimited()).await;
+    let (status, body) = get(&base, Some(MARKETER_KEY), "/v1/sqi/leaderboard?limit=1").await;
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        page["date"],
+        day.to_string(),
+        "the leaderboard's default day is one shard of two"
+    );
+}

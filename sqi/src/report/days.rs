@@ -33,6 +33,8 @@ pub(super) struct LakeDays {
     pub(super) daily: BTreeSet<String>,
     /// Days whose every `daily_urls` file is complete.
     pub(super) daily_urls: BTreeSet<String>,
+    /// Days whose `sqi` files are one run's whole output (every shard's).
+    pub(super) sqi: BTreeSet<String>,
     /// Days with a partition in `aggregates`.
     pub(super) aggregates: BTreeSet<String>,
     /// Days with a partition in `url_counts`.
@@ -146,7 +148,8 @@ pub(super) async fn read(
         newest.push(files.iter().map(|m| m.last_modified).max());
         let month_table = matches!(table, Table::Monthly | Table::MonthlyUrls);
         // Completeness decides which table answers a day of totals; an `sqi`
-        // day is answered by its files, complete or not.
+        // day is answered by its files, complete or not, once every shard
+        // has written its file.
         let totals = matches!(table, Table::Daily | Table::DailyUrls);
         let mut by_partition = Files::new();
         let mut by_day: BTreeMap<String, bool> = BTreeMap::new();
@@ -159,6 +162,8 @@ pub(super) async fn read(
             if totals {
                 let complete = memo.complete(lake, &meta).await;
                 *by_day.entry(partition.clone()).or_insert(true) &= complete;
+            }
+            if !month_table {
                 names
                     .entry(partition.clone())
                     .or_default()
@@ -174,6 +179,13 @@ pub(super) async fn read(
         match table {
             Table::Daily => days.daily = answered,
             Table::DailyUrls => days.daily_urls = answered,
+            Table::Sqi => {
+                days.sqi = names
+                    .into_iter()
+                    .filter(|(_, n)| one_whole_run(n))
+                    .map(|(day, _)| day)
+                    .collect();
+            }
             _ => {}
         }
         let _ = days.files.insert(table, by_partition);

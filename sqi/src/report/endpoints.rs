@@ -1047,8 +1047,13 @@ async fn leaderboard_page(
     Ok((total, rows))
 }
 
-/// The newest day with SQI output.
+/// The newest day with SQI output from every shard, as the last refresh
+/// listed them; the table's own newest partition while the refresh has
+/// seen none (the lake could not be listed).
 async fn newest_sqi_day(state: &ReportState) -> Result<Option<chrono::NaiveDate>> {
+    if let Some(day) = state.guard.lake_days().sqi.last() {
+        return Ok(chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok());
+    }
     let batches = state
         .days
         .sql("SELECT MAX(dt) AS newest FROM sqi")
