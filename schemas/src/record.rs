@@ -23,6 +23,11 @@ pub const SCHEMA_VERSION: u8 = 1;
 /// processor's watermark past every real event.
 pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
 
+/// 2000-01-01T00:00:00Z: no honest event or receive time is older. Ingest
+/// clamps an older event time to the receive time (a client clock reset to
+/// 1970 is common); the processor dead-letters a record with an older time.
+pub const EARLIEST_EVENT_TIME_MS: i64 = 946_684_800_000;
+
 /// The `props` key that keeps a clamped event's original time.
 pub const ORIGINAL_TS_PROP: &str = "_original_ts";
 
@@ -105,8 +110,9 @@ pub struct Enrichment {
 
 /// Builds the Kafka record from a valid event: assigns a UUIDv7 when the client
 /// sent no id, corrects client clock skew from `sent_at`, and clamps event
-/// times more than [`Enrichment::max_future_skew_ms`] ahead to the receive
-/// time, keeping the original in `props`.
+/// times more than [`Enrichment::max_future_skew_ms`] ahead, or before
+/// [`EARLIEST_EVENT_TIME_MS`], to the receive time, keeping the original in
+/// `props`.
 pub fn normalize(event: ValidEvent, enrichment: &Enrichment) -> EventRecord {
     let received_at = enrichment.received_at;
     let sent_at = event.sent_at.or(enrichment.batch_sent_at);
@@ -115,7 +121,8 @@ pub fn normalize(event: ValidEvent, enrichment: &Enrichment) -> EventRecord {
     let skew = sent_at.map_or(0, |sent| received_at - sent);
     let mut props = event.props;
     let mut ts = event.ts.map_or(received_at, |t| t.saturating_add(skew));
-    if ts > received_at.saturating_add(enrichment.max_future_skew_ms.max(0)) {
+    let ahead = ts > received_at.saturating_add(enrichment.max_future_skew_ms.max(0));
+    if ahead || ts < EARLIEST_EVENT_TIME_MS {
         let original = event.ts.unwrap_or(ts);
         let _ = props.insert(ORIGINAL_TS_PROP.to_owned(), original.to_string());
         ts = received_at;
@@ -381,6 +388,23 @@ mod tests {
             (record.ts, record.props.get(ORIGINAL_TS_PROP)),
             (within, None)
         );
+    }
+
+    /// Item 1: `ts` and `sent_at` are each checked to lie in 2000..2100, but
+    /// the skew correction (`ts + received_at - sent_at`) of a client whose
+    /// `sent_at` is decades ahead lands before 2000. Ingest clamps it, rather
+    /// than acknowledging an event the processor dead-letters as absurd.
+    #[test]
+    fn item1_skew_corrected_times_before_2000_are_clamped_and_kept_in_props() {
+        let now = 1_700_000_000_000;
+        let ts: i64 = 978_307_200_000; // 2001-01-01
+        let sent_at: i64 = 3_786_912_000_000; // 2090-01-01
+        let event = validate(&json!({"publisher": "pub-1", "type": "pageview",
+            "url": "https://e.com/", "ts": ts, "sent_at": sent_at}))
+        .unwrap();
+        let record = normalize(event, &enrichment(now, None));
+        assert_eq!(record.ts, now);
+        assert_eq!(record.props.get(ORIGINAL_TS_PROP), Some(&ts.to_string()));
     }
 
     #[test]
