@@ -266,8 +266,9 @@ impl WriterContext {
         if !self.is_current(partition, generation) {
             return abandoned;
         }
-        // Every dead letter of the range must be safe before anything says
-        // the range is done: a crash after the claim resumes past it.
+        // Once the range's files are in the lake a restart resumes past it,
+        // so its dead letters must be safe first; waiting before the claim
+        // keeps a claimed range's only missing piece its files (a redo).
         let letters = std::mem::take(&mut job.dead_letters);
         if !letters.is_empty()
             && !self
