@@ -1162,8 +1162,9 @@ impl Run<'_> {
     }
 }
 
-/// 2000-01-01T00:00:00Z: no event or receive time is older.
-const EARLIEST_MS: i64 = 946_684_800_000;
+/// 2000-01-01T00:00:00Z: no event or receive time is older (the contract's
+/// bound, which ingest clamps to).
+const EARLIEST_MS: i64 = sqi_schemas::record::EARLIEST_EVENT_TIME_MS;
 
 /// Refuses a record whose times no honest writer produces: before 2000, an
 /// event time more than `future_bound` ms after its receive time, or a receive
