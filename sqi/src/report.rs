@@ -71,8 +71,8 @@ pub struct ReportArgs {
     #[arg(long, env = "SQI_ANSWER_CACHE_BYTES", default_value_t = 64 << 20)]
     pub answer_cache_bytes: usize,
     /// The share of the cache (its bytes and its entries), in percent, that
-    /// the answers one key asked for may hold, so that no key's questions
-    /// can flush the others' answers.
+    /// the answers one key asked for keep once the cache is full: beyond it,
+    /// a key's questions recycle its own answers, never flush the others'.
     #[arg(long, env = "SQI_ANSWER_CACHE_KEY_SHARE_PERCENT", default_value_t = 10,
           value_parser = clap::value_parser!(u8).range(1..=100))]
     pub answer_cache_key_share_percent: u8,
