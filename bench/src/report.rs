@@ -40,6 +40,10 @@ pub struct ReportArgs {
     from: String,
     #[arg(long, default_value = "2025-06-30")]
     to: String,
+    /// The reader's IANA timezone: the period is its local days (the
+    /// dashboard sends the browser's zone).
+    #[arg(long, default_value = "UTC")]
+    tz: String,
 }
 
 /// The sampled publishers, ranks spread evenly in log space.
@@ -102,7 +106,10 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.clients)
         .build()?;
     let publishers = sample(args.network, args.sample);
-    let period = format!("period=custom&from={}&to={}&tz=UTC", args.from, args.to);
+    let period = format!(
+        "period=custom&from={}&to={}&tz={}",
+        args.from, args.to, args.tz
+    );
     let mut out = serde_json::Map::new();
     for (name, path) in [
         ("summary", "summary?"),
@@ -128,6 +135,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
             }),
         );
     }
+    let _ = out.insert("tz".into(), json!(args.tz));
     let _ = out.insert("clients".into(), json!(args.clients));
     let _ = out.insert("publishers".into(), json!(publishers.len()));
     let _ = out.insert("requests".into(), json!(args.requests));
