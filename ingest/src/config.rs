@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sqi_schemas::cli::{KafkaArgs, parse_duration};
+use sqi_schemas::cli::{KafkaArgs, parse_bytes, parse_duration};
 use sqi_schemas::event::Limits;
 use sqi_schemas::record::MAX_FUTURE_SKEW_MS;
 
@@ -118,26 +118,6 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// `--max-connections`. Measured with the slowloris test, with headroom.
 pub const CONNECTION_BYTES: u64 = 32 * 1024;
 
-/// Parses a byte size: `536870912`, `512MiB`, `512Mi`, `64KiB`, `1GiB`.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a byte size such as 512MiB"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "Ki" => 1 << 10,
-        "MiB" | "Mi" => 1 << 20,
-        "GiB" | "Gi" => 1 << 30,
-        other => return Err(format!("unknown byte unit `{other}`; use KiB, MiB or GiB")),
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("`{s}` is too large"))
-}
-
 impl IngestConfig {
     /// A configuration for tests and the demo: given brokers and topic, no
     /// rate limit, no allowlist and no drain delay.
@@ -248,10 +228,5 @@ mod tests {
         assert_eq!(config.producer_queue_kbytes(), 128 * 1024);
         assert_eq!(config.body_budget_bytes(), 128 << 20);
         assert_eq!(config.connection_limit(), 4096);
-        assert_eq!(parse_bytes("536870912"), Ok(512 << 20));
-        assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
-        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("5TB").is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sqi_schemas::cli::{KafkaArgs, LakeArgs, parse_duration};
+use sqi_schemas::cli::{KafkaArgs, LakeArgs, parse_bytes, parse_duration};
 
 use crate::error::{Error, Result};
 
@@ -133,41 +133,4 @@ impl ProcessorConfig {
 
 pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Parses a byte count: `1048576`, `512KiB`, `64MiB`, `2GiB`.
-pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a byte count"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_counts_parse_with_binary_units() {
-        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
-        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
-        assert!(parse_bytes("2GB").is_err());
-        assert!(parse_bytes("MiB").is_err());
-        assert!(parse_bytes("99999999999999GiB").is_err());
-    }
 }

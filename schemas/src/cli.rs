@@ -90,9 +90,42 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses a byte size: `536870912`, `64KiB`, `512MiB`, `2GiB`, or Kubernetes'
+/// `512Mi`, so that a pod's memory limit can be passed as it is written.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a byte size such as 512MiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
+        other => return Err(format!("unknown byte unit `{other}`; use KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_binary_and_kubernetes_units() {
+        assert_eq!(parse_bytes("536870912"), Ok(512 << 20));
+        assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("5TB").is_err());
+        assert!(parse_bytes("99999999999999GiB").is_err());
+    }
 
     #[test]
     fn durations_parse_with_units_and_refuse_nonsense() {
