@@ -257,6 +257,16 @@ class Policy:
             grace = processor["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
             self.check(processor, grace > PROCESSOR_WRITER_DEADLINE_S + 10,
                        f"terminationGracePeriodSeconds {grace} must exceed the writers' {PROCESSOR_WRITER_DEADLINE_S}s shutdown deadline with room to commit")
+            # The processor bounds what it buffers from SQI_MEMORY_BUDGET; a
+            # budget above the container's limit bounds nothing before the OOM kill.
+            penv = self.role_env("processor")
+            plimit = processor["spec"]["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {}).get("memory")
+            try:
+                self.check(processor, plimit is not None and "SQI_MEMORY_BUDGET" in penv
+                           and parse_bytes(penv["SQI_MEMORY_BUDGET"]) <= parse_bytes(plimit),
+                           f"SQI_MEMORY_BUDGET ({penv.get('SQI_MEMORY_BUDGET')}) must be set and within the container's memory limit ({plimit})")
+            except ValueError as error:
+                self.fail(processor, str(error))
             services = [s for s in self.m.of("Service") if s["spec"].get("selector", {}).get("app.kubernetes.io/component") == "processor"]
             self.check(processor, not services, "the processor serves nothing and needs no Service")
             for so in scaled:
