@@ -1100,15 +1100,7 @@ impl Run<'_> {
             if buffered.bytes >= bytes {
                 // Memory is what runs out: write what the open ranges hold
                 // now rather than at their rotation deadline.
-                let open: Vec<i32> = self
-                    .partitions
-                    .iter()
-                    .filter(|(_, s)| s.redo.is_none() && s.buffer.is_some())
-                    .map(|(p, _)| *p)
-                    .collect();
-                for partition in open {
-                    self.close_range(partition);
-                }
+                self.close_open_ranges();
             }
         } else if self.paused && buffered.items <= items / 2 && buffered.bytes <= bytes / 2 {
             self.paused = false;
@@ -1121,10 +1113,9 @@ impl Run<'_> {
         }
     }
 
-    /// On shutdown: close every open range, let the writers finish (bounded),
-    /// and commit what they wrote.
-    async fn finish(&mut self) {
-        metrics::counter!(metric::RECORDS).increment(std::mem::take(&mut self.records_read));
+    /// Closes every partition's open range (not one being redone), handing
+    /// it to its writer now.
+    fn close_open_ranges(&mut self) {
         let open: Vec<i32> = self
             .partitions
             .iter()
@@ -1134,6 +1125,13 @@ impl Run<'_> {
         for partition in open {
             self.close_range(partition);
         }
+    }
+
+    /// On shutdown: close every open range, let the writers finish (bounded),
+    /// and commit what they wrote.
+    async fn finish(&mut self) {
+        metrics::counter!(metric::RECORDS).increment(std::mem::take(&mut self.records_read));
+        self.close_open_ranges();
         self.writers.clear();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

@@ -87,15 +87,7 @@ impl IngestChild {
 
     /// Resident set size now, in bytes.
     fn rss_bytes(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb * 1024)
+        sqi_integration_tests::rss_bytes_of(self.child.id())
     }
 
     async fn metrics(&self) -> String {

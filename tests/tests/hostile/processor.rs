@@ -486,15 +486,7 @@ async fn large_events_keep_the_processor_within_its_memory_budget() {
         let (peak, done) = (peak.clone(), done.clone());
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find(|l| l.starts_with("VmRSS:"))
-                            .and_then(|l| l.split_whitespace().nth(1))
-                            .and_then(|kb| kb.parse::<u64>().ok())
-                    })
-                    .map_or(0, |kb| kb * 1024);
+                let rss = sqi_integration_tests::rss_bytes_of(pid);
                 let _ = peak.fetch_max(rss, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
