@@ -125,7 +125,7 @@ fn record(n: u64) -> (String, Vec<u8>) {
 async fn raw_producer(args: &IngestArgs) -> anyhow::Result<f64> {
     // Exactly ingest's producer settings, so the ratio measures ingest's own cost.
     let config = sqi_ingest::IngestConfig::new(&args.brokers, &args.baseline_topic);
-    let producer: FutureProducer = sqi_ingest::producer::producer_config(&config).create()?;
+    let producer: FutureProducer = sqi_ingest::producer::producer_config(&config)?.create()?;
     let sent = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();

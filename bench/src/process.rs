@@ -3,12 +3,12 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
+use sqi_kafka::KafkaArgs;
 use sqi_processor::{Processor, ProcessorConfig};
 use sqi_schemas::cli::LakeArgs;
 use sqi_schemas::lake::{Lake, LakeOptions};
@@ -78,9 +78,9 @@ fn record(n: usize, start_ms: i64) -> String {
 }
 
 async fn fill(args: &ProcessArgs, topic: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .create()?;
+    // The baselines connect as the processor does (sqi-kafka), on loopback.
+    let kafka = KafkaArgs::plaintext(&args.brokers, topic);
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config(|_| {})?.create()?;
     let dlq = format!("{topic}-dlq");
     let topics = [
         NewTopic::new(topic, args.partitions, TopicReplication::Fixed(1)),
@@ -89,11 +89,13 @@ async fn fill(args: &ProcessArgs, topic: &str) -> anyhow::Result<()> {
     for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
         let _ = result;
     }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "20")
+    let producer: FutureProducer = kafka
+        .client_config(|c| {
+            let _ = c
+                .set("enable.idempotence", "true")
+                .set("compression.type", "lz4")
+                .set("linger.ms", "20");
+        })?
         .create()?;
     let start_ms = chrono::Utc::now().timestamp_millis() - 2 * 3_600_000;
     let mut inflight = Vec::new();
@@ -121,11 +123,13 @@ async fn fill(args: &ProcessArgs, topic: &str) -> anyhow::Result<()> {
 /// processor does (`RecordView`): the floor any processor of this JSON pays
 /// before doing anything with it.
 async fn bare_consumer(args: &ProcessArgs, topic: &str, parse: bool) -> anyhow::Result<(f64, f64)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .set("group.id", format!("bench-bare-{}", uuid::Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
+    let consumer: StreamConsumer = KafkaArgs::plaintext(&args.brokers, topic)
+        .client_config(|c| {
+            let _ = c
+                .set("group.id", format!("bench-bare-{}", uuid::Uuid::new_v4()))
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false");
+        })?
         .create()?;
     consumer.subscribe(&[topic])?;
     let (cpu, wall) = (cpu_seconds(), Instant::now());

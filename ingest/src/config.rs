@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use sqi_schemas::cli::{KafkaArgs, parse_bytes, parse_duration};
+use sqi_kafka::KafkaArgs;
+use sqi_schemas::cli::{parse_bytes, parse_duration};
 use sqi_schemas::event::Limits;
 use sqi_schemas::record::MAX_FUTURE_SKEW_MS;
 
@@ -123,11 +124,7 @@ impl IngestConfig {
     /// rate limit, no allowlist and no drain delay.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
         Self {
-            kafka: KafkaArgs {
-                brokers: brokers.into(),
-                topic: topic.into(),
-                extra: Vec::new(),
-            },
+            kafka: KafkaArgs::plaintext(brokers, topic),
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             delivery_timeout: Duration::from_millis(1500),
             max_body_bytes: Limits::default().max_body_bytes,

@@ -12,6 +12,9 @@ pub enum Error {
     /// The Kafka client could not be created from the configuration (user error).
     #[error("kafka configuration: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Kafka connection flags are wrong or a secret is unreadable (user error).
+    #[error(transparent)]
+    Connection(#[from] sqi_kafka::Error),
     /// Binding or serving failed (environment).
     #[error("i/o: {0}")]
     Io(std::io::Error),

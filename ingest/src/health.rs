@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
+use rdkafka::client::OAuthToken;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::statistics::Statistics;
+use sqi_kafka::Connection;
 
 /// How often librdkafka reports statistics; the health deadlines are multiples of it.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -102,20 +105,37 @@ impl Health {
     }
 }
 
-/// The producer's client context: feeds [`Health`] and routes librdkafka logs to `tracing`.
+/// The producer's client context: feeds [`Health`]; logs, connection
+/// failures and MSK IAM tokens are the [`Connection`]'s.
 #[derive(Debug, Clone)]
 pub struct HealthContext {
     /// The state this context updates.
     pub health: Arc<Health>,
+    /// The process's connection to Kafka.
+    pub connection: Connection,
 }
 
 impl ClientContext for HealthContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.connection.log(level, facility, message);
+    }
+
     fn stats(&self, statistics: Statistics) {
         self.health.observe(&statistics);
+        self.connection.observe(&statistics);
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "kafka client error");
+        self.connection.error(&error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.connection.oauth_token()
     }
 }
 

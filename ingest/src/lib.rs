@@ -46,7 +46,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let health = Health::new(config.unready_after, config.stall_after);
-    let producer = producer::EventProducer::new(&config, health.clone())?;
+    let connection = sqi_kafka::Connection::new(&config.kafka)?;
+    connection.ready().await?;
+    let producer = producer::EventProducer::new(&config, health.clone(), connection)?;
     let allowlist = start_allowlist(&config).await?;
     let drain_delay = config.drain_delay;
     let connection_limits = serve::ConnectionLimits {

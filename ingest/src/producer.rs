@@ -17,6 +17,7 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use sqi_kafka::Connection;
 use sqi_schemas::record::EventRecord;
 
 use crate::config::IngestConfig;
@@ -56,36 +57,33 @@ impl std::fmt::Debug for EventProducer {
     }
 }
 
-/// The producer settings ingest's promise depends on; `--kafka-config` may tune
-/// the rest but these come first so that an explicit override is deliberate.
-pub fn producer_config(config: &IngestConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
+/// The producer settings ingest's promise depends on, after the connection's
+/// (brokers, TLS, SASL); `--kafka-config` may override them, deliberately.
+pub fn producer_config(config: &IngestConfig) -> Result<ClientConfig> {
     let timeout_ms = config.delivery_timeout.as_millis().max(10).to_string();
     let queue_kbytes = config.producer_queue_kbytes();
     // A record is a few hundred bytes; the count bound keeps librdkafka's
     // per-message overhead, which the kbytes bound does not count, in check.
     let queue_messages = queue_kbytes.clamp(1000, 200_000);
-    let _ = client
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("batch.size", "1000000")
-        // The queue holds what the broker has not acknowledged yet; it is
-        // sized from the pod's memory limit (it was a fixed 256 MiB of a 512 MiB pod).
-        .set("queue.buffering.max.messages", queue_messages.to_string())
-        .set("queue.buffering.max.kbytes", queue_kbytes.to_string())
-        .set("message.timeout.ms", &timeout_ms)
-        .set("socket.connection.setup.timeout.ms", "1000")
-        .set(
-            "statistics.interval.ms",
-            STATS_INTERVAL.as_millis().to_string(),
-        );
-    for property in &config.kafka.extra {
-        let _ = client.set(&property.key, &property.value);
-    }
-    client
+    let client = config.kafka.client_config(|client| {
+        let _ = client
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("batch.size", "1000000")
+            // The queue holds what the broker has not acknowledged yet; it is
+            // sized from the pod's memory limit (it was a fixed 256 MiB of a 512 MiB pod).
+            .set("queue.buffering.max.messages", queue_messages.to_string())
+            .set("queue.buffering.max.kbytes", queue_kbytes.to_string())
+            .set("message.timeout.ms", &timeout_ms)
+            .set("socket.connection.setup.timeout.ms", "1000")
+            .set(
+                "statistics.interval.ms",
+                STATS_INTERVAL.as_millis().to_string(),
+            );
+    })?;
+    Ok(client)
 }
 
 /// Whether a delivery error leaves the producer's sequence state in doubt.
@@ -98,10 +96,11 @@ fn poisons_the_producer(error: &KafkaError) -> bool {
 }
 
 impl EventProducer {
-    /// Creates the producer; fails only on an invalid configuration.
-    pub fn new(config: &IngestConfig, health: Arc<Health>) -> Result<Self> {
-        let client_config = producer_config(config);
-        let context = HealthContext { health };
+    /// Creates the producer; fails only on an invalid configuration or an
+    /// unreadable secret, never on an unreachable broker.
+    pub fn new(config: &IngestConfig, health: Arc<Health>, connection: Connection) -> Result<Self> {
+        let client_config = producer_config(config)?;
+        let context = HealthContext { health, connection };
         let producer: Inner = client_config
             .create_with_context(context.clone())
             .map_err(Error::Kafka)?;
@@ -214,5 +213,37 @@ impl EventProducer {
     /// Messages waiting in the local queue.
     pub fn queue_depth(&self) -> i32 {
         self.producer().map_or(0, |(_, p)| p.in_flight_count())
+    }
+}
+
+// Test code only: an unwrap here fails the test with its cause, which is the point.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_comes_first_then_ingest_then_kafka_config() {
+        let mut config = IngestConfig::new("b1:9093", "t");
+        config.kafka.security_protocol = sqi_kafka::SecurityProtocol::Ssl;
+        config.kafka.extra = vec!["linger.ms=50".parse().unwrap()];
+        let client = producer_config(&config).unwrap();
+        assert_eq!(client.get("bootstrap.servers"), Some("b1:9093"));
+        assert_eq!(client.get("security.protocol"), Some("ssl"));
+        assert_eq!(client.get("acks"), Some("all"));
+        assert_eq!(client.get("linger.ms"), Some("50"));
+    }
+
+    #[test]
+    fn an_unreadable_password_file_stops_the_producer_with_its_path() {
+        let mut config = IngestConfig::new("b1:9093", "t");
+        config.kafka.security_protocol = sqi_kafka::SecurityProtocol::SaslSsl;
+        config.kafka.sasl_mechanism = Some(sqi_kafka::SaslMechanism::ScramSha512);
+        config.kafka.username = Some("sqi-ingest".into());
+        config.kafka.password_file = Some("/nonexistent/password".into());
+        let error = producer_config(&config).unwrap_err().to_string();
+        assert!(
+            error.starts_with("cannot read the Kafka password from `/nonexistent/password`"),
+            "{error}"
+        );
     }
 }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use sqi_schemas::cli::{KafkaArgs, LakeArgs, parse_bytes, parse_duration};
+use sqi_kafka::KafkaArgs;
+use sqi_schemas::cli::{LakeArgs, parse_bytes, parse_duration};
 
 use crate::error::{Error, Result};
 
@@ -78,11 +79,7 @@ impl ProcessorConfig {
         let topic = topic.into();
         Self {
             dlq_topic: format!("{topic}-dlq"),
-            kafka: KafkaArgs {
-                brokers: brokers.into(),
-                topic,
-                extra: Vec::new(),
-            },
+            kafka: KafkaArgs::plaintext(brokers, topic),
             lake,
             group_id: "sqi-processor".into(),
             max_file_age: Duration::from_secs(1),

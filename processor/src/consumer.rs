@@ -20,12 +20,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use rdkafka::client::OAuthToken;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use sqi_kafka::{Connection, ConnectionFailure};
 use sqi_schemas::lake::Lake;
 use sqi_schemas::record::RecordView;
 use tokio::net::TcpListener;
@@ -129,24 +133,31 @@ struct ProcessorContext {
     topic: String,
     notices: Arc<Mutex<Notices>>,
     offsets: Arc<Mutex<HashMap<i32, Offsets>>>,
+    /// Logs, connection failures and MSK IAM tokens, shared with the
+    /// dead-letter producer.
+    connection: Connection,
 }
 
 impl ClientContext for ProcessorContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as Level;
-        match level {
-            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}");
-            }
-            Level::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            Level::Notice | Level::Info => {
-                tracing::info!(target: "librdkafka", facility, "{message}")
-            }
-            Level::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.connection.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.connection.error(&error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> std::result::Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.connection.oauth_token()
     }
 
     fn stats(&self, statistics: Statistics) {
+        self.connection.observe(&statistics);
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
         };
@@ -318,6 +329,7 @@ pub struct Processor {
     config: ProcessorConfig,
     lake: Lake,
     consumer: StreamConsumer<ProcessorContext>,
+    connection: Connection,
     dead_letters: DeadLetters,
     notices: Arc<Mutex<Notices>>,
     offsets: Arc<Mutex<HashMap<i32, Offsets>>>,
@@ -334,31 +346,28 @@ impl std::fmt::Debug for Processor {
 
 impl Processor {
     /// Joins the consumer group (lazily, on first poll) for `config.kafka.topic`.
+    /// Fails on invalid settings or an unreadable secret, never on an
+    /// unreachable broker.
     pub fn new(config: ProcessorConfig, lake: Lake) -> Result<Self> {
-        let mut base = ClientConfig::new();
-        let _ = base.set("bootstrap.servers", &config.kafka.brokers);
-        for property in &config.kafka.extra {
-            let _ = base.set(&property.key, &property.value);
-        }
+        config.validate()?;
+        let connection = Connection::new(&config.kafka)?;
         let stats_ms =
             (config.idle_timeout / 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
-        let mut consumer_config = base.clone();
-        let _ = consumer_config
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("statistics.interval.ms", stats_ms.as_millis().to_string())
-            // Bounds what librdkafka prefetches while the loop is not reading.
-            .set("queued.max.messages.kbytes", "16384")
-            // With the bound reached librdkafka stops fetching for this long
-            // (default 1 s): the loop drained 16 MiB in far less and then sat
-            // idle, which held a processor to a third of its speed.
-            .set("fetch.queue.backoff.ms", "10");
-        for property in &config.kafka.extra {
-            let _ = consumer_config.set(&property.key, &property.value);
-        }
+        let consumer_config = config.kafka.client_config(|consumer_config| {
+            let _ = consumer_config
+                .set("group.id", &config.group_id)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .set("statistics.interval.ms", stats_ms.as_millis().to_string())
+                // Bounds what librdkafka prefetches while the loop is not reading.
+                .set("queued.max.messages.kbytes", "16384")
+                // With the bound reached librdkafka stops fetching for this long
+                // (default 1 s): the loop drained 16 MiB in far less and then sat
+                // idle, which held a processor to a third of its speed.
+                .set("fetch.queue.backoff.ms", "10");
+        })?;
         let notices = Arc::new(Mutex::new(Notices::default()));
         let offsets = Arc::new(Mutex::new(HashMap::new()));
         let consumer: StreamConsumer<ProcessorContext> =
@@ -366,14 +375,15 @@ impl Processor {
                 topic: config.kafka.topic.clone(),
                 notices: notices.clone(),
                 offsets: offsets.clone(),
+                connection: connection.clone(),
             })?;
-        config.validate()?;
         consumer.subscribe(&[config.kafka.topic.as_str()])?;
-        let dead_letters = DeadLetters::new(&base, &config.dlq_topic)?;
+        let dead_letters = DeadLetters::new(&config.kafka, connection.clone(), &config.dlq_topic)?;
         Ok(Self {
             config,
             lake,
             consumer,
+            connection,
             dead_letters,
             notices,
             offsets,
@@ -396,12 +406,21 @@ impl Processor {
     ) -> Result<Option<i32>> {
         let topic = &self.config.kafka.topic;
         let mut missing = 0;
+        let mut waited = false;
         let mut backoff = Duration::from_millis(500);
         loop {
-            match self
-                .consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(5))
-            {
+            // With MSK IAM the consumer's request for a token waits in its
+            // queue until the consume loop polls it, so asking through the
+            // consumer here would wait forever. The dead-letter producer's
+            // own thread serves its request: ask through it.
+            let metadata = if self.config.kafka.uses_msk_iam() {
+                self.dead_letters
+                    .fetch_metadata(topic, Duration::from_secs(5))
+            } else {
+                self.consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+            };
+            match metadata {
                 Ok(metadata) => {
                     let count = metadata
                         .topics()
@@ -418,9 +437,13 @@ impl Processor {
                         return Err(Error::NoTopic(topic.clone()));
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "no broker answers yet; waiting for one");
+                // Why no broker answers is the connection's one error line;
+                // saying "still waiting" every few seconds would be a flood.
+                Err(error) if !waited => {
+                    waited = true;
+                    tracing::warn!(%error, "no broker answers yet; unready until one does");
                 }
+                Err(error) => tracing::debug!(%error, retry_in = ?backoff, "still no broker"),
             }
             tokio::select! {
                 () = shutdown.as_mut() => return Ok(None),
@@ -449,6 +472,7 @@ impl Processor {
         }
         let shutdown = std::pin::pin!(shutdown);
         let mut shutdown = shutdown;
+        self.connection.ready().await?;
         let Some(partitions) = self.partition_count(&mut shutdown).await? else {
             return Ok(());
         };
@@ -546,6 +570,10 @@ impl Run<'_> {
                     self.apply_notices();
                     match received {
                         Ok(message) => self.on_record(&message),
+                        // Already reported once by the connection.
+                        Err(error) if ConnectionFailure::of(&error).is_some() => {
+                            tracing::debug!(%error, "kafka consume error; continuing");
+                        }
                         Err(error) => tracing::warn!(%error, "kafka consume error; continuing"),
                     }
                 }

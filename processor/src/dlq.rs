@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use sqi_kafka::{Connection, KafkaArgs, KafkaContext};
 
 use crate::consumer::metric;
 use crate::error::{Error, Result};
@@ -57,26 +57,38 @@ impl std::fmt::Debug for PendingLetter {
 /// Publishes refused records; see the module docs for when they are awaited.
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
     topic: String,
     unavailable: Arc<AtomicBool>,
 }
 
 impl DeadLetters {
-    /// Creates the dead-letter producer.
-    pub fn new(base: &ClientConfig, topic: &str) -> Result<Self> {
-        let mut config = base.clone();
-        let _ = config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // A failure reported within a minute is retried (and shown as
-            // unavailability) sooner than librdkafka's default five.
-            .set("message.timeout.ms", "60000");
+    /// Creates the dead-letter producer, on the consumer's connection.
+    pub fn new(kafka: &KafkaArgs, connection: Connection, topic: &str) -> Result<Self> {
+        let config = kafka.client_config(|config| {
+            let _ = config
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                // A failure reported within a minute is retried (and shown as
+                // unavailability) sooner than librdkafka's default five.
+                .set("message.timeout.ms", "60000");
+        })?;
         Ok(Self {
-            producer: config.create().map_err(Error::Kafka)?,
+            producer: config
+                .create_with_context(KafkaContext { connection })
+                .map_err(Error::Kafka)?,
             topic: topic.to_owned(),
             unavailable: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The topic's metadata, asked through this producer's connection.
+    pub(crate) fn fetch_metadata(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata> {
+        self.producer.client().fetch_metadata(Some(topic), timeout)
     }
 
     /// Whether dead letters are failing or waiting too long (readiness).

@@ -7,6 +7,9 @@ pub enum Error {
     /// Kafka client creation, subscription or commit failed (external; retry).
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Kafka connection flags are wrong or a secret is unreadable (user error).
+    #[error(transparent)]
+    Connection(#[from] sqi_kafka::Error),
     /// The configuration contradicts itself (user error).
     #[error("invalid configuration: {0}")]
     Config(String),

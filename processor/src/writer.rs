@@ -523,10 +523,10 @@ mod tests {
             completeness: Arc::new(Completeness::new(lake.clone(), "t", 1)),
             outcomes,
             bytes_written: Arc::default(),
-            dead_letters: DeadLetters::new(
-                rdkafka::ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9"),
-                "t-dlq",
-            )?,
+            dead_letters: {
+                let kafka = sqi_kafka::KafkaArgs::plaintext("127.0.0.1:9", "t");
+                DeadLetters::new(&kafka, sqi_kafka::Connection::new(&kafka)?, "t-dlq")?
+            },
         };
         let (jobs, queue) = mpsc::unbounded_channel();
         assert!(jobs.send(job(0..=4)).is_ok() && jobs.send(job(5..=9)).is_ok());

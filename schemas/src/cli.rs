@@ -1,56 +1,11 @@
 //! The command-line contract shared by every role (`CONTRACTS.md` §4): the
-//! Kafka and lake flags, each with its `SQI_*` environment variable, and the
-//! value parsers they use. Role-specific flags live with their role.
+//! lake flags, each with its `SQI_*` environment variable, and the value
+//! parsers every role uses. The Kafka flags are `sqi_kafka::KafkaArgs`;
+//! role-specific flags live with their role.
 
 use std::time::Duration;
 
 use crate::lake::LakeOptions;
-
-/// A `key=value` librdkafka property given with `--kafka-config`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KafkaProperty {
-    /// The librdkafka property name.
-    pub key: String,
-    /// Its value.
-    pub value: String,
-}
-
-impl std::str::FromStr for KafkaProperty {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => Ok(Self {
-                key: key.trim().to_owned(),
-                value: value.to_owned(),
-            }),
-            _ => Err(format!("expected key=value, got `{s}`")),
-        }
-    }
-}
-
-/// Kafka connection settings shared by the roles that talk to the broker.
-#[derive(Debug, Clone, clap::Args)]
-pub struct KafkaArgs {
-    /// Bootstrap brokers, comma-separated host:port.
-    #[arg(
-        long = "kafka-brokers",
-        env = "SQI_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub brokers: String,
-    /// The events topic.
-    #[arg(long, env = "SQI_TOPIC", default_value = "share-events")]
-    pub topic: String,
-    /// Extra librdkafka properties; repeatable. The environment variable
-    /// takes several separated by `;` (a ConfigMap has one value per key).
-    #[arg(
-        long = "kafka-config",
-        env = "SQI_KAFKA_CONFIG",
-        value_name = "KEY=VALUE",
-        value_delimiter = ';'
-    )]
-    pub extra: Vec<KafkaProperty>,
-}
 
 /// Where the lake is, shared by the roles that read or write it.
 #[derive(Debug, Clone, clap::Args)]
@@ -134,18 +89,5 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 weeks").is_err());
-    }
-
-    #[test]
-    fn kafka_properties_need_a_key() {
-        assert_eq!(
-            "linger.ms=5".parse::<KafkaProperty>(),
-            Ok(KafkaProperty {
-                key: "linger.ms".into(),
-                value: "5".into()
-            })
-        );
-        assert!("=5".parse::<KafkaProperty>().is_err());
-        assert!("nothing".parse::<KafkaProperty>().is_err());
     }
 }

@@ -12,6 +12,12 @@
 //! offsets, delivery): that belongs to the role.
 #![deny(missing_docs)]
 
+mod args;
+mod connection;
+
+pub use args::{KafkaArgs, KafkaProperty, SaslMechanism, Secret, SecurityProtocol, read_secret};
+pub use connection::{Connection, ConnectionFailure, KafkaContext};
+
 /// Errors of the connection settings.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,6 +31,25 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A secret file holds nothing (user error, do not retry).
+    #[error("{what} file `{path}` is empty")]
+    EmptySecret {
+        /// Which secret.
+        what: &'static str,
+        /// The file named by its flag.
+        path: String,
+    },
+    /// `--kafka-ca-file` could not be read (user error, do not retry).
+    #[error("cannot read the Kafka CA file `{path}`: {source}")]
+    CaFile {
+        /// The file named by the flag.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The flags cannot describe a working connection (user error).
+    #[error("invalid Kafka connection settings: {0}")]
+    Invalid(String),
 }
 
 /// The crate's result alias.
