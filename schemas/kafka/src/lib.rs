@@ -14,6 +14,7 @@
 
 mod args;
 mod connection;
+pub mod msk_iam;
 
 pub use args::{KafkaArgs, KafkaProperty, SaslMechanism, Secret, SecurityProtocol, read_secret};
 pub use connection::{Connection, ConnectionFailure, KafkaContext};
@@ -50,6 +51,37 @@ pub enum Error {
     /// The flags cannot describe a working connection (user error).
     #[error("invalid Kafka connection settings: {0}")]
     Invalid(String),
+    /// The MSK IAM region is not an AWS region name (user error, do not retry).
+    #[error(
+        "`{region}` is not an AWS region name (MSK IAM signs for kafka.<region>.amazonaws.com)"
+    )]
+    MskRegion {
+        /// The region as given.
+        region: String,
+    },
+    /// No AWS credentials for MSK IAM from the standard chain (a platform or
+    /// configuration fault; the refresher retries).
+    #[error(
+        "cannot get AWS credentials for MSK IAM (tried AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+         AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, container and instance metadata): {source}"
+    )]
+    MskCredentials {
+        /// The chain's error.
+        source: object_store::Error,
+    },
+    /// The credential chain gave an empty access key id or secret (user error).
+    #[error("the AWS credentials for MSK IAM have an empty access key id or secret access key")]
+    MskEmptyCredentials,
+    /// The MSK IAM token expired and no refresh has succeeded since.
+    #[error(
+        "the MSK IAM token expired at {expired_at_ms} ms (Unix) and was not refreshed: {refresh_error}"
+    )]
+    MskTokenExpired {
+        /// When the last token expired, in Unix milliseconds.
+        expired_at_ms: i64,
+        /// Why the last refresh failed.
+        refresh_error: String,
+    },
 }
 
 /// The crate's result alias.
