@@ -79,9 +79,6 @@ pub struct ChaosConfig {
     /// The processors' `--max-file-age`; `None` for 3 s, which gives a chaos
     /// run's faults many ranges to interrupt.
     pub max_file_age: Option<String>,
-    /// The broker's storage; `None` for SQLite when the broker is restarted
-    /// (it survives restarts) and memory otherwise.
-    pub broker_storage: Option<&'static str>,
     /// Where the children's logs go.
     pub log_dir: PathBuf,
 }
@@ -313,60 +310,6 @@ fn memory_of(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS")?, field("RssAnon")?))
 }
 
-/// Restarts a broker that stopped making progress, as a liveness probe would.
-///
-/// Tansu 0.6 (SQLite storage), the broker these runs use, sometimes panics
-/// inside its storage service after a restart (`more or less than one row` in
-/// its idempotent-producer check, `unreachable!` in a group update) and then
-/// accepts connections but acknowledges nothing. A real Kafka broker does not
-/// do this; a Kubernetes liveness probe would restart it. So: no event
-/// acknowledged for 30 s outside a fault means a broker restart, recorded as
-/// a fault of its own ("watchdog").
-struct Watchdog {
-    quiet_since: Instant,
-    acked: u64,
-    broker_log_copy: PathBuf,
-}
-
-impl Watchdog {
-    fn new(broker_log_copy: PathBuf) -> Self {
-        Self {
-            quiet_since: Instant::now(),
-            acked: 0,
-            broker_log_copy,
-        }
-    }
-
-    async fn check(
-        &mut self,
-        ledger: &Arc<Mutex<Ledger>>,
-        broker: &mut OwnBroker,
-        started: Instant,
-        report: &mut ChaosReport,
-    ) {
-        let acked = ledger.lock().map(|l| l.acked).unwrap_or(0);
-        if acked != self.acked {
-            self.acked = acked;
-            self.quiet_since = Instant::now();
-            return;
-        }
-        if self.quiet_since.elapsed() < Duration::from_secs(30) {
-            return;
-        }
-        let log = broker.log();
-        let panics = log.matches("panicked at").count();
-        let _ = std::fs::write(&self.broker_log_copy, &log);
-        broker.stop();
-        broker.resume().await;
-        let what = format!(
-            "watchdog: nothing acknowledged for 30 s; broker restarted ({panics} panics in its log so far)"
-        );
-        eprintln!("chaos: {:>4}s {what}", started.elapsed().as_secs());
-        report.faults.push((started.elapsed().as_secs(), what));
-        self.quiet_since = Instant::now();
-    }
-}
-
 /// Acknowledged events, per `publisher|channel|event_type`.
 #[derive(Debug, Default)]
 struct Ledger {
@@ -491,19 +434,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     let mut report = ChaosReport::default();
 
-    // SQLite storage survives the broker restarts; without them, memory
-    // storage, because Tansu 0.6's SQLite storage also wedges under heavy
-    // idempotent produce load (see `Watchdog`), which is not what a capacity
-    // measurement is about.
-    let storage =
-        config
-            .broker_storage
-            .unwrap_or(if config.faults.contains(&Fault::RestartBroker) {
-                crate::SQLITE_STORAGE
-            } else {
-                "memory://tansu/"
-            });
-    let mut broker = OwnBroker::start_with_storage(storage).await;
+    let mut broker = OwnBroker::start().await;
     let moto = OwnMoto::start().await;
     let services = Services {
         kafka_brokers: broker.brokers(),
@@ -639,7 +570,6 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
             })
         };
 
-        let mut watchdog = Watchdog::new(config.log_dir.join("broker.log"));
         // Faults, one at a time, and RSS samples.
         let mut next_sample = config.sample_rss_every.map(|_| Duration::ZERO);
         let load_began = Instant::now();
@@ -656,7 +586,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
                     .collect();
                 pids.extend(processors.iter().enumerate().map(|(i, p)| (format!("processor-{i}"), Some(p.pid()))));
                 pids.push(("report".into(), Some(report_api.id())));
-                pids.push(("broker (Tansu)".into(), broker.pid()));
+                pids.push(("broker (Kafka)".into(), broker.pid()));
                 pids.push(("S3 (moto)".into(), Some(moto.pid())));
                 for (name, pid) in pids {
                     let Some(pid) = pid else { continue };
@@ -720,10 +650,8 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
                 };
                 eprintln!("chaos: {t:>4}s {what}");
                 report.faults.push((t, what));
-                watchdog.quiet_since = Instant::now();
                 next_fault = Instant::now() + Duration::from_secs(rng.random_range(5..15));
             }
-            watchdog.check(&ledger, &mut broker, started, &mut report).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         report.load_seconds = load_began.elapsed().as_secs_f64();
@@ -733,7 +661,6 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
             if Instant::now() > drain_deadline {
                 bail!("the generator could not get its last batches acknowledged in 5 min");
             }
-            watchdog.check(&ledger, &mut broker, started, &mut report).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         generator.await?;

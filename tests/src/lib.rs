@@ -1,6 +1,6 @@
 //! Shared helpers for the end-to-end tests in `tests/tests/`.
 //!
-//! The services are real: a Tansu broker and a moto S3 server on loopback,
+//! The services are real: an Apache Kafka broker and a moto S3 server on loopback,
 //! started by `scripts/services` (which `scripts/test` calls), and found through
 //! `SQI_TEST_KAFKA_BROKERS` and `SQI_TEST_S3_ENDPOINT`. Every test makes its own
 //! topics and bucket, so tests never see each other's data.
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 /// Where the real services are.
 #[derive(Debug, Clone)]
 pub struct Services {
-    /// Kafka bootstrap address of the Tansu broker.
+    /// Kafka bootstrap address of the broker's PLAINTEXT listener.
     pub kafka_brokers: String,
     /// moto's S3 endpoint URL.
     pub s3_endpoint: String,
@@ -33,7 +33,7 @@ impl Services {
     pub fn from_env() -> Self {
         let get = |name: &str| {
             std::env::var(name).unwrap_or_else(|_| {
-                panic!("{name} is not set: run the suite with scripts/test, which starts Tansu and moto")
+                panic!("{name} is not set: run the suite with scripts/test, which starts Kafka and moto")
             })
         };
         Self {
@@ -288,44 +288,35 @@ pub fn sqi_binary() -> PathBuf {
     binary
 }
 
-/// Tansu's SQLite storage, in the broker's own directory.
-pub const SQLITE_STORAGE: &str = "sqlite://tansu.db";
-
-/// A Tansu broker of the test's own, with SQLite storage so that it can be
-/// stopped and restarted on the same port without losing data.
+/// An Apache Kafka broker of the test's own (`scripts/kafka run`), with its
+/// data in a directory of its own, so that it can be killed, stopped and
+/// restarted on the same port without losing what it acknowledged.
 #[derive(Debug)]
 pub struct OwnBroker {
-    binary: PathBuf,
+    script: PathBuf,
     port: u16,
-    storage: String,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
 }
 
-impl OwnBroker {
-    /// Starts a fresh broker on a free loopback port, with SQLite storage.
-    pub async fn start() -> Self {
-        Self::start_with_storage(SQLITE_STORAGE).await
-    }
+/// The line Kafka logs once it serves requests (`scripts/kafka` keeps it).
+const BROKER_STARTED: &str = "Kafka Server started";
 
-    /// Starts a fresh broker on a free loopback port with the given storage
-    /// (`memory://tansu/` for one that need not survive a restart).
-    pub async fn start_with_storage(storage: &str) -> Self {
-        let binary = PathBuf::from(
-            std::env::var("SQI_TEST_TANSU_BIN")
-                .expect("SQI_TEST_TANSU_BIN: run the suite with scripts/test"),
+impl OwnBroker {
+    /// Formats and starts a fresh broker on a free loopback port.
+    pub async fn start() -> Self {
+        let script = PathBuf::from(
+            std::env::var("SQI_TEST_KAFKA_SCRIPT")
+                .expect("SQI_TEST_KAFKA_SCRIPT: run the suite with scripts/test"),
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let dir = tempfile::tempdir().expect("temp dir");
-        // Tansu resolves a SQLite path against its working directory.
-        let storage = storage.to_owned();
         let mut broker = Self {
-            binary,
+            script,
             port,
-            storage,
             dir,
             child: None,
         };
@@ -333,7 +324,7 @@ impl OwnBroker {
         broker
     }
 
-    /// The process id, while it runs.
+    /// The process id (the JVM's), while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(std::process::Child::id)
     }
@@ -345,7 +336,7 @@ impl OwnBroker {
 
     /// Where the broker's log goes: beside its data, appended across restarts.
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("tansu.log")
+        self.dir.path().join("kafka.log")
     }
 
     fn log_file(&self) -> std::process::Stdio {
@@ -369,14 +360,14 @@ impl OwnBroker {
         }
     }
 
-    /// Stops the broker with SIGTERM, as a rolling restart would, waiting up
-    /// to 10 s before killing it.
+    /// Stops the broker with SIGTERM, as a rolling restart would: Kafka
+    /// shuts down cleanly. Waits up to 30 s before killing it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
             while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -385,36 +376,35 @@ impl OwnBroker {
         }
     }
 
-    /// Starts it again on the same port and storage, and waits until it accepts connections.
+    /// Starts it again on the same port and data (formatting them on the
+    /// first start), and waits until it serves requests.
     pub async fn resume(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&self.binary)
-            .args([
-                "broker",
-                "--cluster-id",
-                "sqi-own",
-                "--storage-engine",
-                &self.storage,
-            ])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .current_dir(self.dir.path())
-            .env("RUST_LOG", "warn")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(std::process::Stdio::null())
+        let started_before = self.log().matches(BROKER_STARTED).count();
+        let data = self.dir.path().join("broker");
+        let child = Command::new(&self.script)
+            .arg("run")
+            .arg(&data)
+            .arg(self.port.to_string())
+            .stdout(self.log_file())
             .stderr(self.log_file())
             .spawn()
-            .expect("tansu starts");
+            .expect("scripts/kafka starts");
         self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
+        // The first start formats the storage and makes a JVM twice.
+        for _ in 0..1200 {
+            if self.log().matches(BROKER_STARTED).count() > started_before {
                 return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(std::process::Child::try_wait) {
+                panic!("own kafka exited with {status}; its log:\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("own tansu did not listen on {}", self.port);
+        panic!(
+            "own kafka did not start on {} in 120 s; its log:\n{}",
+            self.port,
+            self.log()
+        );
     }
 }
 

@@ -25,7 +25,6 @@ fn config(seconds: u64, faults: bool, inject_double_count: bool) -> ChaosConfig 
             .unwrap_or(42),
         dedup_horizon: None,
         max_file_age: None,
-        broker_storage: None,
         log_dir: chaos::log_dir("chaos-test"),
     }
 }

@@ -1,5 +1,5 @@
 //! Exactly-once under crashes, rebalances and S3 outages (issue 4, checks 1–3,
-//! 7 and 8): `sqi process` runs as child processes against Tansu and moto and
+//! 7 and 8): `sqi process` runs as child processes against Kafka and moto and
 //! is killed, scaled and frozen while a producer sends a known multiset of
 //! events. The lake must end up with every event exactly once, and DuckDB must
 //! open it. `SQI_TEST_KEEP_LOG=PREFIX` keeps each test's processor log as

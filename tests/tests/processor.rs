@@ -1,4 +1,4 @@
-//! The processor against Tansu and moto: bad records reach the dead-letter
+//! The processor against Apache Kafka and moto: bad records reach the dead-letter
 //! topic with their origin while processing goes on, and replaying the same
 //! offsets into an empty lake gives the same rows.
 

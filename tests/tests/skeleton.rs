@@ -1,4 +1,4 @@
-//! The walking skeleton: widget events over HTTP → Tansu → processor → moto S3
+//! The walking skeleton: widget events over HTTP → Kafka → processor → moto S3
 //! → batch (DataFusion) → report API, with exact counts at every stage and the
 //! outputs checked by tools SQI Engine did not write (DuckDB, pyarrow,
 //! confluent-kafka).
@@ -135,7 +135,7 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
     let (bucket, lake) = services.fresh_lake().await;
     let shutdown = Shutdown::default();
 
-    // Ingest, in process, against Tansu.
+    // Ingest, in process, against Kafka.
     let (ingest_listener, ingest_addr) = listener().await;
     let ingest = tokio::spawn(sqi_ingest::run(
         IngestConfig::new(services.kafka_brokers.clone(), topic.clone()),

@@ -17,11 +17,6 @@ const SOAK_DEDUP_HORIZON: &str = "2m";
 /// costs the report DataFusion's per-file state for 8x production's files,
 /// a growth that follows the file count, not the time.
 const SOAK_MAX_FILE_AGE: &str = "25s";
-/// The soak's broker storage. Tansu 0.6's memory storage lists every batch
-/// of a partition on each fetch, so the longer it runs the slower it answers:
-/// produce latency grew from 7 ms (p50) at minute 1 to 95 ms at minute 11,
-/// and everything waiting on it holds more. SQLite fetches by offset range.
-const SOAK_BROKER_STORAGE: &str = sqi_integration_tests::SQLITE_STORAGE;
 /// How often the soak samples each process's memory and CPU. Every 5 s, not
 /// every minute: RSS swings with each 25 s flush, and twelve samples a minute
 /// see the swing's whole shape where one sees a random point of it.
@@ -114,7 +109,6 @@ async fn run(command: Run) -> anyhow::Result<bool> {
                 seed,
                 dedup_horizon: None,
                 max_file_age: None,
-                broker_storage: None,
                 log_dir: chaos::log_dir("chaos"),
             };
             eprintln!("chaos: logs in {}", config.log_dir.display());
@@ -144,7 +138,6 @@ async fn run(command: Run) -> anyhow::Result<bool> {
                         seed: 7,
                         dedup_horizon: Some(SOAK_DEDUP_HORIZON.into()),
                         max_file_age: Some(SOAK_MAX_FILE_AGE.into()),
-                        broker_storage: Some(SOAK_BROKER_STORAGE),
                         log_dir: chaos::log_dir("capacity"),
                     };
                     let measured = chaos::run(&probe).await?;
@@ -166,7 +159,6 @@ async fn run(command: Run) -> anyhow::Result<bool> {
                 seed: 11,
                 dedup_horizon: Some(SOAK_DEDUP_HORIZON.into()),
                 max_file_age: Some(SOAK_MAX_FILE_AGE.into()),
-                broker_storage: Some(SOAK_BROKER_STORAGE),
                 log_dir: chaos::log_dir("soak"),
             };
             eprintln!(
