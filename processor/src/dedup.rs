@@ -161,45 +161,28 @@ mod tests {
 
     /// Item 3: hash flooding. Ids are client-chosen and a canonical UUID is
     /// its own 128-bit key, so with FxHash (`((lo * K) + hi) * K`) anyone can
-    /// compute ids that share one hash: `hi = C - lo * K`. Inserting those
-    /// must cost about what random ids cost (measured here, same run).
+    /// compute ids that share one hash: `hi = C - lo * K`, and every insert
+    /// then walks one probe chain. The table's own hash of those ids must
+    /// spread them as it spreads any ids: no two of 20,000 share a 64-bit
+    /// hash (odds about 1e-11 for a keyed hash; all of them do under FxHash).
+    /// A count, not a timing: a loaded CI machine made the timed version flaky.
     #[test]
-    fn colliding_ids_cost_what_random_ids_cost() {
+    fn colliding_ids_do_not_collide_in_the_table() {
         const K: u64 = 0xf135_7aea_2e62_a9c5;
         let n = 20_000u64;
-        let colliding: Vec<String> = (1..=n)
+        let mut dedup = Dedup::new(HOUR);
+        let hashes: std::collections::HashSet<u64> = (1..=n)
             .map(|lo| {
                 let hi = 0x1234_5678_9abc_def0u64.wrapping_sub(lo.wrapping_mul(K));
-                uuid::Uuid::from_u128((u128::from(hi) << 64) | u128::from(lo))
+                let id = uuid::Uuid::from_u128((u128::from(hi) << 64) | u128::from(lo))
                     .hyphenated()
-                    .to_string()
+                    .to_string();
+                assert!(dedup.first_sighting(&id, 0, 0));
+                dedup.seen.hasher().hash_one(fingerprint(&id))
             })
             .collect();
-        let random: Vec<String> = (0..n)
-            .map(|_| uuid::Uuid::new_v4().hyphenated().to_string())
-            .collect();
-        let cost = |ids: &[String]| {
-            (0..3)
-                .map(|_| {
-                    let mut dedup = Dedup::new(HOUR);
-                    let started = std::time::Instant::now();
-                    for id in ids {
-                        assert!(dedup.first_sighting(id, 0, 0));
-                    }
-                    for id in ids {
-                        assert!(!dedup.first_sighting(id, 0, 0));
-                    }
-                    started.elapsed()
-                })
-                .min()
-                .unwrap_or_default()
-        };
-        let (random_cost, colliding_cost) = (cost(&random), cost(&colliding));
-        let ratio = colliding_cost.as_secs_f64() / random_cost.as_secs_f64().max(1e-9);
-        assert!(
-            ratio < 2.0,
-            "colliding ids took {colliding_cost:?}, random ones {random_cost:?} ({ratio:.1}x)"
-        );
+        assert_eq!(hashes.len() as u64, n, "crafted ids share table hashes");
+        assert_eq!(dedup.len() as u64, n);
     }
 
     #[test]
