@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""The deployment policy: every rule of issue 7's Build list, checked on
-rendered manifests (a `kubectl kustomize` output file).
+"""The deployment policy: every rule of issue 7's Build list, and issue 20's
+Kafka security and egress, checked on rendered manifests (a `kubectl
+kustomize` output file, with the Strimzi cluster the workloads use).
 
-Usage: policy.py RENDERED.yaml [--sqi PATH]
+Usage: policy.py RENDERED.yaml [--sqi PATH] [--msk-iam DIR]
 
 With --sqi, the processor's defaults (consumer group, topic, dead-letter
 topic) are read from `sqi process --help`, so that a ConfigMap that leaves one
-unset is still checked against what the binary will really use.
+unset is still checked against what the binary will really use. --msk-iam
+names the directory of the Kafka roles' MSK IAM policies (a broken fixture's
+own, to show a wrong one fails).
 
 Prints one line per violation and exits 1 if there is any.
 """
 
 import argparse
+import json
+import os
 import re
 import subprocess
 import sys
@@ -21,11 +26,22 @@ import yaml
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 ROLE_ARN = re.compile(r"^arn:aws:iam::\d{12}:role/[\w+=,.@/-]+$")
 SECRETISH = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE_KEY|ACCESS_KEY)", re.I)
+# librdkafka properties whose values are secrets (as sqi-kafka's own list).
+SECRET_PROPERTY = re.compile(r"(password|secret|\.pem$|^ssl\.key)", re.I)
 CRD_GROUPS = ("keda.sh/", "kafka.strimzi.io/", "monitoring.coreos.com/")
 # The processor's own auto.offset.reset (processor/src/consumer.rs).
 PROCESSOR_OFFSET_RESET = "earliest"
 # The processor's writers get this long to finish on SIGTERM (consumer.rs `finish`).
 PROCESSOR_WRITER_DEADLINE_S = 30
+# The roles (`sqi <role>`) that talk to Kafka; the report and the batch read the lake only.
+KAFKA_ROLES = ("ingest", "process")
+# Where the namespace says why its Kafka traffic may be plaintext (dev only).
+PLAINTEXT_ANNOTATION = "sqi-engine.io/kafka-plaintext"
+# KEDA's operator reads the processor's lag from the brokers.
+KEDA_NAMESPACE = "keda"
+KEDA_OPERATOR = {"app": "keda-operator"}
+# Each Kafka role's Amazon MSK IAM policy, named after its ServiceAccount.
+MSK_IAM_POLICIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "iam", "msk")
 
 
 def parse_duration(text):
@@ -66,9 +82,10 @@ class Manifests:
 
 
 class Policy:
-    def __init__(self, manifests, binary_defaults):
+    def __init__(self, manifests, binary_defaults, msk_iam=MSK_IAM_POLICIES):
         self.m = manifests
         self.defaults = binary_defaults
+        self.msk_iam = msk_iam
         self.violations = []
 
     def fail(self, obj, message):
@@ -152,7 +169,7 @@ class Policy:
                 f"{who}: needs an emptyDir mounted at /tmp",
             )
             for var in c.get("env", []):
-                if "value" in var and SECRETISH.search(var["name"]):
+                if "value" in var and looks_secret(var["name"]):
                     self.fail(owner, f"{who}: {var['name']} looks secret and is inlined; use secretKeyRef")
             for source in c.get("envFrom", []):
                 ref = source.get("configMapRef")
@@ -304,6 +321,7 @@ class Policy:
                                f"routes {path['path']} publicly; only the API paths may be public")
         # Reachable from the ingress controller, and otherwise only by Prometheus.
         policies = [n for n in self.m.of("NetworkPolicy") if n["spec"]["podSelector"].get("matchLabels")
+                    and "Ingress" in n["spec"].get("policyTypes", ["Ingress"])
                     and all(labels.get(k) == v for k, v in n["spec"]["podSelector"]["matchLabels"].items())]
         if not self.check(d, len(policies) == 1, f"{component} needs its own NetworkPolicy, has {len(policies)}"):
             return
@@ -337,16 +355,57 @@ class Policy:
         self.check(so, meta.get("allowIdleConsumers", "false") == "false", "idle consumers would exceed the partitions")
         self.check(so, spec.get("minReplicaCount", 0) >= 1, "minReplicaCount must be at least 1: hour markers need a live group")
         self.check(so, "fallback" in spec, "needs a fallback replica count for when the scaler fails")
+        self.check_scaler_auth(so, triggers[0], env)
         topics = [t for t in self.m.of("KafkaTopic") if t["spec"].get("topicName", t["metadata"]["name"]) == topic]
-        if self.check(so, len(topics) == 1, f"no KafkaTopic for {topic!r}"):
+        # Topics are Strimzi's only on a Strimzi cluster; MSK's are made outside (Terraform).
+        if self.on_strimzi(brokers) and self.check(so, len(topics) == 1, f"no KafkaTopic for {topic!r}"):
             partitions = topics[0]["spec"].get("partitions")
             self.check(so, isinstance(partitions, int) and spec.get("maxReplicaCount", 100) <= partitions,
                        f"maxReplicaCount {spec.get('maxReplicaCount', 100)} exceeds the {partitions} partitions of {topic}")
+
+    def check_scaler_auth(self, so, trigger, env):
+        """KEDA reads the lag the way the processor connects: same TLS, same
+        mechanism, the processor's own credentials."""
+        meta = trigger["metadata"]
+        protocol = env.get("SQI_KAFKA_SECURITY_PROTOCOL", "plaintext").lower().replace("-", "_")
+        mechanism = env.get("SQI_KAFKA_SASL_MECHANISM", "").upper()
+        if protocol != "sasl_ssl":
+            self.check(so, meta.get("sasl", "none") == "none" and meta.get("tls", "disable") == "disable",
+                       "the processor connects without SASL/TLS; the scaler must too")
+            return
+        self.check(so, meta.get("tls") == "enable", "the processor connects over TLS; the scaler needs tls: enable")
+        ref = trigger.get("authenticationRef", {}).get("name")
+        auth = self.m.get("TriggerAuthentication", ref) if ref else None
+        if not self.check(so, auth is not None, f"authenticationRef {ref!r} is no TriggerAuthentication in the manifests"):
+            return
+        targets = {t["parameter"]: (t.get("name"), t.get("key")) for t in auth["spec"].get("secretTargetRef", [])}
+        if mechanism == "SCRAM-SHA-512":
+            user = env.get("SQI_KAFKA_USERNAME")
+            _, cluster, _, _ = self.cluster_of(env.get("SQI_KAFKA_BROKERS", ""))
+            self.check(so, meta.get("sasl") == "scram_sha512", "the processor uses SCRAM-SHA-512; the scaler needs sasl: scram_sha512")
+            self.check(auth, targets.get("password") == (user, "password"),
+                       f"password must come from the processor's KafkaUser Secret {user!r}, key `password`")
+            self.check(auth, targets.get("ca") == (f"{cluster}-cluster-ca-cert", "ca.crt"),
+                       f"ca must come from {cluster}-cluster-ca-cert, key `ca.crt`")
+            by_env = [e for e in auth["spec"].get("env", []) if e.get("parameter") == "username"]
+            self.check(auth, by_env and by_env[0].get("name") == "SQI_KAFKA_USERNAME",
+                       "username must be the processor's SQI_KAFKA_USERNAME")
+        elif mechanism == "AWS_MSK_IAM":
+            self.check(so, meta.get("sasl") == "aws_msk_iam", "the processor uses MSK IAM; the scaler needs sasl: aws_msk_iam")
+            self.check(so, meta.get("awsRegion") == env.get("SQI_KAFKA_MSK_REGION"),
+                       f"awsRegion {meta.get('awsRegion')!r} is not the processor's SQI_KAFKA_MSK_REGION")
+            self.check(auth, auth["spec"].get("podIdentity", {}).get("provider") == "aws",
+                       "MSK IAM needs podIdentity provider aws")
+            self.check(auth, not targets, "MSK IAM takes no secrets")
 
     def check_topics(self):
         env = self.role_env("processor")
         topic = env.get("SQI_TOPIC", self.defaults.get("SQI_TOPIC"))
         dlq = env.get("SQI_DLQ_TOPIC", self.defaults.get("SQI_DLQ_TOPIC"))
+        brokers = env.get("SQI_KAFKA_BROKERS", self.defaults.get("SQI_KAFKA_BROKERS", ""))
+        if not self.on_strimzi(brokers):
+            self.check(None, not self.m.of("KafkaTopic"), "KafkaTopics, but SQI_KAFKA_BROKERS names no Strimzi cluster to make them")
+            return
         for name in (topic, dlq):
             found = [t for t in self.m.of("KafkaTopic") if t["spec"].get("topicName", t["metadata"]["name"]) == name]
             if not self.check(None, len(found) == 1, f"no Strimzi KafkaTopic for {name!r}"):
@@ -390,6 +449,242 @@ class Policy:
                 self.check(c, given == [expected], f"an Indexed batch of {n} must pass {' '.join(expected)}, got {args}")
                 self.check(c, job.get("parallelism") == n, "parallelism must equal completions")
 
+    # -- Kafka: who talks to it, how, and the network ------------------------
+
+    def kafka_roles(self):
+        """(owner, pod spec, pod labels, container, env) of every pod that talks to Kafka."""
+        for owner, spec, labels in self.workloads():
+            container = spec["containers"][0]
+            if container.get("args", [None])[0] in KAFKA_ROLES:
+                yield owner, spec, labels, container, self.env_of(container)
+
+    def app_namespace(self):
+        spaces = self.m.of("Namespace")
+        return spaces[0]["metadata"]["name"] if spaces else None
+
+    def mounted_secret(self, spec, container, path):
+        """(Secret name, key) of the Secret file mounted at `path`, or None."""
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for mount in container.get("volumeMounts", []):
+            root = mount["mountPath"].rstrip("/") + "/"
+            if not path.startswith(root):
+                continue
+            secret = volumes.get(mount["name"], {}).get("secret")
+            if secret is None:
+                return None
+            file = path[len(root):]
+            items = secret.get("items")
+            if items is None:
+                return secret.get("secretName"), file
+            for item in items:
+                if item.get("path") == file:
+                    return secret.get("secretName"), item.get("key")
+            return None
+        return None
+
+    def cluster_of(self, brokers):
+        """The Strimzi `Kafka` a bootstrap address names, with its listener
+        port: (Kafka object or None, cluster name, namespace, port)."""
+        host, _, port = brokers.split(",")[0].strip().rpartition(":")
+        match = re.fullmatch(r"([a-z0-9-]+)-kafka-bootstrap\.([a-z0-9-]+)(\.svc.*)?", host)
+        if not match:
+            return None, None, None, int(port) if port.isdigit() else None
+        name, namespace = match.group(1), match.group(2)
+        kafka = next((k for k in self.m.of("Kafka") if k["metadata"]["name"] == name
+                      and k["metadata"].get("namespace") == namespace), None)
+        return kafka, name, namespace, int(port) if port.isdigit() else None
+
+    def on_strimzi(self, brokers):
+        """Whether the brokers are a Strimzi cluster's bootstrap Service."""
+        return self.cluster_of(brokers or "")[1] is not None
+
+    def check_kafka_clients(self):
+        namespace = next(iter(self.m.of("Namespace")), None)
+        plaintext_reason = (namespace or {}).get("metadata", {}).get("annotations", {}).get(PLAINTEXT_ANNOTATION)
+        users_used = set()
+        listeners_checked = set()
+        for owner, spec, labels, container, env in self.kafka_roles():
+            role = container["args"][0]
+            protocol = env.get("SQI_KAFKA_SECURITY_PROTOCOL", "plaintext").lower().replace("-", "_")
+            mechanism = env.get("SQI_KAFKA_SASL_MECHANISM", "").upper()
+            if protocol not in ("ssl", "sasl_ssl"):
+                self.check(owner, plaintext_reason,
+                           f"connects to Kafka over {protocol.upper()}; production Kafka is SASL_SSL "
+                           f"(a dev namespace says why not with the {PLAINTEXT_ANNOTATION} annotation)")
+                continue
+            self.check(owner, protocol == "sasl_ssl", f"{protocol.upper()} without SASL: the brokers cannot tell the roles apart")
+            kafka, cluster, _, _ = self.cluster_of(env.get("SQI_KAFKA_BROKERS", self.defaults.get("SQI_KAFKA_BROKERS", "")))
+            if mechanism == "SCRAM-SHA-512":
+                user = env.get("SQI_KAFKA_USERNAME")
+                users_used.add(user)
+                found = self.m.get("KafkaUser", user) if user else None
+                if self.check(owner, found is not None, f"SQI_KAFKA_USERNAME {user!r} is no KafkaUser in the manifests"):
+                    self.check(found, found["metadata"].get("labels", {}).get("strimzi.io/cluster") == cluster,
+                               f"strimzi.io/cluster must be {cluster!r}, the cluster SQI_KAFKA_BROKERS names")
+                    self.check(found, found["spec"].get("authentication", {}).get("type") == "scram-sha-512",
+                               "authentication must be scram-sha-512")
+                    self.check_acls(found, role, env)
+                password = env.get("SQI_KAFKA_PASSWORD_FILE", "")
+                self.check(owner, self.mounted_secret(spec, container, password) == (user, "password"),
+                           f"SQI_KAFKA_PASSWORD_FILE {password!r} must be key `password` of the KafkaUser's Secret {user!r}, mounted")
+                ca = env.get("SQI_KAFKA_CA_FILE", "")
+                self.check(owner, self.mounted_secret(spec, container, ca) == (f"{cluster}-cluster-ca-cert", "ca.crt"),
+                           f"SQI_KAFKA_CA_FILE {ca!r} must be key `ca.crt` of the Secret {cluster}-cluster-ca-cert, mounted")
+                self.check(owner, "SQI_KAFKA_MSK_REGION" not in env, "SQI_KAFKA_MSK_REGION is only for AWS_MSK_IAM")
+                if self.check(owner, kafka is not None, f"no Strimzi Kafka {cluster!r} in the manifests to check its listener against") \
+                        and cluster not in listeners_checked:
+                    listeners_checked.add(cluster)
+                    self.check_listener(kafka, env)
+            elif mechanism == "AWS_MSK_IAM":
+                self.check(owner, env.get("SQI_KAFKA_MSK_REGION"), "AWS_MSK_IAM needs SQI_KAFKA_MSK_REGION")
+                self.check_msk_policy(owner, spec.get("serviceAccountName"), role, env)
+                for key in ("SQI_KAFKA_USERNAME", "SQI_KAFKA_PASSWORD_FILE"):
+                    self.check(owner, key not in env, f"AWS_MSK_IAM authenticates with the pod's IAM role; {key} must not be set")
+            else:
+                self.fail(owner, f"SQI_KAFKA_SASL_MECHANISM must be SCRAM-SHA-512 (Strimzi) or AWS_MSK_IAM (MSK), not {mechanism!r}")
+        for user in self.m.of("KafkaUser"):
+            self.check(user, user["metadata"]["name"] in users_used, "is no role's Kafka user: it would hold rights nobody needs")
+
+    def check_acls(self, user, role, env):
+        """A role's ACLs are exactly what it does: ingest writes the events
+        topic; the processor reads it with its group and writes dead letters."""
+        topic = env.get("SQI_TOPIC", self.defaults.get("SQI_TOPIC", "share-events"))
+        group = env.get("SQI_GROUP_ID", self.defaults.get("SQI_GROUP_ID", "sqi-processor"))
+        dlq = env.get("SQI_DLQ_TOPIC", self.defaults.get("SQI_DLQ_TOPIC", "share-events-dlq"))
+        wanted = {"ingest": {("topic", topic, "Write")},
+                  "process": {("topic", topic, "Read"), ("group", group, "Read"), ("topic", dlq, "Write")}}[role]
+        authorization = user["spec"].get("authorization", {})
+        if not self.check(user, authorization.get("type") == "simple", "needs simple authorization with ACLs"):
+            return
+        granted = set()
+        for acl in authorization.get("acls", []):
+            resource = acl.get("resource", {})
+            self.check(user, acl.get("type", "allow") == "allow", "deny ACLs are not used; grant less instead")
+            self.check(user, resource.get("patternType", "literal") == "literal" and resource.get("name") != "*",
+                       f"ACL on {resource.get('type')} {resource.get('name')!r} must name one resource literally")
+            for op in acl.get("operations", [acl.get("operation")]):
+                granted.add((resource.get("type"), resource.get("name"), op))
+        self.check(user, not granted - wanted, f"grants more than `sqi {role}` needs: {sorted(map(str, granted - wanted))}")
+        self.check(user, not wanted - granted, f"`sqi {role}` needs {sorted(map(str, wanted - granted))}")
+
+    def check_msk_policy(self, owner, account, role, env):
+        """The role's MSK IAM policy (deploy/iam/msk/<account>.json) grants
+        exactly what the role does on the cluster, as its ACLs would on Strimzi."""
+        topic = env.get("SQI_TOPIC", self.defaults.get("SQI_TOPIC", "share-events"))
+        group = env.get("SQI_GROUP_ID", self.defaults.get("SQI_GROUP_ID", "sqi-processor"))
+        dlq = env.get("SQI_DLQ_TOPIC", self.defaults.get("SQI_DLQ_TOPIC", "share-events-dlq"))
+        # Both roles produce idempotently (ingest's events, the processor's dead letters).
+        cluster = {("cluster", None, "Connect"), ("cluster", None, "WriteDataIdempotently")}
+        wanted = cluster | {
+            "ingest": {("topic", topic, "DescribeTopic"), ("topic", topic, "WriteData")},
+            "process": {("topic", topic, "DescribeTopic"), ("topic", topic, "ReadData"),
+                        ("group", group, "DescribeGroup"), ("group", group, "AlterGroup"),
+                        ("topic", dlq, "DescribeTopic"), ("topic", dlq, "WriteData")},
+        }[role]
+        path = os.path.join(self.msk_iam, f"{account}.json")
+        try:
+            with open(path) as f:
+                document = json.load(f)
+        except (OSError, ValueError) as error:
+            self.fail(owner, f"AWS_MSK_IAM needs the role's MSK policy {path}: {error}")
+            return
+        granted = set()
+        for statement in document.get("Statement", []):
+            if statement.get("Effect") != "Allow":
+                continue
+            actions = statement.get("Action", [])
+            resources = statement.get("Resource", [])
+            for action in [actions] if isinstance(actions, str) else actions:
+                for resource in [resources] if isinstance(resources, str) else resources:
+                    match = re.fullmatch(r"arn:aws:kafka:[^:]+:[^:]+:(cluster|topic|group)/[^/]+/[^/]+(?:/(.+))?", resource)
+                    if not self.check(owner, match and action.startswith("kafka-cluster:") and "*" not in action
+                                      and "*" not in (match.group(2) or ""),
+                                      f"{path}: {action} on {resource} names no single cluster, topic or group"):
+                        continue
+                    granted.add((match.group(1), match.group(2), action.partition(":")[2]))
+        self.check(owner, not granted - wanted, f"{path} grants more than `sqi {role}` needs: {sorted(map(str, granted - wanted))}")
+        self.check(owner, not wanted - granted, f"{path}: `sqi {role}` needs {sorted(map(str, wanted - granted))}")
+
+    def check_listener(self, kafka, env):
+        """The listener the clients use: TLS, SCRAM, and reachable only from our pods."""
+        _, _, _, port = self.cluster_of(env.get("SQI_KAFKA_BROKERS", ""))
+        spec = kafka["spec"]["kafka"]
+        self.check(kafka, spec.get("authorization", {}).get("type") == "simple",
+                   "needs authorization type simple, or the KafkaUsers' ACLs are not enforced")
+        for listener in spec.get("listeners", []):
+            where = f"listener {listener.get('name')}"
+            self.check(kafka, listener.get("tls") is True, f"{where}: every listener must be TLS")
+            self.check(kafka, listener.get("authentication", {}).get("type") == "scram-sha-512",
+                       f"{where}: every listener must authenticate with scram-sha-512")
+            self.check(kafka, listener.get("networkPolicyPeers"), f"{where}: needs networkPolicyPeers, or any pod in the cluster may connect")
+        listeners = [listener for listener in spec.get("listeners", []) if listener.get("port") == port]
+        self.check(kafka, listeners, f"no listener on port {port}, the port SQI_KAFKA_BROKERS names")
+        namespace = self.app_namespace()
+        entity = kafka["spec"].get("entityOperator", {})
+        for operator in ("topicOperator", "userOperator"):
+            self.check(kafka, entity.get(operator, {}).get("watchedNamespace") == namespace,
+                       f"entityOperator.{operator}.watchedNamespace must be {namespace!r}, where the topics and users are")
+        clients = [labels for _, _, labels, _, _ in self.kafka_roles()]
+        for listener in listeners:
+            peers = listener.get("networkPolicyPeers", [])
+            for peer in peers:
+                pod_selector, ns_selector = peer.get("podSelector"), peer.get("namespaceSelector")
+                if not self.check(kafka, pod_selector and ns_selector and "ipBlock" not in peer,
+                                  f"listener {listener['name']}: a peer must name both a namespace and its pods"):
+                    continue
+                ns = ns_selector.get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                ours = ns == namespace and any(selects(pod_selector, labels) for labels in clients)
+                keda = ns == KEDA_NAMESPACE and pod_selector.get("matchLabels") == KEDA_OPERATOR
+                self.check(kafka, ours or keda,
+                           f"listener {listener['name']}: peer {peer} is neither a Kafka role's pods in {namespace!r} nor the KEDA operator")
+            for labels in clients:
+                self.check(kafka, any(p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == namespace
+                                      and selects(p.get("podSelector", {}), labels) for p in peers),
+                           f"listener {listener['name']}: networkPolicyPeers do not admit the {labels.get('app.kubernetes.io/component')} pods")
+
+    def check_egress(self):
+        """Each role reaches DNS, the lake over HTTPS, Kafka if it is a
+        Kafka role, and nothing else."""
+        if not self.check(None, any(n["spec"].get("podSelector") in ({}, None) and "Egress" in n["spec"].get("policyTypes", [])
+                                    and not n["spec"].get("egress") for n in self.m.of("NetworkPolicy")),
+                          "needs a default-deny egress NetworkPolicy for the namespace"):
+            return
+        for owner, spec, labels in self.workloads():
+            container = spec["containers"][0]
+            role = container.get("args", ["?"])[0]
+            env = self.env_of(container)
+            brokers = env.get("SQI_KAFKA_BROKERS", self.defaults.get("SQI_KAFKA_BROKERS", ""))
+            _, cluster, kafka_namespace, _ = self.cluster_of(brokers)
+            ports = {int(b.rpartition(":")[2]) for b in brokers.split(",") if b.rpartition(":")[2].isdigit()}
+            rules = [rule for n in self.m.of("NetworkPolicy") if "Egress" in n["spec"].get("policyTypes", [])
+                     and selects(n["spec"].get("podSelector") or {}, labels) for rule in n["spec"].get("egress", [])]
+            seen = set()
+            for rule in rules:
+                peers, rule_ports = rule.get("to", []), rule.get("ports", [])
+                numbers = {p.get("port") for p in rule_ports}
+                if not self.check(owner, peers and rule_ports, f"egress rule {rule} opens every destination or every port"):
+                    continue
+                if numbers == {53} and all(p.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"} for p in peers):
+                    seen.add("dns")
+                elif numbers == {443} and all("ipBlock" in p for p in peers) and {p.get("protocol", "TCP") for p in rule_ports} == {"TCP"}:
+                    seen.add("https")
+                elif role in KAFKA_ROLES and numbers <= ports and numbers:
+                    for p in peers:
+                        if "ipBlock" in p:
+                            # Amazon MSK: brokers are addresses in the VPC, not pods.
+                            self.check(owner, cluster is None, f"egress to Kafka at {p['ipBlock']} while SQI_KAFKA_BROKERS names the Strimzi cluster {cluster!r}")
+                            continue
+                        ns = p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                        pods = p.get("podSelector", {}).get("matchLabels", {})
+                        self.check(owner, ns == kafka_namespace and pods.get("strimzi.io/cluster") == cluster,
+                                   f"egress on the Kafka port must go to the brokers of {cluster!r} in {kafka_namespace!r}, not {p}")
+                    seen.add("kafka")
+                else:
+                    self.fail(owner, f"egress rule {rule} is none of DNS, HTTPS (the lake) or Kafka{' (on ' + str(sorted(ports)) + ')' if role in KAFKA_ROLES else ''}")
+            wanted = {"dns", "https"} | ({"kafka"} if role in KAFKA_ROLES else set())
+            self.check(owner, seen == wanted or not (wanted - seen),
+                       f"`sqi {role}` cannot reach {', '.join(sorted(wanted - seen))}: no egress rule for it")
+
     # -- the rest ------------------------------------------------------------
 
     def check_namespace_and_secrets(self):
@@ -399,9 +694,16 @@ class Policy:
         for s in self.m.of("Secret"):
             self.fail(s, "Secrets are referenced, never part of the manifests")
         for name, data in self.m.config_maps().items():
-            for key in data:
-                if SECRETISH.search(key):
+            for key, value in data.items():
+                if looks_secret(key):
                     self.fail(None, f"ConfigMap {name}: {key} looks secret")
+                elif key.endswith("_FILE") and not str(value).startswith("/"):
+                    self.fail(None, f"ConfigMap {name}: {key} must be a path to a mounted file, not the secret itself")
+                if key == "SQI_KAFKA_CONFIG":
+                    for prop in str(value).split(";"):
+                        if SECRET_PROPERTY.search(prop.partition("=")[0].strip()):
+                            self.fail(None, f"ConfigMap {name}: SQI_KAFKA_CONFIG sets {prop.partition('=')[0].strip()}, a secret; "
+                                            "mount the Secret and name it with SQI_KAFKA_PASSWORD_FILE")
         deny = [n for n in self.m.of("NetworkPolicy") if n["spec"]["podSelector"] in ({}, None)
                 and "Ingress" in n["spec"].get("policyTypes", []) and not n["spec"].get("ingress")]
         self.check(None, len(deny) == 1, "needs a default-deny ingress NetworkPolicy for the namespace")
@@ -453,12 +755,20 @@ class Policy:
         self.check_topics()
         self.check_cronjobs()
         self.check_namespace_and_secrets()
+        self.check_kafka_clients()
+        self.check_egress()
         self.check_monitoring()
         for o in self.m.objects:
             group = o["apiVersion"].rpartition("/")[0]
             if "." in group and not group.endswith("k8s.io") and not o["apiVersion"].startswith(CRD_GROUPS):
                 self.fail(o, f"{o['apiVersion']} is a custom resource no validator here knows")
         return self.violations
+
+
+def looks_secret(name):
+    """A variable that would hold a secret in the clear. `*_FILE` names a
+    mounted file instead, which is how secrets reach the binary."""
+    return SECRETISH.search(name) is not None and not name.endswith("_FILE")
 
 
 def selects(selector, labels):
@@ -495,11 +805,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rendered")
     parser.add_argument("--sqi", help="the sqi binary, to read the processor's defaults from")
+    parser.add_argument("--msk-iam", default=MSK_IAM_POLICIES, help="the roles' MSK IAM policies (default deploy/iam/msk)")
     args = parser.parse_args()
     with open(args.rendered) as f:
         manifests = Manifests(yaml.safe_load_all(f))
     defaults = binary_defaults(args.sqi) if args.sqi else {}
-    violations = Policy(manifests, defaults).run()
+    violations = Policy(manifests, defaults, args.msk_iam).run()
     for v in violations:
         print(f"POLICY {v}")
     print(f"policy: {len(violations)} violation(s) in {len(manifests.objects)} objects")

@@ -7,7 +7,8 @@
 //!   and `sqi process` started with the rendered ConfigMaps answer the probe
 //!   paths on the named ports, serve the metrics the alerts use, and stop
 //!   within their grace period. Only addresses are replaced: the test's broker,
-//!   bucket, a free port, and the API key file the Secret would mount.
+//!   bucket, a free port, and the files the Secrets would mount (the API
+//!   keys; the Kafka password and CA, for the broker's SASL_SSL listener).
 //! - `deploy/rollout` undoes a release whose Deployments do not roll out.
 //! - The Dockerfile builds one binary onto a distroless runtime it can run on.
 
@@ -206,6 +207,7 @@ fn deploy_validate_passes_the_overlays_and_rejects_every_broken_fixture() {
     for checked in [
         "overlays/dev",
         "overlays/prod",
+        "overlays/prod-msk",
         ".github/workflows/deploy.yml",
     ] {
         assert!(stdout.contains(&format!("ok      {checked}\n")), "{stdout}");
@@ -239,7 +241,7 @@ fn role_reads(name: &str, read: &BTreeSet<String>, datafusion: &BTreeSet<String>
 #[test]
 fn every_variable_the_manifests_set_is_one_the_binary_reads() {
     let datafusion = datafusion_env_names();
-    for overlay in ["overlays/dev", "overlays/prod"] {
+    for overlay in ["overlays/dev", "overlays/prod", "overlays/prod-msk"] {
         let manifests = Manifests(render(overlay));
         // Which roles load each ConfigMap, and which variables each role reads.
         let mut loaders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -398,31 +400,25 @@ fn start_pod(
         })
         .collect();
 
-    // A file the manifest expects from a Secret must be under that Secret's mount.
-    if let Some(path) = env.get("SQI_API_KEYS_FILE").cloned() {
-        let volumes = pod["volumes"].as_array().expect("volumes");
-        let mount = container["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| path.starts_with(m["mountPath"].as_str().unwrap_or("-")))
-            .unwrap_or_else(|| panic!("{component}: nothing is mounted at {path}"));
-        let volume = volumes
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .expect("the mount's volume");
-        let file = path
-            .strip_prefix(mount["mountPath"].as_str().unwrap_or_default())
-            .unwrap_or_default()
-            .trim_start_matches('/');
-        assert!(
-            volume["secret"]["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|item| item["path"] == file),
-            "{component}: the Secret volume does not provide {file}"
-        );
+    // A file the manifest expects from a Secret must be that Secret's key,
+    // mounted where the variable says; here it is a file the test writes (or
+    // the test broker's own, in `overrides`).
+    let declared_env = manifests.environment(&container, &BTreeMap::new());
+    for (variable, wanted) in [
+        ("SQI_API_KEYS_FILE", None),
+        ("SQI_KAFKA_PASSWORD_FILE", Some("password")),
+        ("SQI_KAFKA_CA_FILE", Some("ca.crt")),
+    ] {
+        let Some(path) = declared_env.get(variable) else {
+            continue;
+        };
+        let (_, key) = mounted_secret(pod, &container, path)
+            .unwrap_or_else(|| panic!("{component}: {variable} {path} is no mounted Secret file"));
+        if let Some(wanted) = wanted {
+            assert_eq!(key, wanted, "{component}: {variable} is the wrong key");
+        }
+    }
+    if env.contains_key("SQI_API_KEYS_FILE") {
         let keys = dir.join(format!("{component}-api-keys.json"));
         std::fs::write(
             &keys,
@@ -466,6 +462,33 @@ fn start_pod(
     )
 }
 
+/// The Secret and key a pod mounts at `path`, if a Secret volume does.
+fn mounted_secret(pod: &Value, container: &Value, path: &str) -> Option<(String, String)> {
+    let mount = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|root| path.starts_with(&format!("{}/", root.trim_end_matches('/'))))
+        })?;
+    let root = mount["mountPath"].as_str()?.trim_end_matches('/');
+    let file = path.strip_prefix(root)?.trim_start_matches('/');
+    let secret = &pod["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == mount["name"])?["secret"];
+    let name = secret["secretName"].as_str()?.to_owned();
+    match secret["items"].as_array() {
+        None => Some((name, file.to_owned())),
+        Some(items) => items
+            .iter()
+            .find(|item| item["path"] == file)
+            .and_then(|item| Some((name, item["key"].as_str()?.to_owned()))),
+    }
+}
+
 async fn wait_ok(client: &reqwest::Client, url: &str, within: Duration, pod: &Pod) -> String {
     let deadline = Instant::now() + within;
     loop {
@@ -492,7 +515,8 @@ async fn the_manifests_start_ingest_report_and_processor_and_their_probes_answer
     let (bucket, _lake) = services.fresh_lake().await;
     services.create_topic(&topic, 2).await;
     services.create_topic(&format!("{topic}-dlq"), 1).await;
-    let overrides: BTreeMap<&str, String> = [
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut overrides: BTreeMap<&str, String> = [
         ("SQI_KAFKA_BROKERS", services.kafka_brokers.clone()),
         ("SQI_TOPIC", topic.clone()),
         ("SQI_DLQ_TOPIC", format!("{topic}-dlq")),
@@ -501,7 +525,29 @@ async fn the_manifests_start_ingest_report_and_processor_and_their_probes_answer
     ]
     .into_iter()
     .collect();
-    let dir = tempfile::tempdir().expect("temp dir");
+    // Production connects over SASL_SSL with SCRAM: here to the test broker's
+    // SASL_SSL listener, as its user, trusting its CA. Only the addresses and
+    // the credentials change; the protocol and mechanism are the manifests'.
+    let ingest_env = manifests.environment(
+        &manifests.deployment("ingest")["spec"]["template"]["spec"]["containers"][0],
+        &BTreeMap::new(),
+    );
+    if ingest_env
+        .get("SQI_KAFKA_SECURITY_PROTOCOL")
+        .is_some_and(|p| p.eq_ignore_ascii_case("sasl_ssl"))
+    {
+        let get = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/test"))
+        };
+        let password = dir.path().join("kafka-password");
+        std::fs::write(&password, get("SQI_TEST_KAFKA_PASSWORD")).expect("password file");
+        overrides.extend([
+            ("SQI_KAFKA_BROKERS", get("SQI_TEST_KAFKA_SASL_BROKERS")),
+            ("SQI_KAFKA_USERNAME", get("SQI_TEST_KAFKA_USERNAME")),
+            ("SQI_KAFKA_PASSWORD_FILE", password.display().to_string()),
+            ("SQI_KAFKA_CA_FILE", get("SQI_TEST_KAFKA_CA_FILE")),
+        ]);
+    }
     let client = reqwest::Client::new();
     // The ingest allowlist reads the publisher dimension at start-up, so a
     // deployment imports it first (deploy/README.md).
