@@ -26,8 +26,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::Result;
 use crate::args::KafkaArgs;
-use crate::{Error, Result};
+use crate::msk_iam::MskIamTokens;
 
 /// Why no broker can be used, as far as the client can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -119,10 +120,18 @@ struct Outage {
     reported: Option<ConnectionFailure>,
 }
 
+/// MSK IAM's token source, started by [`Connection::ready`].
+#[derive(Debug)]
+struct Iam {
+    region: String,
+    tokens: tokio::sync::OnceCell<Arc<MskIamTokens>>,
+}
+
 #[derive(Debug)]
 struct Shared {
     brokers: String,
     outage: Mutex<Outage>,
+    iam: Option<Iam>,
 }
 
 /// One process's connection to Kafka, shared by the contexts of all its
@@ -137,23 +146,34 @@ impl Connection {
     /// [`Connection::ready`] awaited before their first poll.
     pub fn new(args: &KafkaArgs) -> Result<Self> {
         args.validate()?;
-        if args.uses_msk_iam() {
-            return Err(Error::Invalid(
-                "--kafka-sasl-mechanism AWS_MSK_IAM is not available in this build yet".to_owned(),
-            ));
-        }
+        let iam = args
+            .msk_region
+            .as_ref()
+            .filter(|_| args.uses_msk_iam())
+            .map(|region| Iam {
+                region: region.clone(),
+                tokens: tokio::sync::OnceCell::new(),
+            });
         Ok(Self {
             shared: Arc::new(Shared {
                 brokers: args.brokers.clone(),
                 outage: Mutex::new(Outage::default()),
+                iam,
             }),
         })
     }
 
     /// Waits until the connection can authenticate: for MSK IAM, until the
-    /// first token is signed; otherwise at once. Await it before a client's
-    /// first poll.
+    /// first token is signed (credentials loaded) and its refresher runs on
+    /// this runtime; otherwise at once. Await it before a client's first
+    /// poll: until then librdkafka's token requests fail and are retried.
     pub async fn ready(&self) -> Result<()> {
+        if let Some(iam) = &self.shared.iam {
+            let _tokens = iam
+                .tokens
+                .get_or_try_init(|| MskIamTokens::start(iam.region.clone()))
+                .await?;
+        }
         Ok(())
     }
 
@@ -236,8 +256,27 @@ impl Connection {
     }
 
     /// For `ClientContext::generate_oauth_token`: the current MSK IAM token.
+    /// Never blocks: the token is signed ahead by a background task, and
+    /// this only copies it.
     pub fn oauth_token(&self) -> Result<OAuthToken, Box<dyn StdError>> {
-        Err("no OAUTHBEARER token: --kafka-sasl-mechanism is not AWS_MSK_IAM".into())
+        let Some(iam) = &self.shared.iam else {
+            return Err("no OAUTHBEARER token: --kafka-sasl-mechanism is not AWS_MSK_IAM".into());
+        };
+        let Some(tokens) = iam.tokens.get() else {
+            return Err("no MSK IAM token yet: Connection::ready was not awaited".into());
+        };
+        match tokens.current() {
+            Ok(token) => Ok(OAuthToken {
+                token: token.token,
+                principal_name: token.principal,
+                lifetime_ms: token.expires_at_ms,
+            }),
+            Err(error) => {
+                // librdkafka retries the refresh; say why once, not per retry.
+                self.report(ConnectionFailure::Authentication, &error.to_string());
+                Err(error.into())
+            }
+        }
     }
 }
 
@@ -352,5 +391,46 @@ mod tests {
         );
         connection.observe(&statistics);
         assert_eq!(reported(), None);
+    }
+
+    #[tokio::test]
+    async fn msk_iam_hands_librdkafka_the_current_token_without_waiting() {
+        let mut args = KafkaArgs::plaintext("b-1.msk.example:9098", "t");
+        args.security_protocol = crate::SecurityProtocol::SaslSsl;
+        args.sasl_mechanism = Some(crate::SaslMechanism::AwsMskIam);
+        args.msk_region = Some("eu-west-1".into());
+        let connection = Connection::new(&args).unwrap();
+        let Err(early) = connection.oauth_token() else {
+            panic!("a token before Connection::ready");
+        };
+        assert!(early.to_string().contains("Connection::ready"), "{early}");
+
+        let credentials: object_store::aws::AwsCredentialProvider = std::sync::Arc::new(
+            object_store::StaticCredentialProvider::new(object_store::aws::AwsCredential {
+                key_id: "AKIDEXAMPLE".into(),
+                secret_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+                token: None,
+            }),
+        );
+        let tokens = MskIamTokens::start_with_credentials("eu-west-1".into(), credentials)
+            .await
+            .unwrap();
+        let iam = connection.shared.iam.as_ref().unwrap();
+        assert!(iam.tokens.set(tokens.clone()).is_ok());
+        let expected = tokens.current().unwrap();
+        let token = connection.oauth_token().unwrap();
+        assert_eq!(token.token, expected.token);
+        assert_eq!(token.principal_name, "AKIDEXAMPLE");
+        assert_eq!(token.lifetime_ms, expected.expires_at_ms);
+        assert!(!format!("{connection:?}").contains(&expected.token));
+    }
+
+    #[test]
+    fn a_client_without_msk_iam_has_no_token_to_give() {
+        let connection = Connection::new(&KafkaArgs::plaintext("127.0.0.1:1", "t")).unwrap();
+        let Err(error) = connection.oauth_token() else {
+            panic!("a token without MSK IAM");
+        };
+        assert!(error.to_string().contains("not AWS_MSK_IAM"), "{error}");
     }
 }
