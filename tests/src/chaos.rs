@@ -778,12 +778,10 @@ fn compare(table: &str, want: &BTreeMap<String, i64>, got: &BTreeMap<String, i64
 /// Reads the record of `event_id` back from Kafka and produces it again,
 /// key and value unchanged, to a different partition.
 async fn inject_double_count(brokers: &str, topic: &str, event_id: &str) -> Result<i32> {
-    use rdkafka::ClientConfig;
     use rdkafka::Message;
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = crate::kafka::client_config(brokers)
         .set("group.id", unique("chaos-inject"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -802,9 +800,7 @@ async fn inject_double_count(brokers: &str, topic: &str, event_id: &str) -> Resu
             );
         }
     };
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let producer: FutureProducer = crate::kafka::client_config(brokers).create()?;
     let other = (partition + 1) % PARTITIONS;
     producer
         .send(

@@ -6,13 +6,13 @@
 //! topics and bucket, so tests never see each other's data.
 
 pub mod chaos;
+pub mod kafka;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use sqi_schemas::lake::{Lake, LakeOptions};
@@ -102,8 +102,7 @@ impl Services {
 
 /// Creates a topic on `brokers` (idempotently).
 pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let admin: AdminClient<DefaultClientContext> = kafka::client_config(brokers)
         .create()
         .expect("admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
@@ -210,8 +209,7 @@ pub async fn read_topic(
 ) -> Vec<ReadRecord> {
     use rdkafka::Message;
     use rdkafka::consumer::{Consumer, StreamConsumer};
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = kafka::client_config(brokers)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -254,8 +252,7 @@ pub async fn read_topic(
 /// How many records a topic holds (sum of high watermarks).
 pub fn topic_count(brokers: &str, topic: &str, partitions: i32) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = kafka::client_config(brokers)
         .set("group.id", unique("watermarks"))
         .create()
         .expect("consumer");
@@ -592,8 +589,7 @@ pub async fn wait_until_written(
     timeout: Duration,
 ) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = kafka::client_config(brokers)
         .set("group.id", unique("watermarks"))
         .create()
         .expect("consumer");
@@ -689,8 +685,7 @@ impl Workload {
     /// Sends everything, `per_second` records a second, acknowledged by the broker.
     pub async fn produce(&self, brokers: &str, topic: &str, per_second: usize) {
         use rdkafka::producer::{FutureProducer, FutureRecord};
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer: FutureProducer = kafka::client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

@@ -16,64 +16,28 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use sqi_integration_tests::kafka::SaslListener;
 use sqi_integration_tests::{free_address, sqi_binary, unique};
-use sqi_kafka::{Connection, KafkaArgs, KafkaContext, SaslMechanism, SecurityProtocol};
+use sqi_kafka::{Connection, KafkaContext};
 
-/// The SASL_SSL listener of the test broker.
-struct SaslListener {
-    brokers: String,
-    ca_file: PathBuf,
-    username: String,
-    password: String,
-}
-
-impl SaslListener {
-    fn from_env() -> Self {
-        let get = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| {
-                panic!("{name} is not set: run the suite with scripts/test, which starts Kafka with a SASL_SSL listener")
-            })
-        };
-        Self {
-            brokers: get("SQI_TEST_KAFKA_SASL_BROKERS"),
-            ca_file: PathBuf::from(get("SQI_TEST_KAFKA_CA_FILE")),
-            username: get("SQI_TEST_KAFKA_USERNAME"),
-            password: get("SQI_TEST_KAFKA_PASSWORD"),
-        }
-    }
-
-    /// The flags' variables for a child that connects with `password` and
-    /// trusts `ca_file`; the password goes through a file, as in a pod.
-    fn env(&self, dir: &Path, password: &str, ca_file: &Path) -> Vec<(String, String)> {
-        let password_file = dir.join(format!("password-{}", unique("p")));
-        std::fs::write(&password_file, format!("{password}\n")).expect("write password file");
-        [
-            ("SQI_KAFKA_BROKERS", self.brokers.clone()),
-            ("SQI_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".to_owned()),
-            ("SQI_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
-            ("SQI_KAFKA_USERNAME", self.username.clone()),
-            (
-                "SQI_KAFKA_PASSWORD_FILE",
-                password_file.display().to_string(),
-            ),
-            ("SQI_KAFKA_CA_FILE", ca_file.display().to_string()),
-        ]
-        .map(|(k, v)| (k.to_owned(), v))
-        .to_vec()
-    }
-
-    /// The test's own clients' settings, as the roles build theirs.
-    fn args(&self, dir: &Path, topic: &str) -> KafkaArgs {
-        let password_file = dir.join("admin-password");
-        std::fs::write(&password_file, &self.password).expect("write password file");
-        let mut args = KafkaArgs::plaintext(&self.brokers, topic);
-        args.security_protocol = SecurityProtocol::SaslSsl;
-        args.sasl_mechanism = Some(SaslMechanism::ScramSha512);
-        args.username = Some(self.username.clone());
-        args.password_file = Some(password_file);
-        args.ca_file = Some(self.ca_file.clone());
-        args
-    }
+/// The variables that make a child connect to `sasl` with `password`,
+/// trusting `ca_file`.
+fn sasl_env(sasl: &SaslListener, password: &str, ca_file: &Path) -> Vec<(String, String)> {
+    let args = sasl.args_with("", password, ca_file.to_path_buf());
+    let password_file = args.password_file.expect("a password file");
+    [
+        ("SQI_KAFKA_BROKERS", sasl.brokers.clone()),
+        ("SQI_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".to_owned()),
+        ("SQI_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
+        ("SQI_KAFKA_USERNAME", sasl.username.clone()),
+        (
+            "SQI_KAFKA_PASSWORD_FILE",
+            password_file.display().to_string(),
+        ),
+        ("SQI_KAFKA_CA_FILE", ca_file.display().to_string()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .to_vec()
 }
 
 /// A CA and nothing it signed: a broker certificate is never trusted by it.
@@ -284,8 +248,7 @@ async fn an_unreachable_broker_is_one_error_line_and_unready() {
 #[tokio::test]
 async fn a_wrong_password_is_one_error_line_and_unready() {
     let sasl = SaslListener::from_env();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let env = sasl.env(dir.path(), "not-the-password", &sasl.ca_file);
+    let env = sasl_env(&sasl, "not-the-password", &sasl.ca_file);
     fails_clearly(env, "authentication", Duration::from_secs(16)).await;
 }
 
@@ -294,7 +257,7 @@ async fn an_untrusted_ca_is_one_error_line_and_unready() {
     let sasl = SaslListener::from_env();
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = untrusted_ca(dir.path());
-    let env = sasl.env(dir.path(), &sasl.password, &ca);
+    let env = sasl_env(&sasl, &sasl.password, &ca);
     fails_clearly(env, "tls", Duration::from_secs(16)).await;
 }
 
@@ -303,7 +266,7 @@ async fn both_roles_connect_over_sasl_ssl_with_the_right_password() {
     let sasl = SaslListener::from_env();
     let dir = tempfile::tempdir().expect("temp dir");
     let topic = unique("secure");
-    let args = sasl.args(dir.path(), &topic);
+    let args = sasl.args_with(&topic, &sasl.password, sasl.ca_file.clone());
     let admin: AdminClient<KafkaContext> = args
         .client_config(|_| {})
         .expect("admin config")
@@ -325,7 +288,7 @@ async fn both_roles_connect_over_sasl_ssl_with_the_right_password() {
         let _ = result.expect("topic created");
     }
 
-    let env = sasl.env(dir.path(), &sasl.password, &sasl.ca_file);
+    let env = sasl_env(&sasl, &sasl.password, &sasl.ca_file);
     let children =
         [Role::Ingest, Role::Process].map(|role| RoleChild::spawn(role, dir.path(), &topic, &env));
     for child in &children {

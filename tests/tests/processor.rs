@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqi_integration_tests::{Services, Shutdown, python_check, unique, wait_for_commits};
@@ -97,10 +96,10 @@ async fn bad_records_reach_the_dead_letter_topic_and_replays_agree() {
     let topic = unique("proc");
     services.create_topic(&topic, 2).await;
     services.create_topic(&format!("{topic}-dlq"), 1).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &services.kafka_brokers)
-        .create()
-        .unwrap();
+    let producer: FutureProducer =
+        sqi_integration_tests::kafka::client_config(&services.kafka_brokers)
+            .create()
+            .unwrap();
     let mut sent = 0u64;
     for n in 0..40u32 {
         send(
@@ -225,10 +224,10 @@ async fn late_events_within_the_lateness_count_in_their_hour_and_later_ones_are_
     let topic = unique("late");
     services.create_topic(&topic, 1).await;
     services.create_topic(&format!("{topic}-dlq"), 1).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &services.kafka_brokers)
-        .create()
-        .unwrap();
+    let producer: FutureProducer =
+        sqi_integration_tests::kafka::client_config(&services.kafka_brokers)
+            .create()
+            .unwrap();
     let hour = 3_600_000i64;
     let base = 1_750_000_000_000i64 / hour * hour;
     // In offset order: now (sets the watermark), 30 minutes late, 3 hours late (beyond the default 2 h).
@@ -283,10 +282,10 @@ async fn an_idle_partition_still_gets_its_files_and_completeness_marker() {
     let topic = unique("idle");
     services.create_topic(&topic, 3).await;
     services.create_topic(&format!("{topic}-dlq"), 1).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &services.kafka_brokers)
-        .create()
-        .unwrap();
+    let producer: FutureProducer =
+        sqi_integration_tests::kafka::client_config(&services.kafka_brokers)
+            .create()
+            .unwrap();
     let hour = 3_600_000i64;
     let now = chrono::Utc::now().timestamp_millis();
     let old_hour = (now - 5 * hour).div_euclid(hour) * hour;

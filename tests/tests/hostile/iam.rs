@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use object_store::{ObjectStoreExt, PutPayload};
-use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use sqi_integration_tests::{
@@ -157,8 +156,7 @@ fn record(n: u32) -> String {
 }
 
 async fn produce(brokers: &str, topic: &str) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: FutureProducer = sqi_integration_tests::kafka::client_config(brokers)
         .set("enable.idempotence", "true")
         .create()
         .expect("producer");

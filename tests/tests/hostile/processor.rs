@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqi_integration_tests::{Services, Shutdown, unique, wait_for_commits};
 use sqi_processor::{Processor, ProcessorConfig, Progress};
@@ -31,8 +30,7 @@ fn record(id: &str, publisher: &str, ts: i64, received_at: i64) -> String {
 
 /// Produces `values` in order to `partition`, every one acknowledged.
 async fn produce(brokers: &str, topic: &str, partition: i32, values: &[String]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: FutureProducer = sqi_integration_tests::kafka::client_config(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -139,8 +137,7 @@ async fn dead_letter_reasons(brokers: &str, topic: &str, expected: usize) -> Vec
     use rdkafka::Message;
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Headers;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = sqi_integration_tests::kafka::client_config(brokers)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
