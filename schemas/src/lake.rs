@@ -41,11 +41,17 @@ pub enum Table {
     Monthly,
     /// A month of `daily_urls` rows, laid out as `monthly`; the batch job.
     MonthlyUrls,
+    /// One day's counts per publisher and UTC hour (channel summed away),
+    /// sorted by publisher, so that local days in any timezone can be cut
+    /// from whole UTC days; the batch job.
+    DailyHours,
+    /// A month of `daily_hours` rows, laid out as `monthly`; the batch job.
+    MonthlyHours,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Events,
         Table::Aggregates,
         Table::UrlCounts,
@@ -55,6 +61,8 @@ impl Table {
         Table::Sqi,
         Table::Monthly,
         Table::MonthlyUrls,
+        Table::DailyHours,
+        Table::MonthlyHours,
     ];
 
     /// The prefix under the lake root, without a trailing slash.
@@ -69,6 +77,8 @@ impl Table {
             Self::Sqi => "sqi",
             Self::Monthly => "monthly",
             Self::MonthlyUrls => "monthly_urls",
+            Self::DailyHours => "daily_hours",
+            Self::MonthlyHours => "monthly_hours",
         }
     }
 
@@ -76,8 +86,8 @@ impl Table {
     pub fn partition_columns(self) -> &'static [&'static str] {
         match self {
             Self::Events | Self::Aggregates | Self::UrlCounts => &["dt", "hour"],
-            Self::Daily | Self::DailyUrls | Self::Sqi => &["dt"],
-            Self::Monthly | Self::MonthlyUrls => &["month"],
+            Self::Daily | Self::DailyUrls | Self::DailyHours | Self::Sqi => &["dt"],
+            Self::Monthly | Self::MonthlyUrls | Self::MonthlyHours => &["month"],
             Self::Publishers => &[],
         }
     }
@@ -91,6 +101,7 @@ impl Table {
             Self::Publishers => PUBLISHERS.clone(),
             Self::Daily | Self::Monthly => DAILY.clone(),
             Self::DailyUrls | Self::MonthlyUrls => DAILY_URLS.clone(),
+            Self::DailyHours | Self::MonthlyHours => DAILY_HOURS.clone(),
             Self::Sqi => SQI.clone(),
         }
     }
@@ -197,6 +208,18 @@ static DAILY_URLS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static DAILY_HOURS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("date", DataType::Date32, false),
+        Field::new("window_start", utc_millis(), false),
+        utf8("publisher", false),
+        utf8("event_type", false),
+        utf8("device", false),
+        int64("events"),
+        Field::new("complete", DataType::Boolean, false),
+    ]))
+});
+
 static SQI: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("date", DataType::Date32, false),
@@ -230,7 +253,7 @@ pub fn day_partition(date: NaiveDate) -> String {
     date.format("dt=%Y-%m-%d").to_string()
 }
 
-/// The `month=YYYY-MM` partition of a date's month (`monthly`, `monthly_urls`).
+/// The `month=YYYY-MM` partition of a date's month (`monthly`, `monthly_urls`, `monthly_hours`).
 pub fn month_partition(date: NaiveDate) -> String {
     date.format("month=%Y-%m").to_string()
 }

@@ -1,5 +1,6 @@
-//! `sqi batch`: the daily rollup (`daily/`) and the SQI (`sqi/`) for a day,
-//! computed with DataFusion from the lake, exactly as `SQI.md` defines it.
+//! `sqi batch`: the daily rollups (`daily/`, `daily_urls/`, `daily_hours/`)
+//! and the SQI (`sqi/`) for a day, computed with DataFusion from the lake,
+//! exactly as `SQI.md` defines it.
 //!
 //! The SQL lives in `sql/` and is published in `docs/sqi-sql.md`. Stage 1 sums
 //! integers in parallel; stage 2 scores single-partitioned over inputs sorted
@@ -42,6 +43,8 @@ pub const SCORE_SQL: &str = include_str!("../sql/sqi_score.sql");
 pub const DAILY_SQL: &str = include_str!("../sql/daily.sql");
 /// The day's totals per URL.
 pub const DAILY_URLS_SQL: &str = include_str!("../sql/daily_urls.sql");
+/// The day's counts per UTC hour, channels summed.
+pub const DAILY_HOURS_SQL: &str = include_str!("../sql/daily_hours.sql");
 
 /// The one file each day's output lives in (an unsharded run).
 pub const DAY_FILE: &str = "part-00000.parquet";
@@ -186,8 +189,8 @@ pub struct BatchArgs {
     /// `part-INDEX-of-COUNT.parquet`; `0/1` is the whole day.
     #[arg(long, env = "SQI_SHARD", default_value = "0/1")]
     pub shard: Shard,
-    /// Skip merging each touched month into `monthly/` and `monthly_urls/`
-    /// (the report then reads those days from `daily/` and `daily_urls/`).
+    /// Skip merging each touched month into `monthly/`, `monthly_urls/` and
+    /// `monthly_hours/` (the report then reads those days from the day tables).
     #[arg(long, env = "SQI_NO_COMPACT")]
     pub no_compact: bool,
 }
@@ -272,6 +275,8 @@ pub struct DayOutcome {
     pub daily_rows: usize,
     /// Rows in `daily_urls/dt=…/`.
     pub daily_url_rows: usize,
+    /// Rows in `daily_hours/dt=…/`.
+    pub daily_hour_rows: usize,
     /// Rows in `sqi/dt=…/`.
     pub sqi_rows: usize,
     /// Publishers with a non-null SQI.
@@ -542,8 +547,8 @@ pub async fn compute_daily_shard(
     compute_day_table(lake, date, shard, Table::Daily).await
 }
 
-/// Computes one shard's rows of a day table (`daily` or `daily_urls`) from
-/// the hourly table it sums.
+/// Computes one shard's rows of a day table (`daily`, `daily_urls` or
+/// `daily_hours`) from the hourly table it sums.
 async fn compute_day_table(
     lake: &Lake,
     date: NaiveDate,
@@ -552,6 +557,7 @@ async fn compute_day_table(
 ) -> Result<RecordBatch> {
     let (source, sql) = match table {
         Table::DailyUrls => (Table::UrlCounts, DAILY_URLS_SQL),
+        Table::DailyHours => (Table::Aggregates, DAILY_HOURS_SQL),
         _ => (Table::Aggregates, DAILY_SQL),
     };
     let ctx = if shard.is_whole() {
@@ -571,7 +577,8 @@ async fn compute_day_table(
 /// The column saying whether the day was complete when computed.
 pub const COMPLETE: &str = "complete";
 
-/// Computes and writes `daily/`, `daily_urls/` and `sqi/` for one day, replacing any earlier run.
+/// Computes and writes `daily/`, `daily_urls/`, `daily_hours/` and `sqi/` for
+/// one day, replacing any earlier run.
 /// A day the processor has not closed is refused unless `gate` allows it.
 /// With a shard other than [`Shard::WHOLE`], only that shard's rows and file.
 pub async fn run_day(
@@ -626,11 +633,20 @@ pub async fn run_day(
             Table::DailyUrls,
             with_complete(&urls, Table::DailyUrls, complete)?,
         );
+        let hours = compute_day_table(lake, date, shard, Table::DailyHours).await?;
+        let hours = encoding(
+            Table::DailyHours,
+            with_complete(&hours, Table::DailyHours, complete)?,
+        );
         let daily = compute_daily_shard(lake, date, shard).await?;
         let daily = encoding(Table::Daily, with_complete(&daily, Table::Daily, complete)?);
-        Ok::<_, Error>((encoded(daily).await?, encoded(urls).await?))
+        Ok::<_, Error>((
+            encoded(daily).await?,
+            encoded(urls).await?,
+            encoded(hours).await?,
+        ))
     };
-    let (daily, daily_urls) = match totals.await {
+    let (daily, daily_urls, daily_hours) = match totals.await {
         Ok(files) => files,
         Err(error) => {
             scoring.abort();
@@ -640,11 +656,13 @@ pub async fn run_day(
     let (sqi, scored) = scoring.await??;
     put_day(lake, Table::Daily, date, shard, &daily).await?;
     put_day(lake, Table::DailyUrls, date, shard, &daily_urls).await?;
+    put_day(lake, Table::DailyHours, date, shard, &daily_hours).await?;
     put_day(lake, Table::Sqi, date, shard, &sqi).await?;
     Ok(DayOutcome {
         date,
         daily_rows: daily.rows,
         daily_url_rows: daily_urls.rows,
+        daily_hour_rows: daily_hours.rows,
         sqi_rows: sqi.rows,
         scored,
         complete,
@@ -807,7 +825,7 @@ pub async fn run(args: &BatchArgs, mut on_day: impl FnMut(&DayOutcome)) -> Resul
         // Once per month touched, after all its days: a backfill of a month
         // merges it once, not once a day.
         for month in crate::compact::months_of(outcomes.iter().map(|o| o.date)) {
-            for table in [Table::Daily, Table::DailyUrls] {
+            for table in [Table::Daily, Table::DailyUrls, Table::DailyHours] {
                 let started = std::time::Instant::now();
                 let done = crate::compact::compact_month(&lake, table, month, args.shard).await?;
                 tracing::info!(
@@ -842,7 +860,13 @@ mod tests {
             date,
         );
         assert_eq!(sql, "2024-03-01 2024-03-28 2024-03-29 2024-02-29");
-        for template in [INPUTS_SQL, SCORE_SQL, DAILY_SQL, DAILY_URLS_SQL] {
+        for template in [
+            INPUTS_SQL,
+            SCORE_SQL,
+            DAILY_SQL,
+            DAILY_URLS_SQL,
+            DAILY_HOURS_SQL,
+        ] {
             assert!(!render(template, date).contains("{{"));
         }
     }

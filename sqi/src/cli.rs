@@ -137,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     date = %day.date,
                     daily_rows = day.daily_rows,
                     daily_url_rows = day.daily_url_rows,
+                    daily_hour_rows = day.daily_hour_rows,
                     sqi_rows = day.sqi_rows,
                     scored = day.scored,
                     complete = day.complete,

@@ -1,5 +1,5 @@
-//! Monthly compaction: `monthly/` and `monthly_urls/`, the day tables laid
-//! out for reading one publisher's month.
+//! Monthly compaction: `monthly/`, `monthly_urls/` and `monthly_hours/`, the
+//! day tables laid out for reading one publisher's month.
 //!
 //! A 30-day report over `daily` opens 30 files, and the fixed cost of a file
 //! (its footer, pruning, a read, a page decoded per column) is most of what a
@@ -82,6 +82,7 @@ pub fn month_table(day_table: Table) -> Option<Table> {
     match day_table {
         Table::Daily => Some(Table::Monthly),
         Table::DailyUrls => Some(Table::MonthlyUrls),
+        Table::DailyHours => Some(Table::MonthlyHours),
         _ => None,
     }
 }
@@ -164,9 +165,9 @@ pub fn first_of_month(date: NaiveDate) -> NaiveDate {
     date.with_day(1).unwrap_or(date)
 }
 
-/// Merges the complete day files of `day_table` (`daily` or `daily_urls`) in
-/// `month`'s month written by `shard` into its month file, replacing any
-/// earlier one; with no complete day, removes it.
+/// Merges the complete day files of `day_table` (`daily`, `daily_urls` or
+/// `daily_hours`) in `month`'s month written by `shard` into its month file,
+/// replacing any earlier one; with no complete day, removes it.
 pub async fn compact_month(
     lake: &Lake,
     day_table: Table,

@@ -42,11 +42,15 @@ Choices the definition leaves open, and what this SQL does:\n\n\
   category counts as missing.\n\n\
 ## Stage 1: inputs\n\n```sql\n{}```\n\n## Stage 2: score\n\n```sql\n{}```\n\n## The day's totals (`daily/`)\n\n```sql\n{}```\n\n\
 ## The day's totals per URL (`daily_urls/`)\n\n\
-`url_counts` is the lake table of that name, partitioned as `aggregates`.\n\n```sql\n{}```\n",
+`url_counts` is the lake table of that name, partitioned as `aggregates`.\n\n```sql\n{}```\n\n\
+## The day's counts by UTC hour (`daily_hours/`)\n\n\
+Whole UTC days at hour resolution, channels summed, so that a day in any\n\
+timezone can be cut from them.\n\n```sql\n{}```\n",
         sqi::batch::INPUTS_SQL,
         sqi::batch::SCORE_SQL,
         sqi::batch::DAILY_SQL,
-        sqi::batch::DAILY_URLS_SQL
+        sqi::batch::DAILY_URLS_SQL,
+        sqi::batch::DAILY_HOURS_SQL
     )
 }
 
