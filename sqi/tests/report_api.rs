@@ -1010,7 +1010,9 @@ async fn day_and_hour_answers(base: &str) {
         19 * 3 + 9_999 + 5 * 3,
         "whole UTC days inside a local period come from daily"
     );
-    // A series by local day cannot split a UTC day's total: it reads hours.
+    // A series by local day cannot split a UTC day's total: with no
+    // `daily_hours` for the day, it reads hours (`tests/local_days.rs` has
+    // the day-hour table).
     let series = json(
         base,
         &format!("/v1/publishers/pub-ny/timeseries?{new_york}&metric=pageviews"),

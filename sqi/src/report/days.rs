@@ -1,8 +1,8 @@
 //! Which days the batch tables answer, as the report plans its queries by.
 //!
-//! A question over whole UTC days reads `daily` (or `daily_urls`) for the days
-//! the batch computed with every row `complete`, and the hourly tables for the
-//! rest. Asking the lake that on every request cost a scan of each day's
+//! A question over whole UTC days reads `daily` (or `daily_urls`, or
+//! `daily_hours` for rows by hour) for the days the batch computed with every
+//! row `complete`, and the hourly tables for the rest. Asking the lake that on every request cost a scan of each day's
 //! `complete` column; instead the guard's refresher lists the batch tables
 //! with the lake's state and reads the footer of each new file once: the
 //! batch writes `complete` as one value per file, so its statistics say it.
@@ -33,6 +33,8 @@ pub(super) struct LakeDays {
     pub(super) daily: BTreeSet<String>,
     /// Days whose every `daily_urls` file is complete.
     pub(super) daily_urls: BTreeSet<String>,
+    /// Days whose every `daily_hours` file is complete.
+    pub(super) daily_hours: BTreeSet<String>,
     /// Days whose `sqi` files are one run's whole output (every shard's).
     pub(super) sqi: BTreeSet<String>,
     /// Days with a partition in `aggregates`.
@@ -41,11 +43,11 @@ pub(super) struct LakeDays {
     pub(super) url_counts: BTreeSet<String>,
     /// The UTC day of the refresh.
     pub(super) today: Option<chrono::NaiveDate>,
-    /// The files of `daily`, `daily_urls` and `sqi` by day, and of `monthly`
-    /// and `monthly_urls` by month, as listed.
+    /// The files of `daily`, `daily_urls`, `daily_hours` and `sqi` by day, and
+    /// of their month tables by month, as listed.
     pub(super) files: HashMap<Table, Files>,
-    /// The complete days of `daily` (`daily_urls`) whose current files are
-    /// exactly the sources of their month's `monthly` (`monthly_urls`) files.
+    /// The complete days of each day table whose current files are exactly
+    /// the sources of their month's files (`monthly` for `daily`, ...).
     pub(super) merged: HashMap<Table, BTreeSet<String>>,
 }
 
@@ -62,10 +64,11 @@ pub(super) struct DayFiles {
 }
 
 impl LakeDays {
-    /// The complete days of `table` (`daily` or `daily_urls`).
+    /// The complete days of `table` (`daily`, `daily_urls` or `daily_hours`).
     pub(super) fn complete(&self, table: Table) -> &BTreeSet<String> {
         match table {
             Table::DailyUrls => &self.daily_urls,
+            Table::DailyHours => &self.daily_hours,
             _ => &self.daily,
         }
     }
@@ -126,12 +129,14 @@ pub(super) struct FooterMemo {
 }
 
 /// The batch tables the report reads, listed by every refresh.
-const BATCH_TABLES: [Table; 5] = [
+const BATCH_TABLES: [Table; 7] = [
     Table::Daily,
     Table::DailyUrls,
     Table::Sqi,
     Table::Monthly,
     Table::MonthlyUrls,
+    Table::DailyHours,
+    Table::MonthlyHours,
 ];
 
 /// Lists the batch tables: the newest write of each (for the lake's state)
@@ -146,11 +151,14 @@ pub(super) async fn read(
     for table in BATCH_TABLES {
         let files = compact::list_parquet(lake, table.prefix()).await?;
         newest.push(files.iter().map(|m| m.last_modified).max());
-        let month_table = matches!(table, Table::Monthly | Table::MonthlyUrls);
+        let month_table = matches!(
+            table,
+            Table::Monthly | Table::MonthlyUrls | Table::MonthlyHours
+        );
         // Completeness decides which table answers a day of totals; an `sqi`
         // day is answered by its files, complete or not, once every shard
         // has written its file.
-        let totals = matches!(table, Table::Daily | Table::DailyUrls);
+        let totals = matches!(table, Table::Daily | Table::DailyUrls | Table::DailyHours);
         let mut by_partition = Files::new();
         let mut by_day: BTreeMap<String, bool> = BTreeMap::new();
         let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -179,6 +187,7 @@ pub(super) async fn read(
         match table {
             Table::Daily => days.daily = answered,
             Table::DailyUrls => days.daily_urls = answered,
+            Table::DailyHours => days.daily_hours = answered,
             Table::Sqi => {
                 days.sqi = names
                     .into_iter()
@@ -190,7 +199,7 @@ pub(super) async fn read(
         }
         let _ = days.files.insert(table, by_partition);
     }
-    for table in [Table::Daily, Table::DailyUrls] {
+    for table in [Table::Daily, Table::DailyUrls, Table::DailyHours] {
         let merged = merged_days(lake, memo, &days, table).await;
         let _ = days.merged.insert(table, merged);
     }
@@ -398,7 +407,7 @@ mod tests {
             .unwrap();
         let mut memo = FooterMemo::default();
         let (newest, days) = read(&lake, &mut memo).await.unwrap();
-        assert_eq!(newest.len(), 5);
+        assert_eq!(newest.len(), BATCH_TABLES.len());
         assert!(newest[1].is_some() && newest[0].is_none());
         assert_eq!(days.daily_urls, BTreeSet::from(["2025-06-01".to_owned()]));
         assert!(days.daily.is_empty() && days.files[&Table::Sqi].is_empty());

@@ -190,31 +190,55 @@ enum Grouping {
     /// Totals over the whole window (summary, channels, URLs): any whole UTC
     /// day inside the window can come from a day table.
     Window,
-    /// By local day (the day series): a UTC day's total cannot be split
-    /// across two local days, so day tables answer only UTC windows.
+    /// By local day (the day series). In UTC a day table's day is a bucket;
+    /// elsewhere a UTC day's total cannot be split across two local days, so
+    /// its hours come from `daily_hours` and are bucketed like hourly rows.
     LocalDay,
+    /// By UTC hour (the hour series): hours from `daily_hours`.
+    Hour,
 }
 
-/// The UTC days inside `window` that `day_table` (`daily` or `daily_urls`)
-/// answers: those the batch has written with every row `complete`, as the
-/// last refresh of the lake saw them. A day computed early, with
-/// `--allow-incomplete`, is read from the hourly table instead, which may
-/// have grown since. A day table is one file a day where the hourly table is
-/// 24 or more, so a period of local days in any timezone reads its whole UTC
-/// days from it and only the hours at either end from the hourly table.
+/// The day table that answers a question's complete UTC days, and the
+/// inclusive range of UTC days it may answer.
+fn day_table_range(
+    hourly_table: Table,
+    window: &Window,
+    grouping: Grouping,
+) -> (Table, Option<(chrono::NaiveDate, chrono::NaiveDate)>) {
+    let whole_days = || {
+        if window.is_utc_days() {
+            Some((window.from, window.to))
+        } else {
+            window.whole_utc_days()
+        }
+    };
+    match (hourly_table, grouping) {
+        (Table::UrlCounts, _) => (Table::DailyUrls, whole_days()),
+        (_, Grouping::Window) => (Table::Daily, whole_days()),
+        (_, Grouping::LocalDay) if window.is_utc_days() => {
+            (Table::Daily, Some((window.from, window.to)))
+        }
+        // Rows by hour: every UTC day the window touches, the hours outside
+        // it filtered out by `window_start`.
+        (_, Grouping::LocalDay | Grouping::Hour) => (Table::DailyHours, Some(window.partitions())),
+    }
+}
+
+/// The UTC days inside `window` that `day_table` (`daily`, `daily_urls` or
+/// `daily_hours`) answers: those the batch has written with every row
+/// `complete`, as the last refresh of the lake saw them. A day computed
+/// early, with `--allow-incomplete`, is read from the hourly table instead,
+/// which may have grown since. A day table is one file a day where the
+/// hourly table is 24 or more, so a period of local days in any timezone
+/// reads its whole UTC days from it and only the hours at either end (none,
+/// for `daily_hours`) from the hourly table.
 fn day_table_days(
     lake_days: &LakeDays,
     day_table: Table,
-    window: &Window,
-    grouping: Grouping,
+    range: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
 ) -> Vec<String> {
-    let (from, to) = match (window.is_utc_days(), grouping) {
-        (true, _) => (window.from, window.to),
-        (false, Grouping::LocalDay) => return Vec::new(),
-        (false, Grouping::Window) => match window.whole_utc_days() {
-            Some(days) => days,
-            None => return Vec::new(),
-        },
+    let Some((from, to)) = range else {
+        return Vec::new();
     };
     let (from, to) = (from.to_string(), to.to_string());
     lake_days
@@ -224,10 +248,44 @@ fn day_table_days(
         .collect()
 }
 
+/// The complete UTC days at either end of a local period that
+/// `daily_hours` can answer for a question over the whole window, so that
+/// only hours not yet in a complete day are read from `aggregates`: none in
+/// UTC (its days are whole), and none when a key or filter needs a column
+/// `daily_hours` sums away (`channel`).
+fn end_days(
+    lake_days: &LakeDays,
+    hourly_table: Table,
+    window: &Window,
+    grouping: Grouping,
+    keys: &[&str],
+    whole_days: &[String],
+) -> Vec<String> {
+    let hours_schema = Table::DailyHours.schema();
+    if hourly_table != Table::Aggregates
+        || grouping != Grouping::Window
+        || window.is_utc_days()
+        || keys.iter().any(|k| hours_schema.index_of(k).is_err())
+    {
+        return Vec::new();
+    }
+    let (first, last) = window.partitions();
+    let mut days: Vec<String> = [first, last]
+        .iter()
+        .map(|d| d.to_string())
+        .filter(|d| !whole_days.contains(d) && lake_days.complete(Table::DailyHours).contains(d))
+        .collect();
+    days.dedup();
+    days
+}
+
 /// A publisher's rows of `hourly_table` in `window`, summed by `keys`: from
-/// its day table (`daily` for `aggregates`, `daily_urls` for `url_counts`)
-/// for the complete UTC days, from the hourly table for the rest. In the day
-/// table's batches the hour key `window_start` becomes the day, `date`.
+/// its day table (`daily` for `aggregates`, `daily_urls` for `url_counts`, or
+/// `daily_hours` for rows by hour) for the complete UTC days, from the
+/// hourly table for the rest. In `daily` and `daily_urls` batches (the
+/// second list) the hour key `window_start` becomes the day, `date`;
+/// `daily_hours` rows keep their hour and join the first list. `filters`
+/// name only columns every table read has (not `channel` for rows by hour).
 async fn sum_split(
     state: &ReportState,
     hourly_table: Table,
@@ -237,25 +295,29 @@ async fn sum_split(
     filters: Vec<Expr>,
     keys: &[&str],
 ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-    let day_table = match hourly_table {
-        Table::UrlCounts => Table::DailyUrls,
-        _ => Table::Daily,
-    };
+    let (day_table, range) = day_table_range(hourly_table, window, grouping);
     // One refresh's view for the whole question: the days it calls complete
     // are the days whose files it listed.
     let lake_days = state.guard.lake_days();
-    let days = day_table_days(&lake_days, day_table, window, grouping);
+    let days = day_table_days(&lake_days, day_table, range);
+    let end_days = end_days(&lake_days, hourly_table, window, grouping, keys, &days);
     let mut hourly_filters = filters.clone();
-    if !days.is_empty() {
-        hourly_filters
-            .push(col("dt").in_list(days.iter().map(|d| lit(d.as_str())).collect(), true));
+    let read_elsewhere: Vec<Expr> = days
+        .iter()
+        .chain(&end_days)
+        .map(|d| lit(d.as_str()))
+        .collect();
+    if !read_elsewhere.is_empty() {
+        hourly_filters.push(col("dt").in_list(read_elsewhere, true));
     }
     let (first, last) = window.partitions();
-    let hourly_needed = first
-        .iter_days()
-        .take_while(|day| *day <= last)
-        .any(|day| !days.contains(&day.to_string()) && lake_days.may_have_hours(hourly_table, day));
-    let hourly = if !hourly_needed {
+    let hourly_needed = first.iter_days().take_while(|day| *day <= last).any(|day| {
+        let day_text = day.to_string();
+        !days.contains(&day_text)
+            && !end_days.contains(&day_text)
+            && lake_days.may_have_hours(hourly_table, day)
+    });
+    let mut hourly = if !hourly_needed {
         Vec::new()
     } else {
         sum_by(
@@ -268,20 +330,69 @@ async fn sum_split(
         )
         .await?
     };
-    if days.is_empty() {
-        return Ok((hourly, Vec::new()));
+    let question = Question {
+        publisher,
+        window,
+        filters: &filters,
+        keys,
+    };
+    let mut daily = read_days(state, &lake_days, day_table, &days, &question).await?;
+    if day_table == Table::DailyHours {
+        hourly.append(&mut daily);
     }
-    let files = lake_days.day_files(day_table, &days);
+    daily.extend(read_days(state, &lake_days, Table::DailyHours, &end_days, &question).await?);
+    Ok((hourly, daily))
+}
+
+/// What [`sum_split`] was asked: whose rows, when, which, summed by what.
+struct Question<'a> {
+    publisher: &'a str,
+    window: &'a Window,
+    filters: &'a [Expr],
+    keys: &'a [&'a str],
+}
+
+/// The question's rows of day table `day_table` on `days` (complete days of
+/// it), from its month files where they hold the day, with its keys and
+/// `events`; `daily_hours` rows are cut to the window's hours, and the hour
+/// key `window_start` is the day, `date`, in the other day tables.
+async fn read_days(
+    state: &ReportState,
+    lake_days: &LakeDays,
+    day_table: Table,
+    days: &[String],
+    question: &Question<'_>,
+) -> Result<Vec<RecordBatch>> {
+    if days.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Question {
+        publisher,
+        window,
+        filters,
+        keys,
+    } = *question;
+    let files = lake_days.day_files(day_table, days);
     let mut predicate = col("publisher").eq(lit(publisher));
+    let by_hour = day_table == Table::DailyHours;
+    if by_hour {
+        let start = window.hours().first().copied().unwrap_or(0);
+        predicate = predicate
+            .and(col("window_start").gt_eq(timestamp(start)))
+            .and(col("window_start").lt(timestamp(window.end.timestamp_millis())));
+    }
     for filter in filters {
-        predicate = predicate.and(filter);
+        predicate = predicate.and(filter.clone());
     }
     let mut columns: Vec<&str> = keys
         .iter()
-        .map(|k| if *k == "window_start" { "date" } else { *k })
+        .map(|k| match *k {
+            "window_start" if !by_hour => "date",
+            other => other,
+        })
         .collect();
     columns.push("events");
-    let mut daily = Vec::new();
+    let mut rows = Vec::new();
     if !files.merged_days.is_empty() {
         let dates = files
             .merged_days
@@ -289,7 +400,7 @@ async fn sum_split(
             .map(|d| lit(ScalarValue::Date32(Some(Date32Type::from_naive_date(*d)))))
             .collect();
         let month_table = crate::compact::month_table(day_table).unwrap_or(day_table);
-        daily.extend(
+        rows.extend(
             state
                 .scanner
                 .rows(
@@ -301,13 +412,13 @@ async fn sum_split(
                 .await?,
         );
     }
-    daily.extend(
+    rows.extend(
         state
             .scanner
             .rows(day_table, &files.days, predicate, &columns)
             .await?,
     );
-    Ok((hourly, daily))
+    Ok(rows)
 }
 
 /// Column `name` of `batch` as text (views and dictionaries included).
@@ -532,8 +643,8 @@ fn event_type_of(
     }
 }
 
-/// The longest period `interval=hour` answers, in days: every hour is read
-/// from the hourly tables.
+/// The longest period `interval=hour` answers, in days: its answer has a row
+/// per hour.
 pub(super) const MAX_HOURLY_DAYS: u64 = 31;
 
 /// `GET /v1/publishers/{publisher}/timeseries`: zero-filled buckets of one
@@ -583,29 +694,20 @@ pub(super) async fn timeseries(
     }
     let mut filters = not_bots(include_bots);
     filters.push(col("event_type").eq(lit(event_type)));
-    let (batches, daily) = if hourly {
-        let batches = sum_by(
-            &state.hourly,
-            Table::Aggregates,
-            &publisher,
-            &window,
-            filters,
-            &["window_start"],
-        )
-        .await?;
-        (batches, Vec::new())
-    } else {
-        sum_split(
-            &state,
-            Table::Aggregates,
-            &publisher,
-            &window,
-            Grouping::LocalDay,
-            filters,
-            &["window_start"],
-        )
-        .await?
-    };
+    let (batches, daily) = sum_split(
+        &state,
+        Table::Aggregates,
+        &publisher,
+        &window,
+        if hourly {
+            Grouping::Hour
+        } else {
+            Grouping::LocalDay
+        },
+        filters,
+        &["window_start"],
+    )
+    .await?;
     let mut by_date: BTreeMap<String, i64> = BTreeMap::new();
     for batch in &daily {
         for (date, events) in texts(batch, "date")?
