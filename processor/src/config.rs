@@ -19,6 +19,11 @@ pub struct ProcessorConfig {
     /// The consumer group; every processor replica uses the same one.
     #[arg(long, env = "SQI_GROUP_ID", default_value = "sqi-processor")]
     pub group_id: String,
+    /// The consumer group protocol: `classic` (cooperative-sticky assignment,
+    /// session timeout set by the client) or `consumer` (KIP-848, GA in Kafka
+    /// 4: the broker assigns partitions and owns the session timeout).
+    #[arg(long, env = "SQI_GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Classic)]
+    pub group_protocol: GroupProtocol,
     /// Where malformed and too-late records go, with their origin and the reason.
     #[arg(long, env = "SQI_DLQ_TOPIC", default_value = "share-events-dlq")]
     pub dlq_topic: String,
@@ -73,6 +78,15 @@ pub struct ProcessorConfig {
     pub listen: std::net::SocketAddr,
 }
 
+/// How the processor's consumer group assigns partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupProtocol {
+    /// The classic rebalance protocol, with cooperative-sticky assignment.
+    Classic,
+    /// KIP-848's consumer protocol (`group.protocol=consumer`).
+    Consumer,
+}
+
 impl ProcessorConfig {
     /// A configuration for tests and the demo: quick rotation and idling.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>, lake: LakeArgs) -> Self {
@@ -82,6 +96,7 @@ impl ProcessorConfig {
             kafka: KafkaArgs::plaintext(brokers, topic),
             lake,
             group_id: "sqi-processor".into(),
+            group_protocol: GroupProtocol::Classic,
             max_file_age: Duration::from_secs(1),
             target_file_bytes: 128 * 1024 * 1024,
             idle_timeout: Duration::from_secs(2),

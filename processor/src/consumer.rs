@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::completeness::{Completeness, closed_before};
-use crate::config::{ProcessorConfig, millis};
+use crate::config::{GroupProtocol, ProcessorConfig, millis};
 use crate::dedup::Dedup;
 use crate::dlq::{DeadLetters, PendingLetter};
 use crate::error::{Error, Result};
@@ -359,7 +359,6 @@ impl Processor {
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
-                .set("partition.assignment.strategy", "cooperative-sticky")
                 .set("statistics.interval.ms", stats_ms.as_millis().to_string())
                 // Bounds what librdkafka prefetches while the loop is not reading.
                 .set("queued.max.messages.kbytes", "16384")
@@ -367,6 +366,14 @@ impl Processor {
                 // (default 1 s): the loop drained 16 MiB in far less and then sat
                 // idle, which held a processor to a third of its speed.
                 .set("fetch.queue.backoff.ms", "10");
+            // Both protocols assign incrementally, so the rebalance handling
+            // is one; KIP-848's refuses a client-side assignment strategy.
+            let _ = match config.group_protocol {
+                GroupProtocol::Classic => {
+                    consumer_config.set("partition.assignment.strategy", "cooperative-sticky")
+                }
+                GroupProtocol::Consumer => consumer_config.set("group.protocol", "consumer"),
+            };
         })?;
         let notices = Arc::new(Mutex::new(Notices::default()));
         let offsets = Arc::new(Mutex::new(HashMap::new()));
@@ -378,6 +385,13 @@ impl Processor {
                 connection: connection.clone(),
             })?;
         consumer.subscribe(&[config.kafka.topic.as_str()])?;
+        tracing::info!(
+            group = %config.group_id,
+            group_protocol = ?config.group_protocol,
+            security_protocol = config.kafka.security_protocol.librdkafka_name(),
+            topic = %config.kafka.topic,
+            "joining the consumer group"
+        );
         let dead_letters = DeadLetters::new(&config.kafka, connection.clone(), &config.dlq_topic)?;
         Ok(Self {
             config,

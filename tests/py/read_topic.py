@@ -4,9 +4,11 @@
 Usage: read_topic.py BROKERS TOPIC EXPECTED [TIMEOUT_S]. Reads from the earliest
 offset until EXPECTED records arrive or the timeout passes, then prints JSON:
 a list of {"key", "value", "partition", "offset", "headers"}, with value parsed
-as JSON when it is JSON.
+as JSON when it is JSON. When BROKERS is the test broker's SASL_SSL listener
+(SQI_TEST_KAFKA_SASL_BROKERS), it connects with SCRAM-SHA-512 and the test CA.
 """
 import json
+import os
 import sys
 import time
 import uuid
@@ -17,14 +19,23 @@ from confluent_kafka import Consumer
 def main():
     brokers, topic, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
     timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
-    consumer = Consumer(
-        {
-            "bootstrap.servers": brokers,
-            "group.id": "independent-reader-" + uuid.uuid4().hex,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    config = {
+        "bootstrap.servers": brokers,
+        "group.id": "independent-reader-" + uuid.uuid4().hex,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    }
+    if brokers == os.environ.get("SQI_TEST_KAFKA_SASL_BROKERS"):
+        config.update(
+            {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": os.environ["SQI_TEST_KAFKA_USERNAME"],
+                "sasl.password": os.environ["SQI_TEST_KAFKA_PASSWORD"],
+                "ssl.ca.location": os.environ["SQI_TEST_KAFKA_CA_FILE"],
+            }
+        )
+    consumer = Consumer(config)
     consumer.subscribe([topic])
     records = []
     deadline = time.time() + timeout

@@ -493,6 +493,28 @@ impl ProcessorSetup {
         }
     }
 
+    /// Joins with `protocol`'s group protocol (`classic` or `consumer`).
+    /// KIP-848's `consumer` protocol leaves the session timeout and the
+    /// heartbeat to the broker (librdkafka refuses them), so the client's
+    /// are dropped; the test broker gives such groups a 6 s session.
+    pub fn use_group_protocol(&mut self, protocol: &str) {
+        let mut args = Vec::with_capacity(self.args.len() + 2);
+        let mut given = std::mem::take(&mut self.args).into_iter().peekable();
+        while let Some(arg) = given.next() {
+            let client_session = given.peek().is_some_and(|value| {
+                value.starts_with("session.timeout.ms=")
+                    || value.starts_with("heartbeat.interval.ms=")
+            });
+            if arg == "--kafka-config" && client_session && protocol == "consumer" {
+                given.next();
+                continue;
+            }
+            args.push(arg);
+        }
+        args.extend(["--group-protocol".to_owned(), protocol.to_owned()]);
+        self.args = args;
+    }
+
     /// Starts one processor.
     pub fn spawn(&self, log: &std::path::Path) -> ProcessorChild {
         let log_file = std::fs::OpenOptions::new()

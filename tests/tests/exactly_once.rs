@@ -104,12 +104,19 @@ impl Scenario {
 async fn kill_9_at_random_points_loses_and_doubles_nothing() {
     let scenario = Scenario::new(Services::from_env(), "crash", 3, 3_000, 7).await;
     let producing = scenario.produce(40);
+    // The processors connect as on Strimzi: SASL_SSL with SCRAM-SHA-512, so
+    // every life re-authenticates and its transactions-free exactly-once
+    // path is the same over TLS.
+    let sasl = sqi_integration_tests::kafka::SaslListener::from_env();
+    let sasl_env = sqi_integration_tests::kafka::role_env(&sasl.brokers);
     let mut setup = scenario.setup();
+    setup.brokers = sasl.brokers.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     for kill in 0..24 {
         // Every third life also aborts by itself right after a claim or right
         // after an upload (before the commit), the windows a random kill rarely hits.
-        setup.env = match kill % 3 {
+        setup.env = sasl_env.clone();
+        setup.env.extend(match kill % 3 {
             0 => vec![(
                 "SQI_PROCESSOR_CRASH_POINTS".into(),
                 "after-upload=0.3".into(),
@@ -119,17 +126,22 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
                 "after-claim=0.3".into(),
             )],
             _ => Vec::new(),
-        };
+        });
         let mut child = setup.spawn(&scenario.log);
         tokio::time::sleep(Duration::from_millis(rng.random_range(3_000..8_000))).await;
         child.kill9();
     }
     producing.await.unwrap();
 
-    setup.env.clear();
+    setup.env = sasl_env;
     let _survivor = setup.spawn(&scenario.log);
     scenario.assert_exact().await;
     let log = scenario.processor_log();
+    assert!(
+        log.contains("security_protocol=\"sasl_ssl\""),
+        "the processors did not connect over SASL_SSL:\n{}",
+        tail(&log)
+    );
     assert!(
         log.contains("crash point reached"),
         "no crash point fired; the test did not test what it says:\n{}",
@@ -139,17 +151,37 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scaling_one_to_three_to_one_and_a_frozen_member_double_count_nothing() {
-    let scenario = Scenario::new(Services::from_env(), "scale", 6, 3_000, 8).await;
+    scale_one_three_one("classic").await;
+}
+
+/// The same under KIP-848's consumer group protocol (Kafka 4), where the
+/// broker assigns partitions and fences the frozen member itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scaling_under_the_kip_848_protocol_double_counts_nothing() {
+    scale_one_three_one("consumer").await;
+}
+
+async fn scale_one_three_one(protocol: &str) {
+    let scenario = Scenario::new(
+        Services::from_env(),
+        &format!("scale-{protocol}"),
+        6,
+        3_000,
+        8,
+    )
+    .await;
     let producing = scenario.produce(60);
     let mut setup = scenario.setup();
     // Three members and a producer share two cores here: a 3 s session
-    // timeout turns scheduling delays into rebalance storms.
+    // timeout turns scheduling delays into rebalance storms. (KIP-848's
+    // session is the broker's: 6 s on the test broker.)
     setup.args.extend([
         "--kafka-config".to_owned(),
         "session.timeout.ms=6000".to_owned(),
         "--kafka-config".to_owned(),
         "heartbeat.interval.ms=1000".to_owned(),
     ]);
+    setup.use_group_protocol(protocol);
     let mut first = setup.spawn(&scenario.log);
     tokio::time::sleep(Duration::from_secs(8)).await;
     let mut second = setup.spawn(&scenario.log);
@@ -166,6 +198,18 @@ async fn scaling_one_to_three_to_one_and_a_frozen_member_double_count_nothing() 
     producing.await.unwrap();
     scenario.assert_exact().await;
     assert!(first.terminate().success());
+    let joined = format!(
+        "group_protocol={}",
+        if protocol == "consumer" {
+            "Consumer"
+        } else {
+            "Classic"
+        }
+    );
+    assert!(
+        scenario.processor_log().contains(&joined),
+        "the members did not join with the {protocol} protocol"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -129,6 +129,23 @@ async fn post(client: &reqwest::Client, url: &str, ua: &str, body: String) -> (u
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
     let services = Services::from_env();
+    let brokers = services.kafka_brokers.clone();
+    skeleton(services, brokers).await;
+}
+
+/// The same path with every Kafka client (ingest, the processor and its
+/// dead-letter producer, confluent-kafka's reader) on the SASL_SSL listener
+/// with SCRAM-SHA-512, as production on Strimzi runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_skeleton_runs_over_sasl_ssl_with_scram() {
+    let services = Services::from_env();
+    let brokers = sqi_integration_tests::kafka::SaslListener::from_env().brokers;
+    skeleton(services, brokers).await;
+}
+
+/// The walking skeleton with its clients connected to `brokers` (either
+/// listener of the test broker); topics are made over PLAINTEXT.
+async fn skeleton(services: Services, brokers: String) {
     let topic = unique("skeleton");
     services.create_topic(&topic, 3).await;
     services.create_topic(&format!("{topic}-dlq"), 1).await;
@@ -137,8 +154,10 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
 
     // Ingest, in process, against Kafka.
     let (ingest_listener, ingest_addr) = listener().await;
+    let mut ingest_config = IngestConfig::new(brokers.clone(), topic.clone());
+    ingest_config.kafka = sqi_integration_tests::kafka::args(&brokers, &topic);
     let ingest = tokio::spawn(sqi_ingest::run(
-        IngestConfig::new(services.kafka_brokers.clone(), topic.clone()),
+        ingest_config,
         ingest_listener,
         None,
         shutdown.signal(),
@@ -192,7 +211,8 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
         url: format!("s3://{bucket}/lake"),
         s3_endpoint: Some(services.s3_endpoint.clone()),
     };
-    let mut config = ProcessorConfig::new(services.kafka_brokers.clone(), topic.clone(), lake_args);
+    let mut config = ProcessorConfig::new(brokers.clone(), topic.clone(), lake_args);
+    config.kafka = sqi_integration_tests::kafka::args(&brokers, &topic);
     config.group_id = unique("group");
     let processor = Processor::new(config, lake.clone()).expect("processor");
     let progress = processor.progress();
@@ -458,7 +478,7 @@ async fn events_flow_from_http_to_the_sqi_report_with_exact_counts() {
     // confluent-kafka reads the topic and sees the normalised JSON values.
     let records = python_check(
         "read_topic.py",
-        &[&services.kafka_brokers, &topic, &accepted.to_string(), "60"],
+        &[&brokers, &topic, &accepted.to_string(), "60"],
     );
     let records = records.as_array().unwrap();
     assert_eq!(
