@@ -601,6 +601,46 @@ impl Drop for ProcessorChild {
     }
 }
 
+/// A consumer outside every group, for reading high watermarks.
+pub fn watermark_reader(brokers: &str) -> rdkafka::consumer::BaseConsumer {
+    kafka::client_config(brokers)
+        .set("group.id", unique("watermarks"))
+        .create()
+        .expect("consumer")
+}
+
+/// Each partition's high watermark (the offset after its last record).
+pub fn high_watermarks(
+    reader: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> Vec<i64> {
+    use rdkafka::consumer::Consumer;
+    (0..partitions)
+        .map(|p| {
+            reader
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .collect()
+}
+
+/// The end of each partition's newest range whose files are all written
+/// (-1 where there is none), from the lake's range log.
+pub async fn written_ends(lake: &Lake, topic: &str, partitions: i32) -> Vec<i64> {
+    let mut ends = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let log = sqi_processor::range_log::PartitionLog::new(lake.clone(), topic, p);
+        let state = log.read().await.expect("range log");
+        ends.push(match state.newest() {
+            Some(newest) if log.is_written(newest).await.expect("head") => newest.end,
+            _ => -1,
+        });
+    }
+    ends
+}
+
 /// Waits until the lake's range log covers every record of `topic` with
 /// written files: the processors have caught up, whoever they were.
 pub async fn wait_until_written(
@@ -610,31 +650,18 @@ pub async fn wait_until_written(
     partitions: i32,
     timeout: Duration,
 ) {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = kafka::client_config(brokers)
-        .set("group.id", unique("watermarks"))
-        .create()
-        .expect("consumer");
+    let reader = watermark_reader(brokers);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut behind = Vec::new();
     while tokio::time::Instant::now() < deadline {
-        behind.clear();
-        for p in 0..partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            let log = sqi_processor::range_log::PartitionLog::new(lake.clone(), topic, p);
-            let state = log.read().await.expect("range log");
-            let written = match state.newest() {
-                Some(newest) => {
-                    newest.end + 1 >= high && log.is_written(newest).await.expect("head")
-                }
-                None => high == 0,
-            };
-            if !written {
-                behind.push((p, high, state.newest().map(|n| n.end)));
-            }
-        }
+        let high = high_watermarks(&reader, topic, partitions);
+        let written = written_ends(lake, topic, partitions).await;
+        // (partition, high watermark, newest written range end)
+        behind = (0..partitions)
+            .zip(high.into_iter().zip(written))
+            .filter(|(_, (high, end))| end + 1 < *high)
+            .map(|(p, (high, end))| (p, high, end))
+            .collect::<Vec<_>>();
         if behind.is_empty() {
             return;
         }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use sqi_integration_tests::{
-    OwnMoto, ProcessorSetup, Services, Workload, free_address, unique, wait_until_written,
+    OwnMoto, ProcessorSetup, Services, Workload, free_address, high_watermarks, unique,
+    wait_until_written, watermark_reader, written_ends,
 };
 use sqi_schemas::lake::Lake;
 
@@ -76,24 +77,6 @@ impl Scenario {
         let topic = self.topic.clone();
         let workload = self.workload.clone();
         tokio::spawn(async move { workload.produce(&brokers, &topic, per_second).await })
-    }
-
-    /// Each partition's high watermark (the offset after its last record).
-    fn high_watermarks(&self) -> Vec<i64> {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let consumer: BaseConsumer =
-            sqi_integration_tests::kafka::client_config(&self.services.kafka_brokers)
-                .set("group.id", unique("watermarks"))
-                .create()
-                .expect("consumer");
-        (0..self.partitions)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                    .expect("watermarks")
-                    .1
-            })
-            .collect()
     }
 
     fn processor_log(&self) -> String {
@@ -277,22 +260,6 @@ async fn an_s3_outage_pauses_consumption_with_bounded_memory_and_loses_nothing()
     );
 }
 
-/// The newest written range end of each partition (-1 where none is).
-async fn written_ends(scenario: &Scenario) -> Vec<i64> {
-    let mut ends = Vec::new();
-    for p in 0..scenario.partitions {
-        let log =
-            sqi_processor::range_log::PartitionLog::new(scenario.lake.clone(), &scenario.topic, p);
-        let state = log.read().await.expect("range log");
-        let end = match state.newest() {
-            Some(newest) if log.is_written(newest).await.expect("head") => newest.end,
-            _ => -1,
-        };
-        ends.push(end);
-    }
-    ends
-}
-
 /// Issue 20, check 4: a topic that already holds a backlog, members of the
 /// group killed with -9 within seconds of starting (a crash loop during a
 /// deploy), then one member: it writes its first range within 30 s of
@@ -310,7 +277,11 @@ async fn a_backlog_after_a_crash_loop_is_written_promptly() {
         .produce(1_000_000)
         .await
         .expect("the backlog is produced");
-    let high = scenario.high_watermarks();
+    let high = high_watermarks(
+        &watermark_reader(&scenario.services.kafka_brokers),
+        &scenario.topic,
+        scenario.partitions,
+    );
     let setup = scenario.setup();
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     for _ in 0..5 {
@@ -318,11 +289,11 @@ async fn a_backlog_after_a_crash_loop_is_written_promptly() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..6_000))).await;
         child.kill9();
     }
-    let before = written_ends(&scenario).await;
+    let before = written_ends(&scenario.lake, &scenario.topic, scenario.partitions).await;
     let started = tokio::time::Instant::now();
     let _survivor = setup.spawn(&scenario.log);
     loop {
-        let now = written_ends(&scenario).await;
+        let now = written_ends(&scenario.lake, &scenario.topic, scenario.partitions).await;
         // A new range, or nothing left to write (the crash loop's members
         // drained it all): either way nothing stalls.
         let drained = now.iter().zip(&high).all(|(end, high)| end + 1 >= *high);
