@@ -69,6 +69,10 @@ impl DeadLetters {
             let _ = config
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
+                // The topic's partitions and retention are the deployment's
+                // choice: never create it with a broker's defaults (and never
+                // create the events topic when its metadata is asked here).
+                .set("allow.auto.create.topics", "false")
                 // A failure reported within a minute is retried (and shown as
                 // unavailability) sooner than librdkafka's default five.
                 .set("message.timeout.ms", "60000");

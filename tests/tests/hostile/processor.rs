@@ -407,8 +407,25 @@ async fn a_missing_dead_letter_topic_makes_the_processor_unready_not_stuck() {
         written < values.len() as u64,
         "a range past the dead letter was written"
     );
+    // The dead-letter producer must not create the topic with the broker's
+    // defaults: with auto-creation on (as on this test broker) it did, so the
+    // processor went on, and whether it was ever unready was a race.
+    let dlq = format!("{topic}-dlq");
+    let metadata = {
+        use rdkafka::consumer::Consumer;
+        sqi_integration_tests::watermark_reader(&services.kafka_brokers)
+            .fetch_metadata(Some(&dlq), Duration::from_secs(10))
+            .expect("metadata")
+    };
+    assert!(
+        metadata
+            .topics()
+            .iter()
+            .all(|t| t.name() != dlq || t.partitions().is_empty()),
+        "the processor created its dead-letter topic"
+    );
 
-    services.create_topic(&format!("{topic}-dlq"), 1).await;
+    services.create_topic(&dlq, 1).await;
     let progress = process(config, &lake, values.len() as u64 - written).await;
     let (per_publisher, _) = counted(&lake).await;
     assert_eq!(per_publisher.get("pub").copied(), Some(200));
