@@ -187,7 +187,7 @@ pub fn run(args: &LakeArgs) -> anyhow::Result<()> {
                         std::fs::create_dir_all(&dir)?;
                         std::fs::write(
                             dir.join("part-00000.parquet"),
-                            sqi_processor::sink::parquet_bytes(&batch)?,
+                            sqi_schemas::lake::profile::parquet_bytes(&batch)?,
                         )?;
                         write_marker(&args.out, &args.topic, window_start)?;
                         let urls = url_batch(&batch)?;
@@ -198,7 +198,7 @@ pub fn run(args: &LakeArgs) -> anyhow::Result<()> {
                         std::fs::create_dir_all(&dir)?;
                         std::fs::write(
                             dir.join("part-00000.parquet"),
-                            sqi_processor::sink::parquet_bytes(&urls)?,
+                            sqi_schemas::lake::profile::parquet_bytes(&urls)?,
                         )?;
                     }
                 })
@@ -224,7 +224,7 @@ pub fn run(args: &LakeArgs) -> anyhow::Result<()> {
 
 /// The hour's completeness marker, in the processor's format.
 fn write_marker(out: &Path, topic: &str, window_start: i64) -> anyhow::Result<()> {
-    let path = out.join(sqi_processor::completeness::hour_marker(
+    let path = out.join(sqi_schemas::lake::paths::completeness::hour_marker(
         topic,
         window_start,
     ));
@@ -397,7 +397,7 @@ fn write_publishers(out: &Path, args: &LakeArgs, first_hour: i64) -> anyhow::Res
     std::fs::create_dir_all(&dir)?;
     std::fs::write(
         dir.join("publishers.parquet"),
-        sqi_processor::sink::parquet_bytes(&batch)?,
+        sqi_schemas::lake::profile::parquet_bytes(&batch)?,
     )?;
     Ok(())
 }

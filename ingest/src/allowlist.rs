@@ -12,9 +12,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use arrow::array::Array;
-use object_store::ObjectStoreExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sqi_schemas::lake::Lake;
 
 /// What an allowlist does with an unknown publisher.
@@ -171,51 +168,16 @@ pub fn parse_file(text: &str) -> Publishers {
 /// Reads the publishers, and their domains if the table has them, from the
 /// lake's `publishers` table.
 pub async fn load_from_lake(lake: &Lake) -> Result<Publishers, String> {
-    let path = lake.path("publishers/publishers.parquet");
-    let bytes = lake
-        .store()
-        .get(&path)
-        .await
-        .map_err(|e| e.to_string())?
-        .bytes()
+    let rows = sqi_schemas::lake::publishers::read(lake)
         .await
         .map_err(|e| e.to_string())?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| e.to_string())?
-        .build()
-        .map_err(|e| e.to_string())?;
-    let text = |column: &arrow::array::ArrayRef, name: &str| {
-        arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)
-            .map_err(|e| e.to_string())
-            .and_then(|array| {
-                arrow::array::AsArray::as_string_opt::<i32>(&array)
-                    .cloned()
-                    .ok_or_else(|| format!("publishers.{name} is not text"))
-            })
-    };
-    let mut set = Publishers::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
-        let Some(column) = batch.column_by_name("publisher") else {
-            return Err("publishers table has no `publisher` column".into());
-        };
-        let ids = text(column, "publisher")?;
-        let domains = match batch.column_by_name("domain") {
-            Some(column) => Some(text(column, "domain")?),
-            None => None,
-        };
-        for row in 0..ids.len() {
-            if ids.is_null(row) {
-                continue;
-            }
-            let domain = domains
-                .as_ref()
-                .filter(|d| !d.is_null(row))
-                .and_then(|d| normalize_domain(d.value(row)));
-            let _ = set.insert(ids.value(row).to_owned(), domain);
-        }
-    }
-    Ok(set)
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let domain = row.domain.as_deref().and_then(normalize_domain);
+            (row.publisher, domain)
+        })
+        .collect())
 }
 
 // Test code only: an unwrap here fails the test with its cause, which is the point.

@@ -14,6 +14,8 @@
 //! - `hours/dt=YYYY-MM-DD/hour=HH.json` (create-only): every partition has
 //!   closed the hour; written by whichever processor sees it first, with the
 //!   time it did. The batch job waits for all 24 of a day.
+//!
+//! The paths are spelled once, in [`sqi_schemas::lake::paths::completeness`].
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -21,12 +23,13 @@ use std::sync::Mutex;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use serde::{Deserialize, Serialize};
-use sqi_schemas::lake::{HOUR_MS, Lake, hour_partition};
+use sqi_schemas::lake::paths::completeness::{
+    hour_marker, partition_count, partition_dir, partition_marker, partition_marker_of,
+    partitions_dir,
+};
+use sqi_schemas::lake::{HOUR_MS, Lake};
 
 use crate::error::{Error, Result};
-
-/// The root of the completeness markers.
-pub const PREFIX: &str = "_completeness";
 
 /// How far back a processor (re)writes hour markers when it starts, so that a
 /// restart fills in any hour whose last writer died before marking it.
@@ -38,14 +41,6 @@ pub fn closed_before(watermark: i64, lateness_ms: i64) -> Option<i64> {
         return None;
     }
     Some(watermark.saturating_sub(lateness_ms).div_euclid(HOUR_MS) * HOUR_MS)
-}
-
-/// The lake-relative path of an hour's marker.
-pub fn hour_marker(topic: &str, window_start: i64) -> String {
-    format!(
-        "{PREFIX}/{topic}/hours/{}.json",
-        hour_partition(window_start)
-    )
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -88,9 +83,7 @@ impl Completeness {
             partitions: self.partitions,
         })
         .map_err(Error::Json)?;
-        let path = self
-            .lake
-            .path(&format!("{PREFIX}/{}/partitions.json", self.topic));
+        let path = self.lake.path(&partition_count(&self.topic));
         let _ = self
             .lake
             .store()
@@ -119,8 +112,10 @@ impl Completeness {
         if previous.is_some_and(|p| p >= closed) {
             return Ok(0);
         }
-        let dir = format!("{PREFIX}/{}/partitions/p={partition:05}", self.topic);
-        let path = self.lake.path(&format!("{dir}/{closed:020}.json"));
+        let dir = partition_dir(&self.topic, partition);
+        let path = self
+            .lake
+            .path(&partition_marker(&self.topic, partition, closed));
         create_ignoring_existing(self.lake.store().as_ref(), &path, b"{}".to_vec()).await?;
         // Older markers of this partition say less; keep the listing short.
         let older: Vec<_> = self
@@ -146,9 +141,7 @@ impl Completeness {
 
     /// Writes the marker of every hour all partitions have closed.
     async fn mark_hours(&self) -> Result<usize> {
-        let root = self
-            .lake
-            .path(&format!("{PREFIX}/{}/partitions", self.topic));
+        let root = self.lake.path(&partitions_dir(&self.topic));
         let listed: Vec<_> = self
             .lake
             .store()
@@ -158,16 +151,7 @@ impl Completeness {
             .map_err(Error::Store)?;
         let mut per_partition: BTreeMap<i32, i64> = BTreeMap::new();
         for meta in listed {
-            let parts: Vec<_> = meta.location.parts().collect();
-            let [.., dir, file] = parts.as_slice() else {
-                continue;
-            };
-            let partition = dir.as_ref().strip_prefix("p=").and_then(|p| p.parse().ok());
-            let closed = file
-                .as_ref()
-                .strip_suffix(".json")
-                .and_then(|c| c.parse().ok());
-            if let (Some(partition), Some(closed)) = (partition, closed) {
+            if let Some((partition, closed)) = partition_marker_of(&meta.location) {
                 let entry = per_partition.entry(partition).or_insert(i64::MIN);
                 *entry = (*entry).max(closed);
             }
@@ -275,7 +259,9 @@ mod tests {
         let _ = markers.advance(0, now + 22 * HOUR_MS, 0).await?;
         let listed: Vec<_> = lake
             .store()
-            .list(Some(&lake.path(&format!("{PREFIX}/t/hours"))))
+            .list(Some(&lake.path(
+                &sqi_schemas::lake::paths::completeness::hours_dir("t"),
+            )))
             .try_collect()
             .await
             .map_err(Error::Store)?;

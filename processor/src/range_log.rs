@@ -20,6 +20,8 @@
 //! The log is never deleted: it is small (one intent per range), it is the
 //! audit trail of which offsets went into which files, and an old entry is what
 //! makes a waking zombie's stale claim fail.
+//!
+//! The names are spelled once, in [`sqi_schemas::lake::paths::range_log`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -32,13 +34,11 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
+use sqi_schemas::lake::paths::range_log as names;
 use sqi_schemas::lake::{Lake, Table};
 
 use crate::dedup::Dedup;
 use crate::error::{Error, Result};
-
-/// The root of the processor's own prefix.
-pub const PREFIX: &str = "_processor";
 
 /// One claimed offset range and everything needed to write it again identically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,7 +171,7 @@ impl PartitionLog {
     pub fn new(lake: Lake, topic: &str, partition: i32) -> Self {
         Self {
             lake,
-            dir: format!("{PREFIX}/{topic}/p={partition:05}"),
+            dir: names::dir(topic, partition),
             partition,
         }
     }
@@ -186,7 +186,7 @@ impl PartitionLog {
 
     /// Fixes where the chain starts, unless someone already did.
     pub async fn claim_genesis(&self, start: i64) -> Result<Claim<i64>> {
-        let path = self.path("genesis.json");
+        let path = self.path(names::GENESIS);
         match create(self.store(), &path, &Genesis { start }).await? {
             None => Ok(Claim::Won),
             Some(bytes) => {
@@ -202,7 +202,7 @@ impl PartitionLog {
 
     /// Claims `intent.start`; if it is taken, the existing intent is returned.
     pub async fn claim(&self, intent: &RangeIntent) -> Result<Claim<RangeIntent>> {
-        let path = self.path(&format!("{:020}.range.json", intent.start));
+        let path = self.path(&names::range_entry(intent.start));
         match create(self.store(), &path, intent).await? {
             None => Ok(Claim::Won),
             Some(bytes) => {
@@ -218,11 +218,7 @@ impl PartitionLog {
 
     /// Records an idle watermark advance.
     pub async fn put_idle(&self, mark: IdleMark) -> Result<()> {
-        let name = format!(
-            "{:020}.idle-{:020}.json",
-            mark.next_offset,
-            mark.watermark.max(0)
-        );
+        let name = names::idle_entry(mark.next_offset, mark.watermark);
         put_json(self.store(), &self.path(&name), &mark).await
     }
 
@@ -230,7 +226,7 @@ impl PartitionLog {
     pub async fn put_checkpoint(&self, list_from: i64) -> Result<()> {
         put_json(
             self.store(),
-            &self.path("checkpoint.json"),
+            &self.path(names::CHECKPOINT),
             &Checkpoint { list_from },
         )
         .await
@@ -238,18 +234,18 @@ impl PartitionLog {
 
     /// Reads the log from its checkpoint on.
     pub async fn read(&self) -> Result<LogState> {
-        let genesis = get_optional(self.store(), &self.path("genesis.json"))
+        let genesis = get_optional(self.store(), &self.path(names::GENESIS))
             .await?
-            .map(|bytes| parse::<Genesis>(&self.path("genesis.json"), &bytes))
+            .map(|bytes| parse::<Genesis>(&self.path(names::GENESIS), &bytes))
             .transpose()?
             .map(|g| g.start);
-        let list_from = get_optional(self.store(), &self.path("checkpoint.json"))
+        let list_from = get_optional(self.store(), &self.path(names::CHECKPOINT))
             .await?
-            .map(|bytes| parse::<Checkpoint>(&self.path("checkpoint.json"), &bytes))
+            .map(|bytes| parse::<Checkpoint>(&self.path(names::CHECKPOINT), &bytes))
             .transpose()?
             .map_or(0, |c| c.list_from);
         let prefix = self.lake.path(&self.dir);
-        let offset = self.path(&format!("{list_from:020}"));
+        let offset = self.path(&names::listing_offset(list_from));
         let listed: Vec<_> = self
             .store()
             .list_with_offset(Some(&prefix), &offset)
@@ -264,11 +260,11 @@ impl PartitionLog {
             let Some(name) = meta.location.filename() else {
                 continue;
             };
-            if name.ends_with(".range.json") {
+            if name.ends_with(names::RANGE_SUFFIX) {
                 let bytes = get(self.store(), &meta.location).await?;
                 let intent: RangeIntent = parse(&meta.location, &bytes)?;
                 let _ = state.ranges.insert(intent.start, intent);
-            } else if name.contains(".idle-") {
+            } else if name.contains(names::IDLE_INFIX) {
                 let bytes = get(self.store(), &meta.location).await?;
                 state.idle.push(parse(&meta.location, &bytes)?);
             }

@@ -5,7 +5,8 @@
 //! so a reader never sees a partial file, and no multipart upload is ever left
 //! behind to abort. File names carry the topic, partition and offset range, and
 //! the bytes are a function of the range's rows, so a rewrite of the same range
-//! replaces a file with an identical one.
+//! replaces a file with an identical one. The names and the writer profile
+//! are the lake contract's ([`sqi_schemas::lake::paths`], [`profile::hourly`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,12 +15,7 @@ use arrow::array::{
     ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use bytes::Bytes;
-use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
-use sqi_schemas::lake::{Lake, Table, hour_partition};
+use sqi_schemas::lake::{Lake, Table, paths, profile};
 
 use crate::error::{Error, Result};
 use crate::window::{AggregateKey, PartitionBuffer, UrlKey};
@@ -37,10 +33,7 @@ pub struct LakeFile {
 
 /// Encodes a buffer into one Parquet file per table and hour.
 pub fn encode(topic: &str, partition: i32, mut buffer: PartitionBuffer) -> Result<Vec<LakeFile>> {
-    let name = format!(
-        "{topic}+{partition}+{:020}-{:020}.parquet",
-        buffer.start_offset, buffer.end_offset
-    );
+    let name = paths::hourly_file_name(topic, partition, buffer.start_offset, buffer.end_offset);
     let mut files = Vec::new();
 
     let names = &buffer.names;
@@ -113,8 +106,7 @@ pub fn encode(topic: &str, partition: i32, mut buffer: PartitionBuffer) -> Resul
 /// Uploads the files; each becomes visible whole or not at all.
 pub async fn upload(lake: &Lake, files: &[LakeFile]) -> Result<()> {
     let puts = files.iter().map(|f| async move {
-        lake.store()
-            .put(&lake.path(&f.path), PutPayload::from_bytes(f.bytes.clone()))
+        lake.put(&f.path, f.bytes.clone())
             .await
             .map_err(Error::Store)
     });
@@ -124,49 +116,10 @@ pub async fn upload(lake: &Lake, files: &[LakeFile]) -> Result<()> {
 
 fn file(table: Table, window: i64, name: &str, batch: &RecordBatch) -> Result<LakeFile> {
     Ok(LakeFile {
-        path: format!("{}/{}/{name}", table.prefix(), hour_partition(window)),
-        bytes: parquet_bytes_with(batch, hourly_properties(table))?,
+        path: paths::hourly_file(table, window, name),
+        bytes: profile::parquet_bytes_with(batch, profile::hourly(table))?,
         rows: batch.num_rows(),
     })
-}
-
-/// Snappy, without dictionaries for the columns whose values hardly repeat
-/// within a file: every `event_id` is distinct, event times nearly so, and a
-/// `url_counts` URL appears only once per event type and channel. Building a
-/// dictionary for them hashed and compared every value for nothing (the
-/// writer's dictionary was 7% of the processor's CPU in a profile) before the
-/// writer gave up on it, and made the files larger.
-fn hourly_properties(table: Table) -> WriterProperties {
-    let unrepeated: &[&str] = match table {
-        Table::Events => &["event_id", "ts", "received_at"],
-        Table::UrlCounts => &["url"],
-        _ => &[],
-    };
-    unrepeated
-        .iter()
-        .fold(snappy(), |builder, column| {
-            builder.set_column_dictionary_enabled(ColumnPath::from(*column), false)
-        })
-        .build()
-}
-
-/// Encodes one batch as a Parquet file (Snappy, which every reader supports).
-pub fn parquet_bytes(batch: &RecordBatch) -> Result<Bytes> {
-    parquet_bytes_with(batch, snappy().build())
-}
-
-/// The writer settings every lake file starts from: Snappy, which every reader supports.
-pub fn snappy() -> parquet::file::properties::WriterPropertiesBuilder {
-    WriterProperties::builder().set_compression(Compression::SNAPPY)
-}
-
-/// Encodes one batch as a Parquet file with `properties`.
-pub fn parquet_bytes_with(batch: &RecordBatch, properties: WriterProperties) -> Result<Bytes> {
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(properties))?;
-    writer.write(batch)?;
-    let _ = writer.close()?;
-    Ok(Bytes::from(out))
 }
 
 fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {

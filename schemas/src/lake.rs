@@ -1,15 +1,27 @@
-//! The lake (`CONTRACTS.md` §2): its tables, their Arrow schemas, the Hive
-//! layout of their files, and how a lake URL becomes an object store.
+//! The lake (`CONTRACTS.md` §2), the one place its contract is written: its
+//! tables and their Arrow schemas (here), every path in it ([`paths`]), how
+//! each kind of file is encoded ([`profile`]), how files are put, listed and
+//! their footers read ([`files`]), typed access to the `publishers`
+//! dimension ([`publishers`]), and how a lake URL becomes an object store.
 //!
 //! Every writer and reader goes through [`Lake`] so that `s3://bucket/prefix`,
 //! `file:///path` and `memory://` behave alike; tests use the last two. Times
 //! are UTC and stored as Parquet `TIMESTAMP(MILLIS, UTC)`; `dt`/`hour` live only
 //! in paths (Hive style), never as file columns.
+//!
+//! Which role writes which prefix is not this module's business (see
+//! `ARCHITECTURE.md`): it knows the layout, not the roles.
+
+pub mod files;
+pub mod paths;
+pub mod profile;
+pub mod publishers;
+
+pub use paths::{day_partition, hour_partition, month_partition};
 
 use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-use chrono::{DateTime, NaiveDate, Utc};
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
@@ -92,6 +104,17 @@ impl Table {
         }
     }
 
+    /// The month table a day table's days are merged into (`daily` →
+    /// `monthly`, ...), if it has one.
+    pub fn month_table(self) -> Option<Table> {
+        match self {
+            Self::Daily => Some(Self::Monthly),
+            Self::DailyUrls => Some(Self::MonthlyUrls),
+            Self::DailyHours => Some(Self::MonthlyHours),
+            _ => None,
+        }
+    }
+
     /// The Arrow schema of the table's files (partition columns excluded).
     pub fn schema(self) -> SchemaRef {
         match self {
@@ -106,6 +129,10 @@ impl Table {
         }
     }
 }
+
+/// The column of every batch table saying whether the day was complete
+/// (every hour marked by the processor) when it was computed.
+pub const COMPLETE: &str = "complete";
 
 /// The timestamp type of every lake time column.
 pub fn utc_millis() -> DataType {
@@ -241,22 +268,6 @@ static SQI: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("complete", DataType::Boolean, false),
     ]))
 });
-
-/// The `dt=YYYY-MM-DD/hour=HH` partition of an hour window starting at `window_start_ms`.
-pub fn hour_partition(window_start_ms: i64) -> String {
-    let t = DateTime::<Utc>::from_timestamp_millis(window_start_ms).unwrap_or_default();
-    t.format("dt=%Y-%m-%d/hour=%H").to_string()
-}
-
-/// The `dt=YYYY-MM-DD` partition of a day.
-pub fn day_partition(date: NaiveDate) -> String {
-    date.format("dt=%Y-%m-%d").to_string()
-}
-
-/// The `month=YYYY-MM` partition of a date's month (`monthly`, `monthly_urls`, `monthly_hours`).
-pub fn month_partition(date: NaiveDate) -> String {
-    date.format("month=%Y-%m").to_string()
-}
 
 /// Milliseconds in one hour window.
 pub const HOUR_MS: i64 = 3_600_000;

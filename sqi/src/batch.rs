@@ -16,8 +16,6 @@
 //! to score it, so its rows match the unsharded run bit for bit.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
@@ -26,9 +24,11 @@ use arrow::datatypes::Int64Type;
 use arrow::datatypes::Schema;
 use chrono::{Days, NaiveDate};
 use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::ObjectStoreExt;
 use sqi_schemas::cli::LakeArgs;
-use sqi_schemas::lake::{Lake, Table, day_partition};
+use sqi_schemas::lake::paths::{self, PUBLISHERS_FILE, completeness};
+pub use sqi_schemas::lake::paths::{DAY_FILE, Shard};
+use sqi_schemas::lake::{COMPLETE, Lake, Table, profile};
 
 use datafusion::prelude::SessionContext;
 
@@ -46,96 +46,12 @@ pub const DAILY_URLS_SQL: &str = include_str!("../sql/daily_urls.sql");
 /// The day's counts per UTC hour, channels summed.
 pub const DAILY_HOURS_SQL: &str = include_str!("../sql/daily_hours.sql");
 
-/// The one file each day's output lives in (an unsharded run).
-pub const DAY_FILE: &str = "part-00000.parquet";
-
 /// Pageviews over the window that make a publisher eligible (`sqi_score.sql`).
 pub const ELIGIBLE_PAGEVIEWS: i64 = 1000;
 /// Eligible publishers a category needs to be its own peer group (`sqi_score.sql`).
 pub const PEER_GROUP_MIN: usize = 30;
 /// The category of a publisher the dimension does not name.
 pub const UNCATEGORIZED: &str = "uncategorized";
-
-/// One of `count` shards of a day's run; `0/1` is the whole day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    /// This shard, from 0 (a Kubernetes Indexed Job's completion index).
-    pub index: u32,
-    /// How many shards the day is split into.
-    pub count: u32,
-}
-
-impl Shard {
-    /// The unsharded run.
-    pub const WHOLE: Self = Self { index: 0, count: 1 };
-
-    /// Whether this run covers every category.
-    pub fn is_whole(self) -> bool {
-        self.count == 1
-    }
-
-    /// The file this shard writes in each day partition.
-    pub fn file_name(self) -> String {
-        if self.is_whole() {
-            DAY_FILE.to_owned()
-        } else {
-            format!("part-{:05}-of-{:05}.parquet", self.index, self.count)
-        }
-    }
-
-    /// The shard whose run writes the day file `name` (the whole run's
-    /// included); `None` for a name no run writes.
-    pub fn of_file(name: &str) -> Option<Self> {
-        if name == DAY_FILE {
-            return Some(Self::WHOLE);
-        }
-        let (index, count) = name
-            .strip_prefix("part-")?
-            .strip_suffix(".parquet")?
-            .split_once("-of-")?;
-        let five_digits = |t: &str| t.len() == 5 && t.bytes().all(|b| b.is_ascii_digit());
-        if !five_digits(index) || !five_digits(count) {
-            return None;
-        }
-        let (index, count): (u32, u32) = (index.parse().ok()?, count.parse().ok()?);
-        (index < count).then_some(Self { index, count })
-    }
-
-    /// Whether `name` is written by this run or a sibling shard of the same
-    /// split, and so must survive this run's clean-up of stale files.
-    pub(crate) fn keeps(self, name: &str) -> bool {
-        if self.is_whole() {
-            return name == DAY_FILE;
-        }
-        let suffix = format!("-of-{:05}.parquet", self.count);
-        name.strip_prefix("part-")
-            .and_then(|rest| rest.strip_suffix(&suffix))
-            .is_some_and(|index| index.len() == 5 && index.bytes().all(|b| b.is_ascii_digit()))
-    }
-}
-
-impl fmt::Display for Shard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
-
-impl FromStr for Shard {
-    type Err = String;
-
-    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
-        let usage = || {
-            format!("`{text}` is not a shard: write INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4")
-        };
-        let (index, count) = text.split_once('/').ok_or_else(usage)?;
-        let index: u32 = index.trim().parse().map_err(|_| usage())?;
-        let count: u32 = count.trim().parse().map_err(|_| usage())?;
-        if count == 0 || index >= count {
-            return Err(usage());
-        }
-        Ok(Self { index, count })
-    }
-}
 
 /// Spreads categories over `count` shards: largest first, each onto the shard
 /// with the fewest publishers so far (ties to the lower index). Every shard
@@ -237,7 +153,7 @@ pub async fn missing_hours(lake: &Lake, topic: &str, date: NaiveDate) -> Result<
         .map_or(0, |t| t.and_utc().timestamp_millis());
     let mut missing = Vec::new();
     for hour in 0..24u32 {
-        let marker = sqi_processor::completeness::hour_marker(
+        let marker = completeness::hour_marker(
             topic,
             midnight + i64::from(hour) * sqi_schemas::lake::HOUR_MS,
         );
@@ -521,13 +437,13 @@ fn with_complete(batch: &RecordBatch, table: Table, complete: bool) -> Result<Re
 /// Peer groups come from the publisher dimension: scoring without it would put
 /// every publisher in `uncategorized` and publish plausible but wrong scores.
 async fn require_publishers(lake: &Lake) -> Result<()> {
-    let path = lake.path(crate::publishers::PUBLISHERS_FILE);
+    let path = lake.path(PUBLISHERS_FILE);
     match lake.store().head(&path).await {
         Ok(_) => Ok(()),
         Err(object_store::Error::NotFound { .. }) => Err(Error::Invalid(format!(
             "the publishers table is missing ({}{}); load it with `sqi publishers import FILE.csv`",
             lake.url(),
-            crate::publishers::PUBLISHERS_FILE
+            PUBLISHERS_FILE
         ))),
         Err(error) => Err(error.into()),
     }
@@ -574,9 +490,6 @@ async fn compute_day_table(
     conform_computed(&rows, table)
 }
 
-/// The column saying whether the day was complete when computed.
-pub const COMPLETE: &str = "complete";
-
 /// Computes and writes `daily/`, `daily_urls/`, `daily_hours/` and `sqi/` for
 /// one day, replacing any earlier run.
 /// A day the processor has not closed is refused unless `gate` allows it.
@@ -598,11 +511,9 @@ pub async fn run_day(
                 .collect::<Vec<_>>()
                 .join(", "),
             markers: format!(
-                "{}{}/{}/hours/{}/",
+                "{}{}/",
                 lake.url(),
-                sqi_processor::completeness::PREFIX,
-                gate.topic,
-                day_partition(date)
+                completeness::day_hours_dir(&gate.topic, date)
             ),
         });
     }
@@ -680,7 +591,7 @@ impl DayFile {
     fn encode(table: Table, batch: &RecordBatch) -> Result<Self> {
         Ok(Self {
             rows: batch.num_rows(),
-            bytes: day_file_bytes(table, batch)?,
+            bytes: profile::parquet_bytes_with(batch, profile::day(table))?,
         })
     }
 }
@@ -714,13 +625,9 @@ async fn put_day(
     shard: Shard,
     file: &DayFile,
 ) -> Result<()> {
-    let dir = format!("{}/{}", table.prefix(), day_partition(date));
-    let target = lake.path(&format!("{dir}/{}", shard.file_name()));
-    let _ = lake
-        .store()
-        .put(&target, PutPayload::from_bytes(file.bytes.clone()))
+    lake.put(&paths::day_file(table, date, shard), file.bytes.clone())
         .await?;
-    remove_stale(lake, &dir, shard).await
+    remove_stale(lake, &paths::day_dir(table, date), shard).await
 }
 
 /// Removes anything in the partition `dir` that is neither `shard`'s file nor
@@ -743,69 +650,6 @@ pub(crate) async fn remove_stale(lake: &Lake, dir: &str, shard: Shard) -> Result
         }
     }
     Ok(())
-}
-
-/// Rows per row group and per page of the day tables.
-const DAY_ROW_GROUP_ROWS: usize = 64 * 1024;
-const DAY_PAGE_ROWS: usize = 4 * 1024;
-/// Rows per page of `sqi` files, read a row at a time.
-const SQI_PAGE_ROWS: usize = 512;
-
-/// Encodes a day table's file. The report reads these one publisher at a time
-/// and every day table is sorted by publisher, so small row groups and pages
-/// let the footer's statistics and page index skip all but the few rows of
-/// that publisher; with 1Mi-row groups a question read a whole column.
-fn day_file_bytes(table: Table, batch: &RecordBatch) -> Result<bytes::Bytes> {
-    let mut properties = day_properties();
-    if table == Table::Sqi {
-        // A summary reads one publisher's SQI row, all 17 columns of it: each
-        // column's page holding that row is decompressed and decoded, so
-        // smaller pages halved the lookup (1.6 to 0.8 ms).
-        // The page limit is checked once per write batch.
-        properties = properties
-            .set_data_page_row_count_limit(SQI_PAGE_ROWS)
-            .set_write_batch_size(SQI_PAGE_ROWS);
-    }
-    Ok(sqi_processor::sink::parquet_bytes_with(
-        batch,
-        properties.build(),
-    )?)
-}
-
-/// The writer settings of the day tables and the month files made from them.
-pub(crate) fn day_properties() -> parquet::file::properties::WriterPropertiesBuilder {
-    use parquet::file::properties::EnabledStatistics;
-    // Only `publisher` gets statistics per page: the page index of every
-    // column would be most of the footer (300 KB of an `sqi` file), and a
-    // reader parses it for every question. `publisher` and `url` are plain,
-    // not dictionary-encoded: a publisher has a handful of rows, so the
-    // dictionary saved little, and reading the one page that holds a
-    // publisher meant decoding its row group's whole dictionary (60,000
-    // strings) first.
-    //
-    // Only the few-valued strings are dictionary-encoded at all: a reader of
-    // one row decodes each column chunk's whole dictionary page first, and
-    // for counts and rates that page held up to 64Ki values (1 MB), most of
-    // what reading one publisher's SQI row cost.
-    let mut properties = sqi_processor::sink::snappy()
-        .set_max_row_group_row_count(Some(DAY_ROW_GROUP_ROWS))
-        .set_data_page_row_count_limit(DAY_PAGE_ROWS)
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_column_statistics_enabled("publisher".into(), EnabledStatistics::Page)
-        .set_dictionary_enabled(false);
-    for few_valued in [
-        "date",
-        "channel",
-        "event_type",
-        "device",
-        "category",
-        "peer_group",
-        "reason",
-        "sqi_version",
-    ] {
-        properties = properties.set_column_dictionary_enabled(few_valued.into(), true);
-    }
-    properties
 }
 
 /// Runs every requested day in order, reporting progress through `on_day`.
@@ -882,44 +726,6 @@ mod tests {
             let error = day_relative_to(bad, today).unwrap_err();
             assert!(error.contains("YYYY-MM-DD"), "{bad}: {error}");
         }
-    }
-
-    #[test]
-    fn shards_parse_strictly_and_name_their_files() {
-        let shard: Shard = "2/4".parse().unwrap();
-        assert_eq!(shard, Shard { index: 2, count: 4 });
-        assert_eq!(shard.to_string(), "2/4");
-        assert_eq!(shard.file_name(), "part-00002-of-00004.parquet");
-        assert_eq!("0/1".parse::<Shard>().unwrap(), Shard::WHOLE);
-        assert_eq!(Shard::WHOLE.file_name(), DAY_FILE);
-        for bad in ["4/4", "0/0", "-1/4", "1", "a/b", "1/2/3", ""] {
-            let error = bad.parse::<Shard>().unwrap_err();
-            assert!(error.contains("write INDEX/COUNT"), "{bad}: {error}");
-        }
-        // The report reads a day's shards back from these names (item 14).
-        assert_eq!(Shard::of_file(&shard.file_name()), Some(shard));
-        assert_eq!(Shard::of_file(DAY_FILE), Some(Shard::WHOLE));
-        for stray in [
-            "part-00004-of-00004.parquet",
-            "part-0001-of-00004.parquet",
-            "part-00001-of-00004.parquet.tmp",
-            "part-00001.parquet",
-            "x.parquet",
-        ] {
-            assert_eq!(Shard::of_file(stray), None, "{stray}");
-        }
-    }
-
-    #[test]
-    fn a_shard_keeps_its_siblings_files_and_nothing_else() {
-        let shard = Shard { index: 1, count: 4 };
-        assert!(shard.keeps("part-00001-of-00004.parquet"));
-        assert!(shard.keeps("part-00003-of-00004.parquet"));
-        assert!(!shard.keeps("part-00001-of-00002.parquet"));
-        assert!(!shard.keeps(DAY_FILE));
-        assert!(!shard.keeps("part-x0001-of-00004.parquet"));
-        assert!(Shard::WHOLE.keeps(DAY_FILE));
-        assert!(!Shard::WHOLE.keeps("part-00000-of-00004.parquet"));
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //! publisher then date, so that a publisher's month is a few adjacent rows.
 //!
 //! The month file is a pure function of its sources: it records, in its
-//! footer's key-value metadata under [`SOURCES_KEY`], every day file it was
-//! made from and that file's version. The report uses a month file for a day
-//! only while that day's files are still the recorded versions, so a day
-//! recomputed after the merge is read from `daily` until the next one.
+//! footer's key-value metadata under
+//! [`SOURCES_KEY`](sqi_schemas::lake::files::SOURCES_KEY), every day file it
+//! was made from and that file's version. The report uses a month file for a
+//! day only while that day's files are still the recorded versions, so a day
+//! recomputed after the merge is read from `daily` until the next one. The
+//! file's name, writer profile and footer are the lake contract's
+//! ([`sqi_schemas::lake`]); this module owns only the merge.
 
 use std::sync::Arc;
 
@@ -23,69 +26,16 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, WriteMultipart};
 use parquet::arrow::ArrowWriter;
-use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::properties::EnabledStatistics;
-use parquet::file::statistics::Statistics;
-use serde::{Deserialize, Serialize};
-use sqi_schemas::lake::{Lake, Table, day_partition, month_partition};
+use sqi_schemas::lake::files::{Source, every_row_complete, read_footer, sources_json};
+use sqi_schemas::lake::{Lake, Table, paths, profile};
 
 use crate::batch::Shard;
 use crate::error::{Error, Result};
 use crate::query;
-
-/// The footer key under which a month file lists its sources (JSON).
-pub const SOURCES_KEY: &str = "sqi.sources";
-
-/// One day file a month file was merged from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Source {
-    /// The day, `YYYY-MM-DD`.
-    pub date: String,
-    /// The day file's name in its partition (one per shard).
-    pub file: String,
-    /// The day file's version: its ETag, or its write time where the store has none.
-    pub version: String,
-}
-
-impl Source {
-    /// The source a listed day file is, if it is in a `dt=` partition.
-    pub fn of(meta: &ObjectMeta) -> Option<Self> {
-        Some(Self {
-            date: day_of(&meta.location)?,
-            file: meta.location.filename()?.to_owned(),
-            version: version(meta),
-        })
-    }
-}
-
-/// A stored object's version: what changes when it is rewritten.
-pub fn version(meta: &ObjectMeta) -> String {
-    match &meta.e_tag {
-        Some(tag) => format!("{tag}/{}", meta.size),
-        None => format!("{}/{}", meta.last_modified.to_rfc3339(), meta.size),
-    }
-}
-
-/// The `YYYY-MM-DD` of a path's `dt=` partition.
-pub fn day_of(path: &Path) -> Option<String> {
-    path.parts()
-        .find_map(|part| part.as_ref().strip_prefix("dt=").map(str::to_owned))
-        .filter(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d").is_ok())
-}
-
-/// The month table made from a day table.
-pub fn month_table(day_table: Table) -> Option<Table> {
-    match day_table {
-        Table::Daily => Some(Table::Monthly),
-        Table::DailyUrls => Some(Table::MonthlyUrls),
-        Table::DailyHours => Some(Table::MonthlyHours),
-        _ => None,
-    }
-}
 
 /// What one merge wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,66 +48,6 @@ pub struct Compacted {
     pub rows: usize,
     /// Days merged.
     pub days: usize,
-}
-
-/// Reads a Parquet file's footer (two ranged reads).
-pub async fn read_footer(lake: &Lake, meta: &ObjectMeta) -> Result<ParquetMetaData> {
-    const TAIL: u64 = 8;
-    let size = meta.size;
-    if size < TAIL {
-        return Err(Error::Invalid(format!("{} is not Parquet", meta.location)));
-    }
-    let tail = lake
-        .store()
-        .get_range(&meta.location, size - TAIL..size)
-        .await?;
-    let tail: [u8; 8] = tail
-        .as_ref()
-        .try_into()
-        .map_err(|_| Error::Invalid(format!("{}: short read", meta.location)))?;
-    let length = FooterTail::try_new(&tail)?.metadata_length() as u64;
-    if length + TAIL > size {
-        return Err(Error::Invalid(format!("{} is not Parquet", meta.location)));
-    }
-    let metadata = lake
-        .store()
-        .get_range(&meta.location, size - TAIL - length..size - TAIL)
-        .await?;
-    Ok(ParquetMetaDataReader::decode_metadata(&metadata)?)
-}
-
-/// Whether the footer says every row is `complete`; a file whose footer
-/// cannot say (no such column, no statistics, no rows) is not.
-pub fn every_row_complete(metadata: &ParquetMetaData) -> bool {
-    let column = metadata
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.name() == crate::batch::COMPLETE);
-    let (Some(column), false) = (column, metadata.row_groups().is_empty()) else {
-        return false;
-    };
-    metadata.row_groups().iter().all(|group| {
-        matches!(
-            group.column(column).statistics(),
-            Some(Statistics::Boolean(s))
-                if s.min_opt() == Some(&true) && s.null_count_opt() == Some(0)
-        )
-    })
-}
-
-/// The sources a month file's footer lists; none if it lists none.
-pub fn sources(metadata: &ParquetMetaData) -> Result<Vec<Source>> {
-    let Some(value) = metadata
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|kv| kv.key == SOURCES_KEY))
-        .and_then(|kv| kv.value.as_deref())
-    else {
-        return Ok(Vec::new());
-    };
-    serde_json::from_str(value).map_err(|e| Error::Invalid(format!("{SOURCES_KEY}: {e}")))
 }
 
 /// The first day of `date`'s month.
@@ -174,17 +64,13 @@ pub async fn compact_month(
     month: NaiveDate,
     shard: Shard,
 ) -> Result<Compacted> {
-    let table = month_table(day_table)
+    let table = day_table
+        .month_table()
         .ok_or_else(|| Error::Invalid(format!("{} has no month table", day_table.prefix())))?;
     let month = first_of_month(month);
-    let name = shard.file_name();
     let mut inputs: Vec<(Source, ObjectMeta)> = Vec::new();
     for day in month.iter_days().take_while(|d| d.month() == month.month()) {
-        let path = lake.path(&format!(
-            "{}/{}/{name}",
-            day_table.prefix(),
-            day_partition(day)
-        ));
+        let path = lake.path(&paths::day_file(day_table, day, shard));
         let meta = match lake.store().head(&path).await {
             Ok(meta) => meta,
             Err(object_store::Error::NotFound { .. }) => continue,
@@ -197,8 +83,8 @@ pub async fn compact_month(
             inputs.push((source, meta));
         }
     }
-    let dir = format!("{}/{}", table.prefix(), month_partition(month));
-    let target = lake.path(&format!("{dir}/{name}"));
+    let dir = paths::month_dir(table, month);
+    let target = lake.path(&paths::month_file(table, month, shard));
     let rows = if inputs.is_empty() {
         match lake.store().delete(&target).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => 0,
@@ -215,10 +101,6 @@ pub async fn compact_month(
         days: inputs.len(),
     })
 }
-
-/// Rows per row group of a month file: a month is 30 day files' rows, so
-/// larger groups than a day file's keep its footer small.
-const MONTH_ROW_GROUP_ROWS: usize = 1024 * 1024;
 
 /// Streams the day files, each sorted by publisher, through one
 /// sort-preserving merge on (publisher, date) into a multipart upload: a
@@ -265,15 +147,7 @@ async fn merge(
     let mut stream = plan.execute(0, ctx.task_ctx())?;
 
     let sources: Vec<&Source> = inputs.iter().map(|(s, _)| s).collect();
-    let properties = crate::batch::day_properties()
-        .set_max_row_group_row_count(Some(MONTH_ROW_GROUP_ROWS))
-        .set_column_statistics_enabled("publisher".into(), EnabledStatistics::Page)
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            SOURCES_KEY.to_owned(),
-            serde_json::to_string(&sources)
-                .map_err(|e| Error::Invalid(format!("{SOURCES_KEY}: {e}")))?,
-        )]))
-        .build();
+    let properties = profile::month(sources_json(&sources)?);
     let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties))?;
     let mut upload = WriteMultipart::new(lake.store().put_multipart(target).await?);
     let mut rows = 0;
@@ -313,16 +187,6 @@ pub fn months_of(days: impl IntoIterator<Item = NaiveDate>) -> Vec<NaiveDate> {
     months.sort_unstable();
     months.dedup();
     months
-}
-
-/// Lists a table's files under `prefix` (object metadata, `.parquet` only).
-pub async fn list_parquet(lake: &Lake, prefix: &str) -> Result<Vec<ObjectMeta>> {
-    Ok(lake
-        .store()
-        .list(Some(&lake.path(prefix)))
-        .try_filter(|m| futures::future::ready(m.location.extension() == Some("parquet")))
-        .try_collect()
-        .await?)
 }
 
 // Test code only: an unwrap or panic here fails the test with its cause, which is the point.
@@ -379,7 +243,7 @@ mod tests {
         let reader =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
                 .unwrap();
-        let sources = sources(reader.metadata()).unwrap();
+        let sources = sqi_schemas::lake::files::sources(reader.metadata()).unwrap();
         let mut rows = Vec::new();
         for batch in reader.build().unwrap() {
             let batch = batch.unwrap();
@@ -460,7 +324,7 @@ mod tests {
         assert_eq!((done.days, done.rows), (3, 5));
         let (rows, _) = month_rows(&lake, DAY_FILE_NAME).await;
         assert_eq!(rows[1], ("pub-a".to_owned(), june2 + 1, 100));
-        let month_files = list_parquet(&lake, "monthly").await.unwrap();
+        let month_files = lake.list_parquet("monthly").await.unwrap();
         assert_eq!(month_files.len(), 1, "{month_files:?}");
     }
 
@@ -494,12 +358,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((done.table, done.rows), (Table::MonthlyUrls, 0));
-        assert!(
-            list_parquet(&lake, "monthly_urls")
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(lake.list_parquet("monthly_urls").await.unwrap().is_empty());
         assert!(
             compact_month(&lake, Table::Sqi, day("2025-06-05"), shards[0])
                 .await

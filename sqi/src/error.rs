@@ -39,7 +39,7 @@ pub enum Error {
     /// A Kafka client failed (external).
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    /// A stage of the pipeline failed.
+    /// The processor role (`sqi process`, the demo's processor) failed.
     #[error(transparent)]
     Processor(#[from] sqi_processor::Error),
     /// Ingest failed.

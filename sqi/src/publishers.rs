@@ -3,34 +3,17 @@
 //! The CSV has a header with `publisher` and optionally `domain`, `category`
 //! and `created_at` (RFC 3339 or `YYYY-MM-DD`). Every row is checked before
 //! anything is written; a file with any bad row is refused with one line per
-//! problem, so the table never holds half an import.
+//! problem, so the table never holds half an import. The file and its
+//! rows are the lake contract's ([`sqi_schemas::lake::publishers`]).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use arrow::array::{RecordBatch, StringBuilder, TimestampMillisecondBuilder};
 use chrono::{DateTime, NaiveDate};
-use object_store::{ObjectStoreExt, PutPayload};
 use sqi_schemas::event::is_valid_publisher;
-use sqi_schemas::lake::{Lake, Table};
+use sqi_schemas::lake::Lake;
+pub use sqi_schemas::lake::publishers::Publisher;
 
 use crate::error::{Error, Result};
-
-/// The single file the dimension lives in.
-pub const PUBLISHERS_FILE: &str = "publishers/publishers.parquet";
-
-/// One publisher.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publisher {
-    /// The publisher id, as in events.
-    pub publisher: String,
-    /// Its site's domain.
-    pub domain: Option<String>,
-    /// Its content category (the SQI peer group).
-    pub category: Option<String>,
-    /// When it joined, epoch ms.
-    pub created_at: Option<i64>,
-}
 
 /// Parses and validates a CSV; on any bad row returns every problem found.
 pub fn parse_csv(text: &str) -> Result<Vec<Publisher>> {
@@ -120,31 +103,7 @@ fn parse_created_at(text: &str) -> Option<i64> {
 
 /// Replaces the dimension with `rows`, in one atomic put.
 pub async fn write(lake: &Lake, rows: &[Publisher]) -> Result<()> {
-    let mut publisher = StringBuilder::new();
-    let mut domain = StringBuilder::new();
-    let mut category = StringBuilder::new();
-    let mut created = TimestampMillisecondBuilder::new().with_timezone("UTC");
-    for row in rows {
-        publisher.append_value(&row.publisher);
-        domain.append_option(row.domain.as_deref());
-        category.append_option(row.category.as_deref());
-        created.append_option(row.created_at);
-    }
-    let batch = RecordBatch::try_new(
-        Table::Publishers.schema(),
-        vec![
-            Arc::new(publisher.finish()),
-            Arc::new(domain.finish()),
-            Arc::new(category.finish()),
-            Arc::new(created.finish()),
-        ],
-    )?;
-    let bytes = sqi_processor::sink::parquet_bytes(&batch)?;
-    let _ = lake
-        .store()
-        .put(&lake.path(PUBLISHERS_FILE), PutPayload::from_bytes(bytes))
-        .await?;
-    Ok(())
+    Ok(sqi_schemas::lake::publishers::write(lake, rows).await?)
 }
 
 // Test code only: an unwrap here fails the test with its cause, which is the point.

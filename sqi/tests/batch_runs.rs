@@ -143,7 +143,7 @@ async fn a_missing_dimension_or_a_corrupt_file_is_a_clear_error() {
     let url = format!("file://{}", dir.path().display());
 
     lake.store()
-        .delete(&lake.path(publishers::PUBLISHERS_FILE))
+        .delete(&lake.path(sqi_schemas::lake::paths::PUBLISHERS_FILE))
         .await
         .unwrap();
     let (code, stderr) = sqi_cli(&[
@@ -220,7 +220,7 @@ async fn an_incomplete_day_is_refused_unless_allowed_and_then_marked() {
     let mark = |hour: i64| {
         let lake = lake.clone();
         async move {
-            let marker = sqi_processor::completeness::hour_marker(
+            let marker = sqi_schemas::lake::paths::completeness::hour_marker(
                 "share-events",
                 midnight + hour * sqi_schemas::lake::HOUR_MS,
             );

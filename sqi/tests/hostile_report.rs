@@ -136,7 +136,7 @@ async fn put_aggregates(lake: &Lake, hour: i64, file: &str, pageviews: i64) {
 
 #[cfg(test)]
 async fn put(lake: &Lake, table: Table, hour: i64, file: &str, batch: &RecordBatch) {
-    let bytes = sqi_processor::sink::parquet_bytes(batch).unwrap();
+    let bytes = sqi_schemas::lake::profile::parquet_bytes(batch).unwrap();
     let path = lake.path(&format!(
         "{}/{}/{file}",
         table.prefix(),

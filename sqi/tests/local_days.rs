@@ -94,8 +94,10 @@ fn expected_days(rows: &[fixture::Row], event_type: &str, bots: bool) -> BTreeMa
 #[cfg(test)]
 async fn mark_complete(lake: &Lake, day: NaiveDate) {
     for hour in 0..24 {
-        let marker =
-            sqi_processor::completeness::hour_marker(TOPIC, fixture::ms(day) + hour * HOUR_MS);
+        let marker = sqi_schemas::lake::paths::completeness::hour_marker(
+            TOPIC,
+            fixture::ms(day) + hour * HOUR_MS,
+        );
         lake.store()
             .put(&lake.path(&marker), PutPayload::from_static(b"{}"))
             .await

@@ -126,7 +126,7 @@ async fn write_fixture(lake: &Lake) -> BTreeMap<i64, i64> {
 
 #[cfg(test)]
 async fn put(lake: &Lake, table: Table, hour: i64, batch: &RecordBatch) {
-    let bytes = sqi_processor::sink::parquet_bytes(batch).unwrap();
+    let bytes = sqi_schemas::lake::profile::parquet_bytes(batch).unwrap();
     let path = lake.path(&format!(
         "{}/{}/part-00000.parquet",
         table.prefix(),
@@ -872,7 +872,7 @@ async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
             ],
         )
         .unwrap();
-        let bytes = sqi_processor::sink::parquet_bytes(&batch).unwrap();
+        let bytes = sqi_schemas::lake::profile::parquet_bytes(&batch).unwrap();
         lake.store()
             .put(
                 &lake.path(&format!("daily/dt={day}/part-00000.parquet")),
@@ -902,7 +902,7 @@ async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
     lake.store()
         .put(
             &lake.path("daily_urls/dt=2024-03-07/part-00000.parquet"),
-            PutPayload::from_bytes(sqi_processor::sink::parquet_bytes(&urls).unwrap()),
+            PutPayload::from_bytes(sqi_schemas::lake::profile::parquet_bytes(&urls).unwrap()),
         )
         .await
         .unwrap();

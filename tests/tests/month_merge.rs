@@ -59,7 +59,8 @@ async fn a_month_is_merged_on_s3_and_opens_in_duckdb() {
         .expect("the month merges");
     assert_eq!((merged.days, merged.rows), (4, 4 * ROWS));
 
-    let listed = compact::list_parquet(&lake, "monthly")
+    let listed = lake
+        .list_parquet("monthly")
         .await
         .expect("the month table lists");
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -68,10 +69,10 @@ async fn a_month_is_merged_on_s3_and_opens_in_duckdb() {
         "the file should need more than one 5 MiB part: {} bytes",
         listed[0].size
     );
-    let footer = compact::read_footer(&lake, &listed[0])
+    let footer = sqi_schemas::lake::files::read_footer(&lake, &listed[0])
         .await
         .expect("the month file's footer reads");
-    let sources = compact::sources(&footer).expect("the footer lists its sources");
+    let sources = sqi_schemas::lake::files::sources(&footer).expect("the footer lists its sources");
     let dates: Vec<String> = sources.iter().map(|s| s.date.clone()).collect();
     assert_eq!(
         dates,

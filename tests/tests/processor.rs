@@ -314,7 +314,9 @@ async fn an_idle_partition_still_gets_its_files_and_completeness_marker() {
     let started = tokio::time::Instant::now();
     let task = tokio::spawn(processor.run(None, None, shutdown.signal()));
 
-    let marker = lake.path(&sqi_processor::completeness::hour_marker(&topic, old_hour));
+    let marker = lake.path(&sqi_schemas::lake::paths::completeness::hour_marker(
+        &topic, old_hour,
+    ));
     let partition_1_file = lake.path(&format!(
         "aggregates/{}/{topic}+1+{:020}-{:020}.parquet",
         sqi_schemas::lake::hour_partition(old_hour),
@@ -340,7 +342,7 @@ async fn an_idle_partition_still_gets_its_files_and_completeness_marker() {
         started.elapsed()
     );
     // The present hour is not complete: partition 0 can still add to it.
-    let current = lake.path(&sqi_processor::completeness::hour_marker(
+    let current = lake.path(&sqi_schemas::lake::paths::completeness::hour_marker(
         &topic,
         now.div_euclid(hour) * hour,
     ));

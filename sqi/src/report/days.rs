@@ -18,9 +18,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use object_store::ObjectMeta;
 use object_store::path::Path;
+use sqi_schemas::lake::files::{Source, every_row_complete, read_footer, sources};
+use sqi_schemas::lake::paths::{Shard, day_of};
 use sqi_schemas::lake::{Lake, Table};
 
-use crate::compact::{self, Source};
 use crate::error::Result;
 
 /// A table's files by partition value (`YYYY-MM-DD` or `YYYY-MM`).
@@ -78,7 +79,8 @@ impl LakeDays {
     pub(super) fn day_files(&self, table: Table, days: &[String]) -> DayFiles {
         let empty = BTreeMap::new();
         let by_day = self.files.get(&table).unwrap_or(&empty);
-        let by_month = compact::month_table(table)
+        let by_month = table
+            .month_table()
             .and_then(|m| self.files.get(&m))
             .unwrap_or(&empty);
         let merged = self.merged.get(&table);
@@ -149,7 +151,7 @@ pub(super) async fn read(
     let mut days = LakeDays::default();
     let mut seen = HashSet::new();
     for table in BATCH_TABLES {
-        let files = compact::list_parquet(lake, table.prefix()).await?;
+        let files = lake.list_parquet(table.prefix()).await?;
         newest.push(files.iter().map(|m| m.last_modified).max());
         let month_table = matches!(
             table,
@@ -209,11 +211,7 @@ pub(super) async fn read(
             .store()
             .list_with_delimiter(Some(&lake.path(table.prefix())))
             .await?;
-        let partitions = listing
-            .common_prefixes
-            .iter()
-            .filter_map(compact::day_of)
-            .collect();
+        let partitions = listing.common_prefixes.iter().filter_map(day_of).collect();
         match table {
             Table::UrlCounts => days.url_counts = partitions,
             _ => days.aggregates = partitions,
@@ -231,7 +229,7 @@ fn one_whole_run(names: &[String]) -> bool {
     let mut count = None;
     let mut indexes = BTreeSet::new();
     for name in names {
-        let Some(shard) = crate::batch::Shard::of_file(name) else {
+        let Some(shard) = Shard::of_file(name) else {
             return false;
         };
         if *count.get_or_insert(shard.count) != shard.count {
@@ -250,7 +248,7 @@ async fn merged_days(
     days: &LakeDays,
     table: Table,
 ) -> BTreeSet<String> {
-    let Some(month_table) = compact::month_table(table) else {
+    let Some(month_table) = table.month_table() else {
         return BTreeSet::new();
     };
     let mut recorded: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
@@ -291,7 +289,7 @@ async fn merged_days(
 /// The `YYYY-MM-DD` of a `dt=` partition, or the `YYYY-MM` of a `month=` one.
 fn partition_of(path: &Path, month: bool) -> Option<String> {
     if !month {
-        return compact::day_of(path);
+        return day_of(path);
     }
     path.parts()
         .find_map(|part| part.as_ref().strip_prefix("month=").map(str::to_owned))
@@ -307,8 +305,8 @@ impl FooterMemo {
         {
             return *complete;
         }
-        let complete = match compact::read_footer(lake, meta).await {
-            Ok(footer) => compact::every_row_complete(&footer),
+        let complete = match read_footer(lake, meta).await {
+            Ok(footer) => every_row_complete(&footer),
             Err(error) => {
                 tracing::warn!(%error, file = %meta.location, "cannot read a batch file's footer; its day is read from the hourly tables");
                 false
@@ -328,9 +326,9 @@ impl FooterMemo {
         {
             return sources.clone();
         }
-        let sources = match compact::read_footer(lake, meta)
+        let sources = match read_footer(lake, meta)
             .await
-            .and_then(|footer| compact::sources(&footer))
+            .and_then(|footer| sources(&footer))
         {
             Ok(sources) => sources,
             Err(error) => {
@@ -355,6 +353,8 @@ mod tests {
     use arrow::array::{BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray};
     use chrono::NaiveDate;
     use object_store::{ObjectStoreExt, PutPayload};
+
+    use crate::compact;
 
     fn day(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
@@ -562,16 +562,7 @@ mod tests {
     }
 
     #[test]
-    fn days_come_from_the_dt_partition() {
-        assert_eq!(
-            compact::day_of(&Path::from("lake/daily/dt=2025-06-30/part-00000.parquet")),
-            Some("2025-06-30".to_owned())
-        );
-        assert_eq!(
-            compact::day_of(&Path::from("daily/dt=yesterday/x.parquet")),
-            None
-        );
-        assert_eq!(compact::day_of(&Path::from("daily/x.parquet")), None);
+    fn months_come_from_the_month_partition() {
         assert_eq!(
             partition_of(
                 &Path::from("monthly/month=2025-06/part-00000.parquet"),

@@ -399,7 +399,7 @@ async fn read_days(
             .iter()
             .map(|d| lit(ScalarValue::Date32(Some(Date32Type::from_naive_date(*d)))))
             .collect();
-        let month_table = crate::compact::month_table(day_table).unwrap_or(day_table);
+        let month_table = day_table.month_table().unwrap_or(day_table);
         rows.extend(
             state
                 .scanner

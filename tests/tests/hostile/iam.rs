@@ -283,9 +283,7 @@ async fn each_role_runs_with_exactly_its_iam_policy() {
         "batch with its policy: {}",
         String::from_utf8_lossy(&batch.stderr)
     );
-    let monthly = sqi::compact::list_parquet(&admin, "monthly/")
-        .await
-        .expect("list monthly");
+    let monthly = admin.list_parquet("monthly/").await.expect("list monthly");
     assert!(!monthly.is_empty(), "the month merge wrote monthly/");
 
     // report: every endpoint, over day tables and hourly tables.
@@ -360,9 +358,7 @@ async fn each_role_runs_with_exactly_its_iam_policy() {
 
     // Nothing beyond each policy: these are exactly the requests a role
     // must never make. An events file exists, so a denial is not a 404.
-    let events = sqi::compact::list_parquet(&admin, "events/")
-        .await
-        .expect("list events");
+    let events = admin.list_parquet("events/").await.expect("list events");
     let event_file = events
         .first()
         .expect("the processor wrote events/")

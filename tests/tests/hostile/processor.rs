@@ -112,7 +112,7 @@ async fn marked_hours(lake: &Lake, topic: &str) -> Vec<i64> {
     use futures::TryStreamExt;
     let prefix = lake.path(&format!(
         "{}/{topic}/hours",
-        sqi_processor::completeness::PREFIX
+        sqi_schemas::lake::paths::completeness::PREFIX
     ));
     let listed: Vec<_> = lake
         .store()
