@@ -99,6 +99,15 @@ pub mod metric {
 /// Counters the demo and tests read to know how far the processor has got.
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// Records taken from Kafka into an open range (each offset once per
+    /// reading; a range read again after a restart counts again). A
+    /// producer on a broker with a bounded log (the demo's mock cluster)
+    /// paces itself on this.
+    pub records_read: AtomicU64,
+    /// Offsets the processor expected but the partition no longer had:
+    /// records deleted before they were read (retention, a bounded log), or
+    /// offsets that never held one (aborted transactions, compaction).
+    pub offsets_absent: AtomicU64,
     /// Records (good, repeated or dead-lettered) whose range is in the lake.
     pub committed_records: AtomicU64,
     /// Distinct events in written ranges.
@@ -820,6 +829,11 @@ impl Run<'_> {
             Admission::Take => {}
             Admission::TakeAfterGap { expected } => {
                 metrics::counter!(metric::OFFSET_GAPS).increment(1);
+                let absent = u64::try_from(offset - expected).unwrap_or(0);
+                let _ = processor
+                    .progress
+                    .offsets_absent
+                    .fetch_add(absent, Ordering::Relaxed);
                 tracing::warn!(
                     partition,
                     expected,
@@ -852,6 +866,10 @@ impl Run<'_> {
         // Counted here and published each tick: a metric lookup per record
         // costs more than the rest of a duplicate's handling.
         self.records_read += 1;
+        let _ = processor
+            .progress
+            .records_read
+            .fetch_add(1, Ordering::Relaxed);
         if let Some(redo_end) = state.redo.as_ref().map(|r| r.end)
             && offset > redo_end
         {

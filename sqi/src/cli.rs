@@ -44,6 +44,23 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Where logs go instead of stderr. Only the demo's have a place: a file
+    /// in its lake directory (chosen here if the flag left it open), unless
+    /// `RUST_LOG` is set, because its terminal shows a table to a person.
+    pub fn log_file(&mut self) -> Option<PathBuf> {
+        match &mut self.command {
+            Command::Demo(args) if std::env::var_os("RUST_LOG").is_none() => {
+                let dir = args.lake_dir.get_or_insert_with(demo::default_lake_dir);
+                let file = dir.join("sqi-demo.log");
+                args.log_file = Some(file.clone());
+                Some(file)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The roles.
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use rdkafka::mocking::MockCluster;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqi_ingest::IngestConfig;
-use sqi_processor::{Processor, ProcessorConfig};
+use sqi_processor::{Processor, ProcessorConfig, Progress};
 use sqi_schemas::cli::LakeArgs;
 use sqi_schemas::lake::{Lake, LakeOptions};
 use tokio::net::TcpListener;
@@ -52,6 +52,14 @@ pub struct DemoArgs {
     /// Seed for the synthetic traffic.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Where the binary sends the logs, when not to stderr (printed).
+    #[arg(skip)]
+    pub log_file: Option<PathBuf>,
+}
+
+/// A fresh directory under the system temp dir, named for now.
+pub fn default_lake_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("sqi-demo-{}", Utc::now().format("%Y%m%dT%H%M%S")))
 }
 
 /// One printed SQI row.
@@ -229,14 +237,27 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
         .day
         .or_else(|| Utc::now().date_naive().pred_opt())
         .ok_or_else(|| Error::Invalid("cannot work out yesterday's date".into()))?;
-    let lake_dir = match &args.lake_dir {
-        Some(dir) => dir.clone(),
-        None => {
-            std::env::temp_dir().join(format!("sqi-demo-{}", Utc::now().format("%Y%m%dT%H%M%S")))
-        }
-    };
+    let lake_dir = args.lake_dir.clone().unwrap_or_else(default_lake_dir);
     std::fs::create_dir_all(&lake_dir)?;
     let lake_dir = lake_dir.canonicalize()?;
+    // The mock cluster is new each run, its offsets from 0, while an earlier
+    // run's range log says where that run's processor stopped: it would wait
+    // for offsets this cluster will not reach.
+    let earlier = std::fs::read_dir(&lake_dir)?
+        .filter_map(std::result::Result::ok)
+        .any(|entry| {
+            let log_name = args
+                .log_file
+                .as_deref()
+                .and_then(std::path::Path::file_name);
+            Some(entry.file_name().as_os_str()) != log_name
+        });
+    if earlier {
+        return Err(Error::Invalid(format!(
+            "{} is not empty: the demo needs a lake of its own (omit --lake-dir for a fresh one)",
+            lake_dir.display()
+        )));
+    }
     let lake_url = format!("file://{}", lake_dir.display());
     let lake = Lake::open(&lake_url, &LakeOptions::default())?;
     writeln!(
@@ -245,6 +266,13 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
         args.publishers
     )?;
     writeln!(out, "  lake: {lake_url}")?;
+    if let Some(log_file) = &args.log_file {
+        writeln!(
+            out,
+            "  logs: {} (set RUST_LOG to see them here)",
+            log_file.display()
+        )?;
+    }
 
     let topic = "share-events";
     let cluster = MockCluster::new(1)?;
@@ -294,26 +322,18 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
         out,
         "  sending {total} widget events to http://{ingest_addr}/v1/events ..."
     )?;
-    let accepted = send_all(ingest_addr, bodies).await?;
+    let accepted = send_all(ingest_addr, bodies, &progress).await?;
     writeln!(
         out,
         "  ingest acknowledged {accepted} events in {:.1}s",
         started.elapsed().as_secs_f64()
     )?;
 
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while progress.committed_records.load(Ordering::Relaxed) < accepted {
-        if Instant::now() > deadline {
-            return Err(Error::Invalid(format!(
-                "the processor committed only {} of {accepted} events in 300 s",
-                progress.committed_records.load(Ordering::Relaxed)
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    await_committed(&progress, accepted, STALLED_AFTER).await?;
     writeln!(
         out,
-        "  processor committed {} events in {} Parquet files",
+        "  processor committed {} events ({} distinct) in {} Parquet files",
+        progress.committed_records.load(Ordering::Relaxed),
         progress.committed_events.load(Ordering::Relaxed),
         progress.files_written.load(Ordering::Relaxed)
     )?;
@@ -359,20 +379,107 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
     })
 }
 
+/// How many acknowledged events may wait unread in the mock cluster. It
+/// keeps only the newest 5 MB of each partition (`rdkafka_mock.c`), so a
+/// sender that ran ahead of the processor had records deleted before they
+/// were read: 20,000 events over 4 partitions stay far below that.
+const UNREAD_WINDOW: u64 = 20_000;
+
+/// How long the processor may make no progress at all before the demo
+/// gives up with the numbers, instead of waiting for a count it cannot reach.
+const STALLED_AFTER: Duration = Duration::from_secs(60);
+
+/// Waits until the processor has read all but [`UNREAD_WINDOW`] of the
+/// `acknowledged` events; an error if it reads nothing for `stalled_after`.
+async fn await_reader(
+    progress: &Progress,
+    acknowledged: u64,
+    stalled_after: Duration,
+) -> Result<()> {
+    let mut last = progress.records_read.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    loop {
+        let read = progress.records_read.load(Ordering::Relaxed);
+        if acknowledged.saturating_sub(read) <= UNREAD_WINDOW {
+            return Ok(());
+        }
+        if read != last {
+            (last, since) = (read, Instant::now());
+        } else if since.elapsed() >= stalled_after {
+            return Err(Error::Invalid(format!(
+                "ingest acknowledged {acknowledged} events but the processor has read only \
+                 {read}, and read nothing for {} s",
+                stalled_after.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until every acknowledged event is committed to the lake. Any
+/// shortfall ends in an error naming both numbers: at once when records
+/// were deleted before the processor read them, or after `stalled_after`
+/// with no progress.
+async fn await_committed(
+    progress: &Progress,
+    acknowledged: u64,
+    stalled_after: Duration,
+) -> Result<()> {
+    let shortfall = |committed: u64, why: String| {
+        Error::Invalid(format!(
+            "ingest acknowledged {acknowledged} events but the processor committed {committed}: {why}"
+        ))
+    };
+    let mut last = progress.committed_records.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    loop {
+        let committed = progress.committed_records.load(Ordering::Relaxed);
+        if committed >= acknowledged {
+            return Ok(());
+        }
+        let absent = progress.offsets_absent.load(Ordering::Relaxed);
+        if absent > 0 {
+            return Err(shortfall(
+                committed,
+                format!("{absent} records were gone from the broker before they were read"),
+            ));
+        }
+        if committed != last {
+            (last, since) = (committed, Instant::now());
+        } else if since.elapsed() >= stalled_after {
+            return Err(shortfall(
+                committed,
+                format!("no progress for {} s", stalled_after.as_secs()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn send_all(
     addr: std::net::SocketAddr,
     bodies: Vec<(&'static str, serde_json::Value)>,
+    progress: &Arc<Progress>,
 ) -> Result<u64> {
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/v1/events");
     // Eight concurrent senders, like many pages posting at once, share one queue.
     let queue = Arc::new(Mutex::new(bodies.into_iter()));
+    // What ingest has acknowledged so far, across senders: each paces on it.
+    let acknowledged = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..8 {
         let (client, url, queue) = (client.clone(), url.clone(), queue.clone());
+        let (progress, acknowledged) = (progress.clone(), acknowledged.clone());
         workers.push(tokio::spawn(async move {
             let mut accepted = 0u64;
             while let Some((ua, body)) = take_next(&queue) {
+                await_reader(
+                    &progress,
+                    acknowledged.load(Ordering::Relaxed),
+                    STALLED_AFTER,
+                )
+                .await?;
                 // A 503 means the broker is busy: retrying the same events is safe.
                 for attempt in 0..20 {
                     let response = client
@@ -387,7 +494,9 @@ async fn send_all(
                             .json()
                             .await
                             .map_err(|e| Error::Invalid(format!("ingest answer: {e}")))?;
-                        accepted += answer["accepted"].as_u64().unwrap_or(0);
+                        let events = answer["accepted"].as_u64().unwrap_or(0);
+                        accepted += events;
+                        let _ = acknowledged.fetch_add(events, Ordering::Relaxed);
                         break;
                     }
                     if attempt == 19 {
@@ -570,4 +679,61 @@ async fn serve_report(
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHORT: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn a_processor_that_stops_short_ends_the_demo_with_both_numbers() {
+        let progress = Progress::default();
+        progress.committed_records.store(900, Ordering::Relaxed);
+        let started = Instant::now();
+        let error = await_committed(&progress, 1_000, SHORT)
+            .await
+            .expect_err("a shortfall is an error");
+        let message = error.to_string();
+        assert!(
+            message.contains("acknowledged 1000") && message.contains("committed 900"),
+            "{message}"
+        );
+        assert!(started.elapsed() < SHORT * 10, "the wait was not bounded");
+    }
+
+    #[tokio::test]
+    async fn records_deleted_before_they_were_read_end_the_demo_at_once() {
+        let progress = Progress::default();
+        progress.committed_records.store(400, Ordering::Relaxed);
+        progress.offsets_absent.store(108_000, Ordering::Relaxed);
+        let error = await_committed(&progress, 1_000, Duration::from_secs(3600))
+            .await
+            .expect_err("lost records are an error");
+        assert!(
+            error.to_string().contains("108000 records were gone"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_event_committed_ends_the_wait() {
+        let progress = Progress::default();
+        progress.committed_records.store(1_000, Ordering::Relaxed);
+        await_committed(&progress, 1_000, SHORT).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sender_waits_while_too_much_is_unread_and_gives_up_if_nothing_moves() {
+        let progress = Progress::default();
+        progress.records_read.store(5, Ordering::Relaxed);
+        await_reader(&progress, UNREAD_WINDOW + 5, SHORT)
+            .await
+            .unwrap();
+        let error = await_reader(&progress, UNREAD_WINDOW + 6, SHORT)
+            .await
+            .expect_err("an idle reader is an error");
+        assert!(error.to_string().contains("read only 5"), "{error}");
+    }
 }

@@ -13,8 +13,9 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = sqi::cli::Cli::parse();
-    sqi::telemetry::init_tracing(cli.log_format);
+    let mut cli = sqi::cli::Cli::parse();
+    let log_file = cli.log_file();
+    sqi::telemetry::init_tracing(cli.log_format, log_file.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

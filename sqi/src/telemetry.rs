@@ -1,22 +1,50 @@
 //! Process-wide telemetry: tracing output and the Prometheus recorder.
 
 use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing(format: LogFormat) {
+/// Sets up `tracing`, filtered by `RUST_LOG` (default `info`): to stderr, or
+/// appended to `file` when one is given (the demo's, whose terminal is for a
+/// person). A file that cannot be opened falls back to stderr, saying so.
+pub fn init_tracing(format: LogFormat, file: Option<&Path>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let opened = file.map(|path| {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|error| format!("cannot write logs to {}: {error}", path.display()))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match (opened, format) {
+        (Some(Ok(file)), LogFormat::Text) => builder
+            .with_writer(Mutex::new(file))
+            .with_ansi(false)
+            .try_init(),
+        (Some(Ok(file)), LogFormat::Json) => {
+            builder.with_writer(Mutex::new(file)).json().try_init()
+        }
+        (failed, format) => {
+            if let Some(Err(why)) = failed {
+                eprintln!("warning: {why}; logging to stderr");
+            }
+            let builder = builder
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal());
+            match format {
+                LogFormat::Text => builder.try_init(),
+                LogFormat::Json => builder.json().try_init(),
+            }
+        }
     };
 }
 

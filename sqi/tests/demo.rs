@@ -13,6 +13,7 @@ async fn the_demo_scores_over_a_hundred_publishers_across_the_whole_range() {
         report_listen: "127.0.0.1:0".parse().unwrap(),
         once: true,
         seed: 7,
+        log_file: None,
     };
     let mut printed = Vec::new();
     let outcome = run(&args, &mut printed).await.expect("demo runs");
@@ -47,4 +48,90 @@ async fn the_demo_scores_over_a_hundred_publishers_across_the_whole_range() {
             .count(),
         10
     );
+}
+
+/// A second run on the same directory found the first run's range log and
+/// waited for offsets the new mock cluster never reached.
+#[tokio::test]
+async fn a_lake_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("aggregates")).unwrap();
+    let args = DemoArgs {
+        publishers: 10,
+        day: None,
+        lake_dir: Some(dir.path().to_path_buf()),
+        report_listen: "127.0.0.1:0".parse().unwrap(),
+        once: true,
+        seed: 7,
+        log_file: None,
+    };
+    let error = run(&args, &mut Vec::new()).await.expect_err("refused");
+    assert!(error.to_string().contains("is not empty"), "{error}");
+}
+
+/// The binary's demo, as a newcomer runs it: the terminal shows progress and
+/// the table, the logs go to a file in the lake directory, and every event
+/// ingest acknowledged is committed. Under `cargo test --release` (which
+/// `scripts/test` runs for this test) it is the profile whose processor fell
+/// behind the mock cluster's bounded log and lost records.
+#[test]
+fn the_binary_demo_is_quiet_and_commits_every_acknowledged_event() {
+    let (dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let run = |rust_log: Option<&str>, dir: &std::path::Path| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sqi"));
+        command
+            .args(["demo", "--once", "--publishers", "10", "--lake-dir"])
+            .arg(dir)
+            .env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let output = command.output().expect("sqi runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        (stdout, stderr)
+    };
+    let is_log_line = |line: &str| {
+        [" INFO ", " WARN ", " ERROR ", " DEBUG "]
+            .iter()
+            .any(|level| line.contains(level))
+    };
+
+    let (stdout, stderr) = run(None, dir.path());
+    let logged: Vec<&str> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .filter(|l| is_log_line(l))
+        .collect();
+    assert!(logged.is_empty(), "log lines on the terminal: {logged:#?}");
+    assert!(stderr.trim().is_empty(), "stderr: {stderr}");
+    let log_file = dir.path().join("sqi-demo.log");
+    assert!(
+        stdout.contains(&log_file.display().to_string()),
+        "the log file is not named: {stdout}"
+    );
+    let logs = std::fs::read_to_string(&log_file).expect("the log file");
+    assert!(logs.lines().any(is_log_line), "the log file is empty");
+    let acknowledged = number_after(&stdout, "ingest acknowledged ").expect("acknowledged");
+    let committed = number_after(&stdout, "processor committed ").expect("committed");
+    assert!(acknowledged > 0);
+    assert_eq!(committed, acknowledged, "{stdout}");
+
+    // With RUST_LOG set the logs come back to the terminal.
+    let (_, stderr) = run(Some("info"), other_dir.path());
+    assert!(
+        stderr.lines().any(is_log_line),
+        "RUST_LOG=info logged nothing"
+    );
+}
+
+/// The integer printed right after `prefix`, if there is one.
+fn number_after(text: &str, prefix: &str) -> Option<u64> {
+    text.split(prefix)
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
