@@ -393,11 +393,10 @@ fn write_publishers(out: &Path, args: &LakeArgs, first_hour: i64) -> anyhow::Res
             Arc::new(created.finish()),
         ],
     )?;
-    let dir = out.join("publishers");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("publishers.parquet"),
-        sqi_schemas::lake::profile::parquet_bytes(&batch)?,
-    )?;
+    let path = out.join(sqi_schemas::lake::paths::PUBLISHERS_FILE);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, sqi_schemas::lake::profile::parquet_bytes(&batch)?)?;
     Ok(())
 }
