@@ -24,6 +24,15 @@ pub struct ProcessorConfig {
     /// 4: the broker assigns partitions and owns the session timeout).
     #[arg(long, env = "SQI_GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Classic)]
     pub group_protocol: GroupProtocol,
+    /// How long the group waits for a member that stopped heartbeating
+    /// (killed, frozen, cut off) before its partitions go to the others,
+    /// under the classic protocol (under `consumer`, the broker's
+    /// `group.consumer.session.timeout.ms` decides). librdkafka's default,
+    /// 45 s, held a member started right after a crash loop for as long:
+    /// every killed member kept its partitions, and held up each rebalance,
+    /// until its session ran out. The heartbeat is a third of it, at most 3 s.
+    #[arg(long, env = "SQI_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
     /// Where malformed and too-late records go, with their origin and the reason.
     #[arg(long, env = "SQI_DLQ_TOPIC", default_value = "share-events-dlq")]
     pub dlq_topic: String,
@@ -31,6 +40,13 @@ pub struct ProcessorConfig {
     /// whether or not new records arrive (the rotation deadline).
     #[arg(long, env = "SQI_MAX_FILE_AGE", default_value = "5m", value_parser = parse_duration)]
     pub max_file_age: Duration,
+    /// A partition whose newest record was received more than `--max-file-age`
+    /// ago is catching up on a backlog: its open range closes once it is this
+    /// old (when that is shorter than `--max-file-age`). So a backlog reaches
+    /// the lake as it is read, not all at once when the partition goes idle,
+    /// and a member killed soon after it started has still written ranges.
+    #[arg(long, env = "SQI_CATCH_UP_FILE_AGE", default_value = "10s", value_parser = parse_duration)]
+    pub catch_up_file_age: Duration,
     /// Close a partition's open range early once its `events` file would reach
     /// about this many bytes (estimated from the buffered record bytes).
     #[arg(long, env = "SQI_TARGET_FILE_BYTES", default_value_t = 128 * 1024 * 1024)]
@@ -97,7 +113,9 @@ impl ProcessorConfig {
             lake,
             group_id: "sqi-processor".into(),
             group_protocol: GroupProtocol::Classic,
+            session_timeout: Duration::from_secs(10),
             max_file_age: Duration::from_secs(1),
+            catch_up_file_age: Duration::from_secs(10),
             target_file_bytes: 128 * 1024 * 1024,
             idle_timeout: Duration::from_secs(2),
             allowed_lateness: Duration::from_secs(2 * 3600),

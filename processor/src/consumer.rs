@@ -379,8 +379,15 @@ impl Processor {
             // is one; KIP-848's refuses a client-side assignment strategy.
             let _ = match config.group_protocol {
                 GroupProtocol::Classic => {
-                    consumer_config.set("partition.assignment.strategy", "cooperative-sticky")
+                    let session = config.session_timeout;
+                    let heartbeat = (session / 3).min(Duration::from_secs(3));
+                    consumer_config
+                        .set("partition.assignment.strategy", "cooperative-sticky")
+                        .set("session.timeout.ms", session.as_millis().to_string())
+                        .set("heartbeat.interval.ms", heartbeat.as_millis().to_string())
                 }
+                // KIP-848's session and heartbeat are the broker's; librdkafka
+                // refuses them here.
                 GroupProtocol::Consumer => consumer_config.set("group.protocol", "consumer"),
             };
         })?;
@@ -575,8 +582,12 @@ impl Run<'_> {
     }
 
     async fn consume(&mut self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        let tick_every = (self.config().idle_timeout / 4)
-            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick_every = (self
+            .config()
+            .idle_timeout
+            .min(self.config().catch_up_file_age)
+            / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -691,6 +702,7 @@ impl Run<'_> {
             .map(|o| o.clone())
             .unwrap_or_default();
         let max_age = self.config().max_file_age;
+        let catch_up_age = self.config().catch_up_file_age.min(max_age);
         let idle_timeout = self.config().idle_timeout;
         let lateness = self.config().lateness_ms();
         let mut to_close = Vec::new();
@@ -708,7 +720,14 @@ impl Run<'_> {
             }
             let idle = state.last_record_at.elapsed() >= idle_timeout;
             if let Some(buffer) = &state.buffer {
-                if idle || buffer.opened_at.elapsed() >= max_age {
+                // Reading records received longer ago than a range may stay
+                // open: a backlog. Holding it until idleness would write
+                // nothing for as long as reading it takes, plus the idle
+                // timeout (over a minute for 1M records), and a member that
+                // dies meanwhile would leave nothing behind.
+                let catching_up = now_ms.saturating_sub(state.received) > millis(max_age);
+                let age = if catching_up { catch_up_age } else { max_age };
+                if idle || buffer.opened_at.elapsed() >= age {
                     to_close.push(*partition);
                 }
                 continue;

@@ -498,20 +498,29 @@ impl ProcessorSetup {
     /// heartbeat to the broker (librdkafka refuses them), so the client's
     /// are dropped; the test broker gives such groups a 6 s session.
     pub fn use_group_protocol(&mut self, protocol: &str) {
-        let mut args = Vec::with_capacity(self.args.len() + 2);
+        if protocol == "consumer" {
+            self.use_default_session();
+        }
+        self.args
+            .extend(["--group-protocol".to_owned(), protocol.to_owned()]);
+    }
+
+    /// Drops the crash tests' 3 s session (and its heartbeat), so members
+    /// run with `sqi process`'s own (`--session-timeout`, 10 s).
+    pub fn use_default_session(&mut self) {
+        let mut args = Vec::with_capacity(self.args.len());
         let mut given = std::mem::take(&mut self.args).into_iter().peekable();
         while let Some(arg) = given.next() {
             let client_session = given.peek().is_some_and(|value| {
                 value.starts_with("session.timeout.ms=")
                     || value.starts_with("heartbeat.interval.ms=")
             });
-            if arg == "--kafka-config" && client_session && protocol == "consumer" {
+            if arg == "--kafka-config" && client_session {
                 given.next();
                 continue;
             }
             args.push(arg);
         }
-        args.extend(["--group-protocol".to_owned(), protocol.to_owned()]);
         self.args = args;
     }
 

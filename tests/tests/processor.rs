@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqi_integration_tests::{Services, Shutdown, python_check, unique, wait_for_commits};
+use sqi_integration_tests::{
+    Services, Shutdown, Workload, high_watermarks, python_check, unique, wait_for_commits,
+    wait_until_written, watermark_reader, written_ends,
+};
 use sqi_processor::{Processor, ProcessorConfig};
 use sqi_schemas::cli::LakeArgs;
 use sqi_schemas::lake::{Lake, Table};
@@ -349,4 +352,71 @@ async fn an_idle_partition_still_gets_its_files_and_completeness_marker() {
     assert!(lake.store().head(&current).await.is_err());
     shutdown.trigger();
     task.await.unwrap().unwrap();
+}
+
+/// Issue 20, check 4: a processor with production rotation (5 min file age,
+/// 1 min idle timeout) started on a backlog writes it as it reads it. It
+/// used to hold every record it read in its open ranges until the partition
+/// went idle: 1M records were written all at once over a minute after they
+/// were read, and a member killed before then left nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backlog_is_written_as_it_is_read_not_once_the_partition_is_idle() {
+    let services = Services::from_env();
+    let topic = unique("catch-up");
+    let partitions = 4;
+    services.create_topic(&topic, partitions).await;
+    services.create_topic(&format!("{topic}-dlq"), 1).await;
+    // 100,000 events a second apart, received long before the processor
+    // starts: a backlog.
+    let now = chrono::Utc::now().timestamp_millis();
+    let workload = Workload::new(100_000, now - 30 * 3_600_000, 21);
+    workload
+        .produce(&services.kafka_brokers, &topic, 1_000_000)
+        .await;
+    let high = high_watermarks(
+        &watermark_reader(&services.kafka_brokers),
+        &topic,
+        partitions,
+    );
+    let (bucket, lake) = services.fresh_lake().await;
+    let mut config = config_for(&services, &topic, &lake);
+    config.max_file_age = Duration::from_secs(300);
+    config.idle_timeout = Duration::from_secs(60);
+    // Shorter than the production 10 s: the test's backlog is smaller.
+    config.catch_up_file_age = Duration::from_secs(1);
+    let shutdown = Shutdown::default();
+    let processor = Processor::new(config, lake.clone()).unwrap();
+    let task = tokio::spawn(processor.run(None, None, shutdown.signal()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    let first = loop {
+        let ends = written_ends(&lake, &topic, partitions).await;
+        if ends.iter().any(|end| *end >= 0) {
+            break ends;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing written in 150 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        first
+            .iter()
+            .zip(&high)
+            .any(|(end, high)| *end >= 0 && end + 1 < *high),
+        "the first ranges written held their partitions' whole backlogs \
+         (written ends {first:?}, high watermarks {high:?}): nothing was \
+         written until the partitions went idle"
+    );
+    wait_until_written(
+        &services.kafka_brokers,
+        &lake,
+        &topic,
+        partitions,
+        Duration::from_secs(240),
+    )
+    .await;
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+    workload.assert_exact(&services, &bucket);
 }
