@@ -15,7 +15,11 @@
 //! 2. the processor (exactly-once, to a local-directory lake) over the same
 //!    records, as events per CPU-second relative to (1), plus files and bytes
 //!    per million events and the process's peak RSS.
+//!
+//! `sqi-bench backlog` starts processors on a topic that already holds a
+//! backlog, fresh and right after a `kill -9` crash loop (`backlog.rs`).
 
+mod backlog;
 mod lake;
 mod process;
 mod report;
@@ -36,6 +40,11 @@ enum Bench {
     Ingest(IngestArgs),
     /// Processor throughput per core against a bare consumer.
     Process(process::ProcessArgs),
+    /// A backlog at start, after a kill -9 crash loop, against a fresh member.
+    Backlog(backlog::BacklogArgs),
+    /// One processor until SIGTERM (the backlog bench's members).
+    #[command(hide = true)]
+    Member(Box<sqi_processor::ProcessorConfig>),
     /// Writes a synthetic network-scale lake for the batch benchmark.
     Lake(lake::LakeArgs),
     /// Report API latency under concurrent clients.
@@ -267,6 +276,8 @@ async fn main() -> anyhow::Result<()> {
     let args = match Bench::parse() {
         Bench::Ingest(args) => args,
         Bench::Process(args) => return process::run(args).await,
+        Bench::Backlog(args) => return backlog::run(args).await,
+        Bench::Member(config) => return backlog::member(*config).await,
         Bench::Lake(args) => return lake::run(&args),
         Bench::Report(args) => return report::run(args).await,
         Bench::ReportSample { network, sample } => {

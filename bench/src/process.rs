@@ -77,13 +77,20 @@ fn record(n: usize, start_ms: i64) -> String {
     .to_string()
 }
 
-async fn fill(args: &ProcessArgs, topic: &str) -> anyhow::Result<()> {
+/// Creates `topic` (and its dead-letter topic) and fills it with `events`
+/// v1 records from a raw idempotent producer.
+pub(crate) async fn fill(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    events: usize,
+) -> anyhow::Result<()> {
     // The baselines connect as the processor does (sqi-kafka), on loopback.
-    let kafka = KafkaArgs::plaintext(&args.brokers, topic);
+    let kafka = KafkaArgs::plaintext(brokers, topic);
     let admin: AdminClient<DefaultClientContext> = kafka.client_config(|_| {})?.create()?;
     let dlq = format!("{topic}-dlq");
     let topics = [
-        NewTopic::new(topic, args.partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
         NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
     ];
     for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
@@ -99,7 +106,7 @@ async fn fill(args: &ProcessArgs, topic: &str) -> anyhow::Result<()> {
         .create()?;
     let start_ms = chrono::Utc::now().timestamp_millis() - 2 * 3_600_000;
     let mut inflight = Vec::new();
-    for n in 0..args.events {
+    for n in 0..events {
         let value = record(n, start_ms);
         let key = n.to_string();
         inflight.push(
@@ -122,8 +129,13 @@ async fn fill(args: &ProcessArgs, topic: &str) -> anyhow::Result<()> {
 /// Reads every record; with `parse`, also decodes and checks each as the
 /// processor does (`RecordView`): the floor any processor of this JSON pays
 /// before doing anything with it.
-async fn bare_consumer(args: &ProcessArgs, topic: &str, parse: bool) -> anyhow::Result<(f64, f64)> {
-    let consumer: StreamConsumer = KafkaArgs::plaintext(&args.brokers, topic)
+pub(crate) async fn bare_consumer(
+    brokers: &str,
+    topic: &str,
+    events: usize,
+    parse: bool,
+) -> anyhow::Result<(f64, f64)> {
+    let consumer: StreamConsumer = KafkaArgs::plaintext(brokers, topic)
         .client_config(|c| {
             let _ = c
                 .set("group.id", format!("bench-bare-{}", uuid::Uuid::new_v4()))
@@ -135,7 +147,7 @@ async fn bare_consumer(args: &ProcessArgs, topic: &str, parse: bool) -> anyhow::
     let (cpu, wall) = (cpu_seconds(), Instant::now());
     let mut read = 0usize;
     let mut parsed = 0usize;
-    while read < args.events {
+    while read < events {
         let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
         let payload = rdkafka::Message::payload(&message).unwrap_or_default();
         if parse && sqi_schemas::record::RecordView::from_json(payload).is_ok() {
@@ -198,12 +210,13 @@ async fn processor(args: &ProcessArgs, topic: &str) -> anyhow::Result<ProcessorR
 
 pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {
     let topic = format!("bench-process-{}", uuid::Uuid::new_v4());
-    fill(&args, &topic).await?;
+    fill(&args.brokers, &topic, args.partitions, args.events).await?;
     let (bare_cpu, bare_wall, parse_cpu) = if args.processor_only {
         (f64::NAN, f64::NAN, f64::NAN)
     } else {
-        let (bare_cpu, bare_wall) = bare_consumer(&args, &topic, false).await?;
-        let (parse_cpu, _) = bare_consumer(&args, &topic, true).await?;
+        let (bare_cpu, bare_wall) =
+            bare_consumer(&args.brokers, &topic, args.events, false).await?;
+        let (parse_cpu, _) = bare_consumer(&args.brokers, &topic, args.events, true).await?;
         (bare_cpu, bare_wall, parse_cpu)
     };
     // A profiler attached from here on sees the processor alone.
