@@ -210,9 +210,10 @@ impl ConsumerContext for ProcessorContext {
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        // A new partition is not paused while it recovers: librdkafka's
-        // pause/resume lost fetched records against Tansu. Its records are
-        // dropped until recovery seeks to where the range log says.
+        // A new partition is not paused while it recovers: its records are
+        // dropped until recovery seeks to where the range log says, and only
+        // that confirmed seek decides where reading resumes. Pausing would
+        // save re-fetching at most the bounded prefetch.
         if let Rebalance::Assign(partitions) = rebalance
             && let Ok(mut notices) = self.notices.lock()
         {
@@ -1154,12 +1155,12 @@ impl Run<'_> {
     ///
     /// The loop simply stops taking records from librdkafka: its prefetch
     /// queue is bounded (`queued.max.messages.kbytes`) and its background
-    /// thread keeps the group's heartbeats going. librdkafka's own
-    /// `pause`/`resume` is not used for this: resuming after a pause can skip
-    /// records that were fetched but purged (seen against Tansu), which
-    /// the range log would then have to redo. A stall longer than
-    /// `max.poll.interval.ms` makes this member leave the group; its
-    /// partitions' next owner resumes from the log.
+    /// thread keeps the group's heartbeats going, so memory is bounded as
+    /// tightly as librdkafka's `pause`/`resume` would bound it (against
+    /// Tansu, resuming after a pause also skipped fetched records). A stall
+    /// longer than `max.poll.interval.ms` (5 min) makes this member leave
+    /// the group; its partitions' next owner, or itself once it reads again,
+    /// resumes from the log.
     fn backpressure(&mut self) {
         let buffered = self.buffered();
         metrics::gauge!(metric::BUFFERED).set(buffered.items as f64);
