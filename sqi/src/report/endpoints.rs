@@ -18,11 +18,11 @@ use datafusion::prelude::{Expr, SessionContext, col, lit};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqi_schemas::event::is_valid_publisher;
-use sqi_schemas::lake::Table;
+use sqi_schemas::lake::{HOUR_MS, Table};
 use utoipa::IntoParams;
 
 use super::days::LakeDays;
-use super::window::{Window, parse_date};
+use super::window::{DayBucket, Window, parse_date};
 use super::{
     PeriodParams, ReportError, ReportState, Scope, arrow_json_row, authorize, bad, data_as_of,
     parse_bool,
@@ -442,6 +442,18 @@ fn integers(batch: &RecordBatch, name: &str) -> Result<Vec<i64>> {
     Ok((0..column.len()).map(|i| column.value(i)).collect())
 }
 
+/// Column `date` of `batch` as dates.
+fn dates(batch: &RecordBatch) -> Result<Vec<chrono::NaiveDate>> {
+    let column = batch
+        .column_by_name("date")
+        .ok_or_else(|| crate::error::Error::Invalid("no column `date`".into()))?;
+    let column = arrow::compute::cast(column, &DataType::Date32)?;
+    let column = column.as_primitive::<Date32Type>();
+    Ok((0..column.len())
+        .map(|i| Date32Type::to_naive_date_opt(column.value(i)).unwrap_or_default())
+        .collect())
+}
+
 fn hour_starts(batch: &RecordBatch) -> Result<Vec<i64>> {
     let column = batch
         .column_by_name("window_start")
@@ -708,47 +720,11 @@ pub(super) async fn timeseries(
         &["window_start"],
     )
     .await?;
-    let mut by_date: BTreeMap<String, i64> = BTreeMap::new();
-    for batch in &daily {
-        for (date, events) in texts(batch, "date")?
-            .into_iter()
-            .zip(integers(batch, "events")?)
-        {
-            *by_date.entry(date.unwrap_or_default()).or_default() += events;
-        }
-    }
-    let mut by_hour: BTreeMap<i64, i64> = BTreeMap::new();
-    for batch in &batches {
-        for (hour, events) in hour_starts(batch)?
-            .into_iter()
-            .zip(integers(batch, "events")?)
-        {
-            *by_hour.entry(hour).or_default() += events;
-        }
-    }
-    let rows: Vec<Value> = if hourly {
-        window
-            .hours()
-            .into_iter()
-            .map(|h| json!({"bucket": window.local_hour(h), "value": by_hour.get(&h).copied().unwrap_or(0)}))
-            .collect()
+    let (rows, total) = if hourly {
+        hour_series(&window, &batches)?
     } else {
-        let mut by_day: BTreeMap<String, i64> =
-            window.days().iter().map(|d| (d.to_string(), 0)).collect();
-        for (hour, events) in &by_hour {
-            *by_day
-                .entry(window.local_day(*hour).to_string())
-                .or_default() += events;
-        }
-        for (date, events) in &by_date {
-            *by_day.entry(date.clone()).or_default() += events;
-        }
-        by_day
-            .into_iter()
-            .map(|(bucket, value)| json!({"bucket": bucket, "value": value}))
-            .collect()
+        day_series(&window, &batches, &daily)?
     };
-    let total: i64 = by_hour.values().sum::<i64>() + by_date.values().sum::<i64>();
     let meta = json!({
         "publisher": publisher,
         "metric": params.list.metric.as_deref().unwrap_or("pageviews"),
@@ -759,6 +735,92 @@ pub(super) async fn timeseries(
         "data_as_of": as_of(&state, &window).await?,
     });
     respond(format, meta, &["bucket", "value"], rows)
+}
+
+/// The hour series' rows (every UTC hour of `window`, in its local time) and
+/// total, from rows of `window_start` and `events`.
+fn hour_series(window: &Window, batches: &[RecordBatch]) -> Result<(Vec<Value>, i64)> {
+    let hours = window.hours();
+    let first = hours.first().copied().unwrap_or(0);
+    let mut values = vec![0_i64; hours.len()];
+    let mut total = 0;
+    for batch in batches {
+        for (hour, events) in hour_starts(batch)?
+            .into_iter()
+            .zip(integers(batch, "events")?)
+        {
+            total += events;
+            if let Some(value) = usize::try_from((hour - first).div_euclid(HOUR_MS))
+                .ok()
+                .and_then(|i| values.get_mut(i))
+            {
+                *value += events;
+            }
+        }
+    }
+    let rows = hours
+        .iter()
+        .zip(values)
+        .map(|(h, value)| json!({"bucket": window.local_hour(*h), "value": value}))
+        .collect();
+    Ok((rows, total))
+}
+
+/// The day series' rows (every local day of `window`, in order) and total:
+/// hours (`window_start`, `events`) bucketed into the local day each starts
+/// in, and whole days of a day table (`date`, `events`) added to theirs. A
+/// row outside the window's days (the UTC hour holding the first local
+/// midnight, in a zone whose offset is not whole hours) gets its own bucket,
+/// as its local day.
+fn day_series(
+    window: &Window,
+    hours: &[RecordBatch],
+    days: &[RecordBatch],
+) -> Result<(Vec<Value>, i64)> {
+    let local = window.local_days();
+    let mut values = vec![0_i64; local.len()];
+    let mut outside: BTreeMap<chrono::NaiveDate, i64> = BTreeMap::new();
+    let mut total = 0;
+    for batch in hours {
+        for (hour, events) in hour_starts(batch)?
+            .into_iter()
+            .zip(integers(batch, "events")?)
+        {
+            total += events;
+            let value = match local.bucket(hour) {
+                DayBucket::Day(i) => values.get_mut(i),
+                DayBucket::Before | DayBucket::After => None,
+            };
+            match value {
+                Some(value) => *value += events,
+                None => *outside.entry(window.local_day(hour)).or_default() += events,
+            }
+        }
+    }
+    for batch in days {
+        for (date, events) in dates(batch)?.into_iter().zip(integers(batch, "events")?) {
+            total += events;
+            let index = usize::try_from((date - window.from).num_days()).ok();
+            match index.and_then(|i| values.get_mut(i)) {
+                Some(value) => *value += events,
+                None => *outside.entry(date).or_default() += events,
+            }
+        }
+    }
+    let mut series: Vec<(chrono::NaiveDate, i64)> = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| (local.day(i), value))
+        .collect();
+    if !outside.is_empty() {
+        series.extend(outside);
+        series.sort_by_key(|(date, _)| *date);
+    }
+    let rows = series
+        .into_iter()
+        .map(|(date, value)| json!({"bucket": date.to_string(), "value": value}))
+        .collect();
+    Ok((rows, total))
 }
 
 /// `GET /v1/publishers/{publisher}/channels`: shares and clickbacks by channel.
@@ -1217,5 +1279,153 @@ mod tests {
         );
         assert_eq!(csv_cell(&json!(true)), "true");
         assert_eq!(csv_cell(&Value::Null), "");
+    }
+
+    fn hour_rows(hours: &[i64], events: &[i64]) -> RecordBatch {
+        use arrow::array::{Int64Array, TimestampMillisecondArray};
+        RecordBatch::try_from_iter([
+            (
+                "window_start",
+                std::sync::Arc::new(
+                    TimestampMillisecondArray::from(hours.to_vec()).with_timezone("UTC"),
+                ) as arrow::array::ArrayRef,
+            ),
+            (
+                "events",
+                std::sync::Arc::new(Int64Array::from(events.to_vec())) as _,
+            ),
+        ])
+        .unwrap()
+    }
+
+    fn day(text: &str) -> chrono::NaiveDate {
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    fn series(rows: &[Value]) -> Vec<(String, i64)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r["bucket"].as_str().unwrap().to_owned(),
+                    r["value"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Item 7: a day series in New York sums each local day's own hours, 23
+    /// on the spring-forward day and 25 on the fall-back day, whatever batch
+    /// or order the hours come in; every day of the period has a bucket.
+    #[test]
+    fn day_series_sum_23_and_25_hour_local_days() {
+        let ny = "America/New_York".parse::<chrono_tz::Tz>().unwrap();
+        for (from, to, expected) in [
+            ("2024-03-09", "2024-03-11", [24, 23, 24]),
+            ("2024-11-02", "2024-11-04", [24, 25, 24]),
+        ] {
+            let window = Window::days_in("custom", ny, day(from), day(to));
+            let mut hours = window.hours();
+            hours.reverse();
+            // An hour's events are 1, 10 or 100 by its local day, so a sum
+            // tells which day each hour went to.
+            let events: Vec<i64> = hours
+                .iter()
+                .map(|h| 10_i64.pow((window.local_day(*h) - day(from)).num_days() as u32))
+                .collect();
+            let (first, rest) = hours.split_at(30);
+            let batches = [
+                hour_rows(first, &events[..30]),
+                hour_rows(rest, &events[30..]),
+            ];
+            let (rows, total) = day_series(&window, &batches, &[]).unwrap();
+            let want: Vec<(String, i64)> = window
+                .days()
+                .iter()
+                .zip(expected)
+                .enumerate()
+                .map(|(i, (d, n))| (d.to_string(), n * 10_i64.pow(i as u32)))
+                .collect();
+            assert_eq!(series(&rows), want, "{from}");
+            assert_eq!(total, want.iter().map(|(_, v)| v).sum::<i64>());
+        }
+        // No rows: every day, zero.
+        let window = Window::days_in("custom", ny, day("2024-03-09"), day("2024-03-11"));
+        let (rows, total) = day_series(&window, &[], &[]).unwrap();
+        assert_eq!(series(&rows).len(), 3);
+        assert_eq!(total, 0);
+    }
+
+    /// In UTC whole days come from a day table by `date` beside hours of
+    /// days it has not closed; a row outside the period's days keeps its own
+    /// bucket, in order, as the hour holding Kolkata's first midnight does.
+    #[test]
+    fn day_series_add_day_rows_and_keep_rows_outside_the_days() {
+        use arrow::array::{Date32Array, Int64Array};
+        let window = Window::days_in(
+            "custom",
+            chrono_tz::Tz::UTC,
+            day("2024-03-09"),
+            day("2024-03-11"),
+        );
+        let days = RecordBatch::try_from_iter([
+            (
+                "date",
+                std::sync::Arc::new(Date32Array::from(vec![
+                    Date32Type::from_naive_date(day("2024-03-09")),
+                    Date32Type::from_naive_date(day("2024-03-09")),
+                    Date32Type::from_naive_date(day("2024-03-12")),
+                ])) as arrow::array::ArrayRef,
+            ),
+            (
+                "events",
+                std::sync::Arc::new(Int64Array::from(vec![2, 3, 7])) as _,
+            ),
+        ])
+        .unwrap();
+        let last = window.hours()[window.hours().len() - 1];
+        let (rows, total) =
+            day_series(&window, &[hour_rows(&[last, last], &[1, 4])], &[days]).unwrap();
+        assert_eq!(
+            series(&rows),
+            [
+                ("2024-03-09".to_owned(), 5),
+                ("2024-03-10".to_owned(), 0),
+                ("2024-03-11".to_owned(), 5),
+                ("2024-03-12".to_owned(), 7),
+            ]
+        );
+        assert_eq!(total, 17);
+
+        let india = "Asia/Kolkata".parse::<chrono_tz::Tz>().unwrap();
+        let window = Window::days_in("custom", india, day("2024-03-10"), day("2024-03-11"));
+        let hours = window.hours();
+        let (rows, total) =
+            day_series(&window, &[hour_rows(&hours, &vec![1; hours.len()])], &[]).unwrap();
+        assert_eq!(
+            series(&rows),
+            [
+                ("2024-03-09".to_owned(), 1),
+                ("2024-03-10".to_owned(), 24),
+                ("2024-03-11".to_owned(), 24),
+            ]
+        );
+        assert_eq!(total, 49);
+    }
+
+    /// The hour series has a bucket for every hour of the window, 23 on a
+    /// spring-forward day, each in local time.
+    #[test]
+    fn hour_series_has_every_hour_in_local_time() {
+        let ny = "America/New_York".parse::<chrono_tz::Tz>().unwrap();
+        let window = Window::days_in("custom", ny, day("2024-03-10"), day("2024-03-10"));
+        let hours = window.hours();
+        assert_eq!(hours.len(), 23);
+        let (rows, total) = hour_series(&window, &[hour_rows(&hours[2..4], &[5, 6])]).unwrap();
+        let got = series(&rows);
+        assert_eq!(got.len(), 23);
+        assert_eq!(got[0], ("2024-03-10T00:00:00-05:00".to_owned(), 0));
+        assert_eq!(got[2], ("2024-03-10T03:00:00-04:00".to_owned(), 5));
+        assert_eq!(got[3], ("2024-03-10T04:00:00-04:00".to_owned(), 6));
+        assert_eq!(total, 11);
     }
 }

@@ -162,6 +162,20 @@ impl Window {
             .date_naive()
     }
 
+    /// The window's local days as UTC instants, to bucket many hours by.
+    pub fn local_days(&self) -> LocalDays {
+        let starts = self
+            .days()
+            .into_iter()
+            .map(|d| local_day_start(self.tz, d).timestamp_millis())
+            .chain([self.end.timestamp_millis()])
+            .collect();
+        LocalDays {
+            from: self.from,
+            starts,
+        }
+    }
+
     /// An hour (UTC ms) as local RFC 3339 time, e.g. `2024-03-10T03:00:00-04:00`.
     pub fn local_hour(&self, hour_ms: i64) -> String {
         DateTime::<Utc>::from_timestamp_millis(hour_ms)
@@ -208,6 +222,59 @@ impl Window {
             "end": self.end.to_rfc3339(),
             "days": self.day_count(),
         })
+    }
+}
+
+/// A window's local days as the UTC instants that start them, so that a
+/// series buckets each hour by comparing integers: converting every hour to
+/// the zone (a timezone lookup and a calendar date each) cost more than
+/// summing its rows. The days are whatever length the zone makes them, 23 or
+/// 25 hours across a DST change, since each start is the zone's own midnight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalDays {
+    from: NaiveDate,
+    /// The first instant (UTC ms) of each local day, then the window's end.
+    starts: Vec<i64>,
+}
+
+/// Where an hour falls among a window's local days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DayBucket {
+    /// The local day `from + i`.
+    Day(usize),
+    /// Before the window's first local midnight: the start of the UTC hour
+    /// that holds it, in a zone whose offset is not whole hours. It is the
+    /// local day before `from`, as [`Window::local_day`] says.
+    Before,
+    /// At or after the window's end: no hour of the window is.
+    After,
+}
+
+impl LocalDays {
+    /// How many local days there are.
+    pub fn len(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The local day `index` days after the first.
+    pub fn day(&self, index: usize) -> NaiveDate {
+        self.from
+            .checked_add_days(Days::new(index as u64))
+            .unwrap_or(self.from)
+    }
+
+    /// The local day an hour (UTC ms) starts in.
+    pub fn bucket(&self, hour_ms: i64) -> DayBucket {
+        match self.starts.partition_point(|start| *start <= hour_ms) {
+            0 => DayBucket::Before,
+            i if i >= self.starts.len() => DayBucket::After,
+            i => DayBucket::Day(i - 1),
+        }
     }
 }
 
@@ -289,6 +356,58 @@ mod tests {
             utc.whole_utc_days(),
             Some((day("2024-03-10"), day("2024-03-12")))
         );
+    }
+
+    /// Every hour of a window lands in the local day it starts in, as the
+    /// zone's own conversion says: spring forward makes a 23-hour day,
+    /// fall back a 25-hour one, and a zone half an hour off UTC puts the
+    /// UTC hour holding its first midnight before the window.
+    #[test]
+    fn local_days_bucket_every_hour_as_the_zone_does() {
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        for (zone, from, to) in [
+            ("America/New_York", "2024-03-08", "2024-03-12"),
+            ("America/New_York", "2024-11-01", "2024-11-05"),
+            ("Europe/Berlin", "2024-03-30", "2024-04-01"),
+            ("Australia/Sydney", "2024-04-05", "2024-04-08"),
+            ("Asia/Kolkata", "2024-03-10", "2024-03-12"),
+            ("UTC", "2024-03-10", "2024-03-12"),
+        ] {
+            let tz = zone.parse::<Tz>().unwrap();
+            let w = Window::days_in("custom", tz, day(from), day(to));
+            let local = w.local_days();
+            assert_eq!(local.len() as u64, w.day_count(), "{zone}");
+            let mut per_day = vec![0; local.len()];
+            let mut before = 0;
+            for hour in w.hours() {
+                match local.bucket(hour) {
+                    DayBucket::Day(i) => {
+                        assert_eq!(local.day(i), w.local_day(hour), "{zone} {hour}");
+                        per_day[i] += 1;
+                    }
+                    DayBucket::Before => {
+                        assert_eq!(w.local_day(hour), day(from).pred_opt().unwrap(), "{zone}");
+                        before += 1;
+                    }
+                    DayBucket::After => panic!("{zone}: hour {hour} after the window"),
+                }
+            }
+            assert_eq!(local.bucket(w.end.timestamp_millis()), DayBucket::After);
+            assert_eq!(before, usize::from(zone == "Asia/Kolkata"), "{zone}");
+            let hours_of = |d: &str| per_day[(day(d) - day(from)).num_days() as usize];
+            match zone {
+                "America/New_York" if from == "2024-03-08" => {
+                    assert_eq!(per_day, [24, 24, 23, 24, 24]);
+                    assert_eq!(hours_of("2024-03-10"), 23);
+                }
+                "America/New_York" => assert_eq!(per_day, [24, 24, 25, 24, 24]),
+                "Europe/Berlin" => assert_eq!(per_day, [24, 23, 24]),
+                "Australia/Sydney" => assert_eq!(per_day, [24, 24, 25, 24]),
+                // Plus the UTC hour holding 00:00 of the 10th (18:30 UTC),
+                // which starts the day before.
+                _ => assert_eq!(per_day, [24, 24, 24]),
+            }
+        }
     }
 
     #[test]
