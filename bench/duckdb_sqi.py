@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs the published SQL (sqi/sql/, as docs/sqi-sql.md shows it) in DuckDB
 over a local lake, unchanged apart from its date placeholders: the day's
-totals, its totals per URL and the SQI, each written to a Parquet file as
+totals, its totals per URL and per UTC hour, and the SQI, each written to a Parquet file as
 `sqi batch` does, so the two do the same work.
 
 Prints one JSON line: wall seconds, peak RSS of this process (DuckDB runs in
@@ -48,6 +48,7 @@ def main() -> None:
     score_sql = render((ROOT / "sqi/sql/sqi_score.sql").read_text(), args.date)
     daily_sql = render((ROOT / "sqi/sql/daily.sql").read_text(), args.date)
     daily_urls_sql = render((ROOT / "sqi/sql/daily_urls.sql").read_text(), args.date)
+    daily_hours_sql = render((ROOT / "sqi/sql/daily_hours.sql").read_text(), args.date)
     lake = args.lake.resolve()
     out = args.out or pathlib.Path(tempfile.mkdtemp(prefix="duckdb-sqi-"))
 
@@ -73,6 +74,9 @@ def main() -> None:
     con.execute(f"COPY ({daily_sql}) TO '{out}/daily.parquet' (FORMAT parquet, COMPRESSION snappy)")
     con.execute(
         f"COPY ({daily_urls_sql}) TO '{out}/daily_urls.parquet' (FORMAT parquet, COMPRESSION snappy)"
+    )
+    con.execute(
+        f"COPY ({daily_hours_sql}) TO '{out}/daily_hours.parquet' (FORMAT parquet, COMPRESSION snappy)"
     )
     con.execute(f"CREATE TEMP TABLE inputs AS {inputs_sql}")
     con.execute(f"CREATE TEMP TABLE scored AS {score_sql}")
