@@ -56,6 +56,8 @@ pub mod metric {
     pub const DELIVERY_SECONDS: &str = "sqi_ingest_delivery_duration_seconds";
     /// Events from publishers not on the allowlist (observe mode: accepted anyway).
     pub const UNKNOWN_PUBLISHER: &str = "sqi_ingest_unknown_publisher_events_total";
+    /// Producers replaced after the broker refused their idempotence state.
+    pub const PRODUCER_RESETS: &str = "sqi_ingest_producer_resets_total";
     /// Requests refused by the rate limit.
     pub const RATE_LIMITED: &str = "sqi_ingest_rate_limited_requests_total";
     /// Buckets the rate limiter holds (bounded by `--rate-limit-max-keys`).

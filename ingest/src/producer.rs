@@ -2,21 +2,19 @@
 //! that a request is answered only once every one of its events is acknowledged.
 //!
 //! An idempotent producer carries sequence numbers per partition. Once a
-//! delivery fails (a message timed out while the broker was away), that state
-//! is in doubt, and librdkafka recovers it itself: it waits until nothing is
-//! in flight, bumps the producer epoch and restarts its sequences, which
-//! Apache Kafka accepts. Requests whose events were not acknowledged get 503
-//! and are retried by the client with the same `event_id`s. (Until issue 20
-//! ingest replaced the producer after such a failure, because Tansu, the
-//! suite's broker then, panicked on an epoch bump;
-//! `broker_outages_under_load_lose_and_double_nothing` in
-//! `tests/tests/ingest.rs` shows Apache Kafka needs no replacement.)
+//! delivery fails (timed out while the broker was away, or refused), that state
+//! is in doubt: librdkafka would ask the broker to bump the producer epoch, which
+//! not every Kafka-protocol broker handles (Tansu 0.6 with SQLite storage
+//! panics on it). Ingest instead replaces the producer with a fresh one (a new
+//! producer id), which every broker supports; requests in flight on the old one
+//! get 503 and are retried by the client with the same `event_id`s.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use sqi_kafka::Connection;
@@ -43,7 +41,10 @@ type Inner = FutureProducer<HealthContext>;
 /// A cheaply cloneable handle on the process's producer.
 #[derive(Clone)]
 pub struct EventProducer {
-    producer: Inner,
+    /// The producer and its generation; a failure replaces only the generation that failed.
+    current: Arc<RwLock<(u64, Inner)>>,
+    client_config: Arc<ClientConfig>,
+    context: HealthContext,
     topic: Arc<str>,
     deadline: Duration,
 }
@@ -85,19 +86,60 @@ pub fn producer_config(config: &IngestConfig) -> Result<ClientConfig> {
     Ok(client)
 }
 
+/// Whether a delivery error leaves the producer's sequence state in doubt.
+/// A full queue or an oversized message never reached the broker.
+fn poisons_the_producer(error: &KafkaError) -> bool {
+    !matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::QueueFull | RDKafkaErrorCode::MessageSizeTooLarge)
+    )
+}
+
 impl EventProducer {
     /// Creates the producer; fails only on an invalid configuration or an
     /// unreadable secret, never on an unreachable broker.
     pub fn new(config: &IngestConfig, health: Arc<Health>, connection: Connection) -> Result<Self> {
+        let client_config = producer_config(config)?;
         let context = HealthContext { health, connection };
-        let producer: Inner = producer_config(config)?
-            .create_with_context(context)
+        let producer: Inner = client_config
+            .create_with_context(context.clone())
             .map_err(Error::Kafka)?;
         Ok(Self {
-            producer,
+            current: Arc::new(RwLock::new((0, producer))),
+            client_config: Arc::new(client_config),
+            context,
             topic: Arc::from(config.kafka.topic.as_str()),
             deadline: config.delivery_timeout + Duration::from_millis(250),
         })
+    }
+
+    fn producer(&self) -> Option<(u64, Inner)> {
+        self.current.read().ok().map(|c| (c.0, c.1.clone()))
+    }
+
+    /// Replaces generation `failed` with a fresh producer (new producer id),
+    /// unless another request already did. The old one is dropped while the
+    /// broker may still be away, off the async threads, so it never reconnects
+    /// with its doubtful sequence state.
+    fn reset(&self, failed: u64, reason: &str) {
+        let Ok(mut current) = self.current.write() else {
+            return;
+        };
+        if current.0 != failed {
+            return;
+        }
+        let fresh: Inner = match self.client_config.create_with_context(self.context.clone()) {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::error!(%error, "cannot create a replacement producer");
+                return;
+            }
+        };
+        let (_, old) = std::mem::replace(&mut *current, (failed + 1, fresh));
+        drop(current);
+        tracing::warn!(reason, generation = failed + 1, "kafka producer replaced");
+        metrics::counter!(metric::PRODUCER_RESETS).increment(1);
+        let _dropped = tokio::task::spawn_blocking(move || drop(old));
     }
 
     /// Produces every record and waits for all acknowledgements.
@@ -108,23 +150,30 @@ impl EventProducer {
     /// broker holds one copy of its events, not two.
     pub async fn produce(&self, records: Vec<EventRecord>) -> Result<(), ProduceError> {
         let started = Instant::now();
+        let (generation, producer) = self
+            .producer()
+            .ok_or_else(|| ProduceError::Delivery("producer unavailable".into()))?;
         let mut deliveries = Vec::with_capacity(records.len());
         for record in records {
             let payload = record.to_json();
             let message = FutureRecord::to(&self.topic)
                 .key(record.event_id.as_bytes())
                 .payload(&payload);
-            match self.producer.send_result(message) {
+            match producer.send_result(message) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((error, _))
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
                 {
                     return Err(ProduceError::QueueFull);
                 }
-                Err((error, _)) => return Err(ProduceError::Delivery(error.to_string())),
+                Err((error, _)) => {
+                    self.reset(generation, &error.to_string());
+                    return Err(ProduceError::Delivery(error.to_string()));
+                }
             }
         }
         let Ok(results) = tokio::time::timeout(self.deadline, join_all(deliveries)).await else {
+            self.reset(generation, "no acknowledgement before the deadline");
             return Err(ProduceError::Delivery(
                 "no acknowledgement before the deadline".into(),
             ));
@@ -132,7 +181,12 @@ impl EventProducer {
         for result in results {
             match result {
                 Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(ProduceError::Delivery(error.to_string())),
+                Ok(Err((error, _))) => {
+                    if poisons_the_producer(&error) {
+                        self.reset(generation, &error.to_string());
+                    }
+                    return Err(ProduceError::Delivery(error.to_string()));
+                }
                 Err(_) => {
                     return Err(ProduceError::Delivery(
                         "producer dropped the message".into(),
@@ -146,7 +200,9 @@ impl EventProducer {
 
     /// Waits (bounded) for everything queued to be delivered, for shutdown.
     pub async fn flush(&self) {
-        let producer = self.producer.clone();
+        let Some((_, producer)) = self.producer() else {
+            return;
+        };
         let deadline = self.deadline;
         let flushed = tokio::task::spawn_blocking(move || producer.flush(deadline)).await;
         if let Ok(Err(error)) = flushed {
@@ -156,7 +212,7 @@ impl EventProducer {
 
     /// Messages waiting in the local queue.
     pub fn queue_depth(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer().map_or(0, |(_, p)| p.in_flight_count())
     }
 }
 
