@@ -243,15 +243,13 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
     // The mock cluster is new each run, its offsets from 0, while an earlier
     // run's range log says where that run's processor stopped: it would wait
     // for offsets this cluster will not reach.
+    let log_name = args
+        .log_file
+        .as_deref()
+        .and_then(std::path::Path::file_name);
     let earlier = std::fs::read_dir(&lake_dir)?
         .filter_map(std::result::Result::ok)
-        .any(|entry| {
-            let log_name = args
-                .log_file
-                .as_deref()
-                .and_then(std::path::Path::file_name);
-            Some(entry.file_name().as_os_str()) != log_name
-        });
+        .any(|entry| Some(entry.file_name().as_os_str()) != log_name);
     if earlier {
         return Err(Error::Invalid(format!(
             "{} is not empty: the demo needs a lake of its own (omit --lake-dir for a fresh one)",
@@ -389,6 +387,30 @@ const UNREAD_WINDOW: u64 = 20_000;
 /// gives up with the numbers, instead of waiting for a count it cannot reach.
 const STALLED_AFTER: Duration = Duration::from_secs(60);
 
+/// Tells when a counter has not moved for a while.
+struct Stall {
+    last: u64,
+    since: Instant,
+}
+
+impl Stall {
+    fn new(value: u64) -> Self {
+        Self {
+            last: value,
+            since: Instant::now(),
+        }
+    }
+
+    /// Whether `value` is still what it was `after` ago.
+    fn stalled(&mut self, value: u64, after: Duration) -> bool {
+        if value != self.last {
+            *self = Self::new(value);
+            return false;
+        }
+        self.since.elapsed() >= after
+    }
+}
+
 /// Waits until the processor has read all but [`UNREAD_WINDOW`] of the
 /// `acknowledged` events; an error if it reads nothing for `stalled_after`.
 async fn await_reader(
@@ -396,16 +418,13 @@ async fn await_reader(
     acknowledged: u64,
     stalled_after: Duration,
 ) -> Result<()> {
-    let mut last = progress.records_read.load(Ordering::Relaxed);
-    let mut since = Instant::now();
+    let mut stall = Stall::new(progress.records_read.load(Ordering::Relaxed));
     loop {
         let read = progress.records_read.load(Ordering::Relaxed);
         if acknowledged.saturating_sub(read) <= UNREAD_WINDOW {
             return Ok(());
         }
-        if read != last {
-            (last, since) = (read, Instant::now());
-        } else if since.elapsed() >= stalled_after {
+        if stall.stalled(read, stalled_after) {
             return Err(Error::Invalid(format!(
                 "ingest acknowledged {acknowledged} events but the processor has read only \
                  {read}, and read nothing for {} s",
@@ -430,8 +449,7 @@ async fn await_committed(
             "ingest acknowledged {acknowledged} events but the processor committed {committed}: {why}"
         ))
     };
-    let mut last = progress.committed_records.load(Ordering::Relaxed);
-    let mut since = Instant::now();
+    let mut stall = Stall::new(progress.committed_records.load(Ordering::Relaxed));
     loop {
         let committed = progress.committed_records.load(Ordering::Relaxed);
         if committed >= acknowledged {
@@ -444,9 +462,7 @@ async fn await_committed(
                 format!("{absent} records were gone from the broker before they were read"),
             ));
         }
-        if committed != last {
-            (last, since) = (committed, Instant::now());
-        } else if since.elapsed() >= stalled_after {
+        if stall.stalled(committed, stalled_after) {
             return Err(shortfall(
                 committed,
                 format!("no progress for {} s", stalled_after.as_secs()),

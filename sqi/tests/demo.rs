@@ -3,18 +3,23 @@
 
 use sqi::demo::{DemoArgs, run};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_demo_scores_over_a_hundred_publishers_across_the_whole_range() {
-    let dir = tempfile::tempdir().unwrap();
-    let args = DemoArgs {
-        publishers: 130,
+/// `--once` on `lake_dir`, with a fixed seed.
+fn demo_args(publishers: u32, lake_dir: &std::path::Path) -> DemoArgs {
+    DemoArgs {
+        publishers,
         day: None,
-        lake_dir: Some(dir.path().to_path_buf()),
-        report_listen: "127.0.0.1:0".parse().unwrap(),
+        lake_dir: Some(lake_dir.to_path_buf()),
+        report_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         once: true,
         seed: 7,
         log_file: None,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_scores_over_a_hundred_publishers_across_the_whole_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = demo_args(130, dir.path());
     let mut printed = Vec::new();
     let outcome = run(&args, &mut printed).await.expect("demo runs");
     let printed = String::from_utf8(printed).unwrap();
@@ -56,15 +61,7 @@ async fn the_demo_scores_over_a_hundred_publishers_across_the_whole_range() {
 async fn a_lake_directory_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("aggregates")).unwrap();
-    let args = DemoArgs {
-        publishers: 10,
-        day: None,
-        lake_dir: Some(dir.path().to_path_buf()),
-        report_listen: "127.0.0.1:0".parse().unwrap(),
-        once: true,
-        seed: 7,
-        log_file: None,
-    };
+    let args = demo_args(10, dir.path());
     let error = run(&args, &mut Vec::new()).await.expect_err("refused");
     assert!(error.to_string().contains("is not empty"), "{error}");
 }
