@@ -43,7 +43,7 @@
 //! sides (excluded), and `provisional` on each side of 28 days, from
 //! `created_at` or from an old aggregate row.
 
-mod fixture;
+use crate::fixture;
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 //! builds the report in-process over a small `file://` lake. `SECURITY.md`
 //! lists each attack with its test.
 
-mod fixture;
+use crate::fixture;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

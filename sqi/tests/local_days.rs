@@ -4,7 +4,7 @@
 //! the hourly `aggregates`, and gives the buckets the hours give: local days
 //! summed across the UTC boundary, the 23-hour day of a DST change included.
 
-mod fixture;
+use crate::fixture;
 
 use std::collections::BTreeMap;
 

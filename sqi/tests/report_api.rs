@@ -3,7 +3,7 @@
 //! equal to JSON row for row, pages that never overlap, scoped keys, and 400s
 //! that name their field.
 
-mod fixture;
+use crate::fixture;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! one unsharded run, in both `sqi/` and `daily/`, and each run leaves only its
 //! own split's files in the day's partition.
 
-mod fixture;
+use crate::fixture;
 
 use std::collections::BTreeSet;
 

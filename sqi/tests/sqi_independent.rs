@@ -5,7 +5,7 @@
 //! missing from the dimension. The published SQL, run by DuckDB unchanged
 //! (`bench/duckdb_sqi.py`), must agree with the engine as well.
 
-mod fixture;
+use crate::fixture;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
