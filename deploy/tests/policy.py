@@ -285,7 +285,12 @@ class Policy:
             except ValueError as error:
                 self.fail(processor, str(error))
             services = [s for s in self.m.of("Service") if s["spec"].get("selector", {}).get("app.kubernetes.io/component") == "processor"]
-            self.check(processor, not services, "the processor serves nothing and needs no Service")
+            # Its one Service is headless, for the ServiceMonitor; nothing calls it.
+            for service in services:
+                self.check(service, service["spec"].get("clusterIP") == "None",
+                           "the processor serves only Prometheus: its Service must be headless")
+                self.check(service, [p.get("targetPort") for p in service["spec"]["ports"]] == ["admin"],
+                           "the processor's Service must expose only its admin port")
             for so in scaled:
                 self.check_scaled_object(so, processor)
         if report:
@@ -712,13 +717,23 @@ class Policy:
             labels = processor["spec"]["template"]["metadata"]["labels"]
             allowing = [n for n in self.m.of("NetworkPolicy") if n["spec"].get("ingress") and all(
                 labels.get(k) == v for k, v in n["spec"]["podSelector"].get("matchLabels", {}).items())]
-            self.check(processor, not allowing, "the processor must admit no ingress")
+            # Prometheus, and nothing else, scrapes its admin port.
+            for policy in allowing:
+                for rule in policy["spec"]["ingress"]:
+                    peers = rule.get("from", [])
+                    only_prometheus = peers and all(
+                        peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"
+                        and peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "prometheus"
+                        for peer in peers)
+                    self.check(policy, only_prometheus, "the processor must admit only Prometheus")
+                    self.check(policy, [p.get("port") for p in rule.get("ports", [])] == ["admin"],
+                               "the processor must admit Prometheus on its admin port only")
 
     def check_monitoring(self):
         monitors = self.m.of("ServiceMonitor")
         if not self.check(None, monitors, "needs a ServiceMonitor"):
             return
-        for component in ("ingest", "report"):
+        for component in ("ingest", "report", "processor"):
             service = next((s for s in self.m.of("Service")
                             if s["spec"].get("selector", {}).get("app.kubernetes.io/component") == component), None)
             if not service:

@@ -38,7 +38,7 @@ use crate::health::Health;
 use crate::limiter::{EventLimiter, LimiterConfig};
 use crate::producer::{EventProducer, ProduceError};
 
-/// Metric names, by the rule `sqi_<component>_<name>_<unit>_total`.
+/// Metric names, by the rule in `DEVELOPERS.md` ("Metrics").
 pub mod metric {
     /// Requests, labelled by matched route, method and status.
     pub const REQUESTS: &str = "sqi_ingest_http_requests_total";
@@ -69,6 +69,28 @@ pub mod metric {
     /// Requests refused before their events were read, labelled by reason
     /// (`busy`: over the request cap or body budget; `body_timeout`).
     pub const SHED: &str = "sqi_ingest_shed_requests_total";
+
+    /// Registers the metrics whose labels are known up front, so that a
+    /// dashboard shows 0, not "no data", before the first event. Adding zero
+    /// leaves any value already recorded as it was.
+    pub(crate) fn register() {
+        for counter in [
+            EVENTS_ACCEPTED,
+            PRODUCE_FAILURES,
+            UNKNOWN_PUBLISHER,
+            PRODUCER_RESETS,
+            RATE_LIMITED,
+            DOMAIN_MISMATCH,
+        ] {
+            metrics::counter!(counter).increment(0);
+        }
+        for reason in ["busy", "body_timeout"] {
+            metrics::counter!(SHED, "reason" => reason).increment(0);
+        }
+        for gauge in [PRODUCER_QUEUE, RATE_LIMIT_KEYS, OPEN_CONNECTIONS] {
+            metrics::gauge!(gauge).increment(0.0);
+        }
+    }
 }
 
 /// The share widget, served at `/widget.js`.

@@ -45,6 +45,7 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    http::metric::register();
     let health = Health::new(config.unready_after, config.stall_after);
     let connection = sqi_kafka::Connection::new(&config.kafka)?;
     connection.ready().await?;

@@ -94,6 +94,33 @@ pub mod metric {
     pub const BUFFERED_BYTES: &str = "sqi_processor_buffered_bytes";
     /// 1 while consumption is paused because writes are behind.
     pub const PAUSED: &str = "sqi_processor_backpressure_paused";
+
+    /// Registers every metric without per-partition labels, so that a
+    /// dashboard shows 0, not "no data", before the first event. Adding zero
+    /// leaves any value already recorded as it was.
+    pub(crate) fn register() {
+        for counter in [
+            RECORDS,
+            EVENTS_COMMITTED,
+            DUPLICATES,
+            DEAD_LETTERS,
+            LATE,
+            BAD_TIMES,
+            DLQ_RETRIES,
+            FILES,
+            BYTES,
+            STORE_RETRIES,
+            CLAIM_CONFLICTS,
+            REDO_MISMATCHES,
+            OFFSET_GAPS,
+            HOURS_COMPLETED,
+        ] {
+            metrics::counter!(counter).increment(0);
+        }
+        for gauge in [DLQ_UNAVAILABLE, BUFFERED, BUFFERED_BYTES, PAUSED] {
+            metrics::gauge!(gauge).increment(0.0);
+        }
+    }
 }
 
 /// Counters the demo and tests read to know how far the processor has got.
@@ -178,9 +205,16 @@ impl ClientContext for ProcessorContext {
                 continue;
             }
             let label = partition.to_string();
-            if p.committed_offset >= 0 {
+            // A group that has committed nothing yet starts from the earliest
+            // record (`auto.offset.reset=earliest`): all of it is lag.
+            let committed = if p.committed_offset >= 0 {
+                Some(p.committed_offset)
+            } else {
+                (p.lo_offset >= 0).then_some(p.lo_offset)
+            };
+            if let Some(committed) = committed {
                 metrics::gauge!(metric::LAG_COMMITTED, "partition" => label.clone())
-                    .set((p.hi_offset - p.committed_offset) as f64);
+                    .set((p.hi_offset - committed) as f64);
             }
             if p.app_offset >= 0 {
                 metrics::gauge!(metric::LAG_READ, "partition" => label)
@@ -491,6 +525,7 @@ impl Processor {
         metrics: Option<PrometheusHandle>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<()> {
+        metric::register();
         // Ready once it knows the topic and consumes; alive from the start.
         let ready = Arc::new(AtomicBool::new(false));
         if let Some(listener) = admin {

@@ -293,13 +293,72 @@ impl Keys {
     }
 }
 
-/// The report's metric names.
+/// The report's metric names, by the rule in `DEVELOPERS.md` ("Metrics").
 pub mod metric {
+    /// Requests, by matched `route`, `method` and `status`.
+    pub const REQUESTS: &str = "sqi_report_http_requests_total";
+    /// Request latency in seconds, by matched `route`.
+    pub const REQUEST_SECONDS: &str = "sqi_report_http_request_duration_seconds";
+    /// Answer cache lookups, by `result`: `hit` or `miss`.
+    pub const CACHE_LOOKUPS: &str = "sqi_report_answer_cache_lookups_total";
+    /// Bytes the answer cache holds (bounded by `--answer-cache-bytes`).
+    pub const CACHE_BYTES: &str = "sqi_report_answer_cache_bytes";
+    /// Answers the answer cache holds (bounded by `--answer-cache-entries`).
+    pub const CACHE_ENTRIES: &str = "sqi_report_answer_cache_entries";
+    /// Unix time of the last successful read of the lake's state.
+    pub const LAKE_REFRESHED: &str = "sqi_report_lake_refreshed_timestamp_seconds";
+    /// Reads of the lake's state that failed (answers stay as they were).
+    pub const LAKE_REFRESH_FAILURES: &str = "sqi_report_lake_refresh_failures_total";
     /// Requests refused with 429, by `reason`: `key` (over the key's quota)
     /// or `unauthorized` (an address sending requests without a valid key).
     pub const RATE_LIMITED: &str = "sqi_report_rate_limited_requests_total";
     /// Key file re-reads after a change, by `result`: `ok` or `error`.
     pub const KEY_RELOADS: &str = "sqi_report_key_reloads_total";
+
+    /// Registers the metrics whose labels are known up front, so that a
+    /// dashboard shows 0, not "no data", before the first event. Adding zero
+    /// leaves any value already recorded as it was.
+    pub(crate) fn register() {
+        metrics::counter!(LAKE_REFRESH_FAILURES).increment(0);
+        metrics::gauge!(CACHE_BYTES).increment(0.0);
+        metrics::gauge!(CACHE_ENTRIES).increment(0.0);
+        for result in ["hit", "miss"] {
+            metrics::counter!(CACHE_LOOKUPS, "result" => result).increment(0);
+        }
+        for reason in ["key", "unauthorized"] {
+            metrics::counter!(RATE_LIMITED, "reason" => reason).increment(0);
+        }
+    }
+}
+
+/// The method label of a request: the report answers `GET` and `HEAD`; any
+/// other method is one label, so clients cannot mint series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match *method {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Counts and times every request by the route it matched (`unmatched` for
+/// none), never by the raw path, which the client chooses.
+async fn track(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = method_label(request.method());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(metric::REQUESTS, "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!(metric::REQUEST_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// A request failure, answered as `{"error": {"code", "message", "field"?}}`.
@@ -462,7 +521,7 @@ pub fn router(state: ReportState) -> Router {
         .route("/dashboard/style.css", get(dashboard::style))
         .route("/dashboard/chart.umd.min.js", get(dashboard::chart))
         .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(readyz))
         .route(
             "/metrics",
             get(|State(s): State<ReportState>| async move {
@@ -480,7 +539,27 @@ pub fn router(state: ReportState) -> Router {
             guard::guard,
         ))
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(track))
         .with_state(state)
+}
+
+/// Ready once the lake's state has been read: until then the report cannot
+/// tell which table answers a day, so it would read every day from the hourly
+/// files. A refresh failing later keeps the pod ready (every replica shares
+/// the lake, so unready would take the whole API down); staleness shows in
+/// `sqi_report_lake_refreshed_timestamp_seconds` and its alert instead.
+async fn readyz(State(state): State<ReportState>) -> Response {
+    match state.guard.lake_read_age() {
+        Some(age) => format!("ready; lake state read {} s ago\n", age.as_secs()).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": {
+                "code": "not_ready",
+                "message": "the lake's state has not been read yet; see the log"
+            }})),
+        )
+            .into_response(),
+    }
 }
 
 /// The longest message of a refusal that axum wrote as text (an extractor

@@ -1020,3 +1020,44 @@ async fn day_and_hour_answers(base: &str) {
     .await;
     assert_eq!(series["total"], 2 * 24 * 3, "{series}");
 }
+
+/// Issue 21 item 5: `/readyz` reflects the lake refresh. A report that cannot
+/// list the lake (here a symlink loop, which the local store refuses to walk)
+/// is unready, with the contract's error body, and becomes ready once a
+/// refresh succeeds, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_the_first_read_of_the_lake() {
+    let (dir, lake) = fixture::local_lake();
+    let daily = dir.path().join(Table::Daily.prefix());
+    std::fs::create_dir_all(&daily).unwrap();
+    let looped = daily.join("loop");
+    std::os::unix::fs::symlink(&daily, &looped).unwrap();
+    let base = serve_with(
+        lake,
+        ReportOptions {
+            cache_refresh: std::time::Duration::from_millis(50),
+            ..ReportOptions::default()
+        },
+    )
+    .await;
+    let readyz = || async {
+        let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "ready without having read the lake: {body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+
+    std::fs::remove_file(&looped).unwrap();
+    let mut last = (0, String::new());
+    for _ in 0..200 {
+        last = readyz().await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last.0, 200, "still unready once the lake reads: {}", last.1);
+    assert!(last.1.starts_with("ready"), "{}", last.1);
+}

@@ -624,13 +624,44 @@ async fn the_manifests_start_ingest_report_and_processor_and_their_probes_answer
         .await
         .expect("ingest answers");
     assert_eq!(response.status(), 200, "{}", ingest.log());
+    // And one refusal, so the rejection counter has its `reason` series.
+    let refused = client
+        .post(ingest.url(&json!("http"), &format!("{prefix}events")))
+        .json(&json!({"events": [{"publisher": "deploy.example", "type": "nonsense"}]}))
+        .send()
+        .await
+        .expect("ingest answers");
+    assert_eq!(refused.status(), 400, "{}", ingest.log());
+    // The processor's per-partition gauges exist once it has read a record
+    // and librdkafka has reported statistics for its partitions.
+    let processor = &pods[2].0;
+    let metrics_url = processor.url(&json!("admin"), "/metrics");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = wait_ok(&client, &metrics_url, Duration::from_secs(5), processor).await;
+        if [
+            "sqi_processor_watermark_lag_seconds{",
+            "sqi_processor_consumer_lag_read_records{",
+        ]
+        .iter()
+        .all(|series| text.contains(series))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the processor has not read the event in 60 s:\n{text}\n{}",
+            processor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Prometheus scrapes what the ServiceMonitor names, on the Service's target port.
     let monitor = manifests
         .of("ServiceMonitor")
         .next()
         .expect("ServiceMonitor");
-    for (pod, _) in &pods[..2] {
+    for (pod, _) in &pods {
         let service = manifests
             .of("Service")
             .find(|s| s["spec"]["selector"]["app.kubernetes.io/component"] == pod.role.as_str())
@@ -649,18 +680,31 @@ async fn the_manifests_start_ingest_report_and_processor_and_their_probes_answer
             scraped.push_str(&wait_ok(&client, &url, Duration::from_secs(5), pod).await);
         }
     }
-    // Every metric of ours an alert uses is one the binary exports.
-    for rule in manifests.of("PrometheusRule") {
-        let text = rule.to_string();
-        for metric in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-            if metric.starts_with("sqi_") {
-                assert!(
-                    scraped.contains(metric),
-                    "alert metric {metric} is not exported by ingest or report"
-                );
-            }
-        }
-    }
+    // Issue 24 item 5: every metric an alert or a Grafana panel names is one
+    // the roles export, or a known exporter's; and every name follows the rule.
+    let exported = exported_metrics(&scraped);
+    let misnamed: Vec<_> = exported
+        .iter()
+        .filter_map(|(name, kind)| {
+            breaks_naming_rule(name, kind).map(|why| format!("{name}: {why}"))
+        })
+        .collect();
+    assert!(
+        misnamed.is_empty(),
+        "metrics off the naming rule (DEVELOPERS.md): {misnamed:#?}"
+    );
+    let queries = alert_and_panel_queries(&manifests);
+    assert!(
+        queries
+            .iter()
+            .any(|(source, _)| source.starts_with("dashboard")),
+        "no Grafana dashboard ConfigMap (label grafana_dashboard) in the render"
+    );
+    let unknown = unknown_metrics(&queries, &exported);
+    assert!(
+        unknown.is_empty(),
+        "alerts or panels name metrics nobody exports: {unknown:#?}"
+    );
 
     // SIGTERM: each drains and exits 0 within its terminationGracePeriodSeconds.
     let stopping: Vec<_> = pods
@@ -690,6 +734,174 @@ async fn the_manifests_start_ingest_report_and_processor_and_their_probes_answer
             "{role} took {took:?} to stop, longer than its grace period {grace:?}"
         );
     }
+}
+
+/// Series from exporters other than ours that alerts and panels may name.
+const EXTERNAL_METRICS: &[(&str, &str)] = &[
+    ("kafka_consumergroup_lag", "Strimzi's Kafka Exporter"),
+    (
+        "kafka_topic_partition_current_offset",
+        "Strimzi's Kafka Exporter",
+    ),
+    (
+        "kube_cronjob_status_last_successful_time",
+        "kube-state-metrics",
+    ),
+    (
+        "kube_deployment_status_replicas_unavailable",
+        "kube-state-metrics",
+    ),
+    ("kube_job_status_active", "kube-state-metrics"),
+    ("kube_job_status_completion_time", "kube-state-metrics"),
+    ("kube_job_status_failed", "kube-state-metrics"),
+    ("kube_job_status_start_time", "kube-state-metrics"),
+];
+
+/// Prefixes of the exporters' names a query may use; any other identifier is
+/// a function, keyword or label.
+const METRIC_NAMESPACES: &[&str] = &["sqi_", "kafka_", "kube_"];
+
+/// Every PromQL query of the render, with where it is: each alert's `expr`,
+/// and each panel target's `expr` of each dashboard in a ConfigMap labelled
+/// `grafana_dashboard`.
+fn alert_and_panel_queries(manifests: &Manifests) -> Vec<(String, String)> {
+    let mut queries = Vec::new();
+    for rule in manifests.of("PrometheusRule") {
+        for group in rule["spec"]["groups"].as_array().into_iter().flatten() {
+            for alert in group["rules"].as_array().into_iter().flatten() {
+                if let Some(expr) = alert["expr"].as_str() {
+                    queries.push((format!("alert {}", alert["alert"]), expr.to_owned()));
+                }
+            }
+        }
+    }
+    for map in manifests
+        .of("ConfigMap")
+        .filter(|m| !m["metadata"]["labels"]["grafana_dashboard"].is_null())
+    {
+        for (file, text) in map["data"].as_object().into_iter().flatten() {
+            let dashboard: Value = serde_json::from_str(text.as_str().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("dashboard {file} is not JSON: {e}"));
+            for panel in dashboard["panels"].as_array().into_iter().flatten() {
+                for target in panel["targets"].as_array().into_iter().flatten() {
+                    let expr = target["expr"].as_str().unwrap_or_default();
+                    queries.push((
+                        format!("dashboard {file}, panel {}", panel["title"]),
+                        expr.to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    queries
+}
+
+/// Metric names and types from a Prometheus text exposition (`# TYPE` lines).
+fn exported_metrics(scraped: &str) -> BTreeMap<String, String> {
+    scraped
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| {
+            let mut words = rest.split_whitespace();
+            Some((words.next()?.to_owned(), words.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Why `name` breaks the naming rule in DEVELOPERS.md ("Metrics"), if it does.
+fn breaks_naming_rule(name: &str, kind: &str) -> Option<&'static str> {
+    let Some(rest) = ["sqi_ingest_", "sqi_processor_", "sqi_report_"]
+        .iter()
+        .find_map(|role| name.strip_prefix(role))
+    else {
+        return Some("not sqi_<role>_ with a role that serves /metrics");
+    };
+    if rest.is_empty()
+        || !rest
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Some("not lowercase snake case");
+    }
+    match (kind, name.ends_with("_total")) {
+        ("counter", false) => Some("a counter that does not end in _total"),
+        ("gauge" | "summary" | "histogram", true) => Some("ends in _total but is not a counter"),
+        _ => None,
+    }
+}
+
+/// The names `queries` use that neither `exported` (with a summary's `_sum`
+/// and `_count`) nor [`EXTERNAL_METRICS`] has, and the queries that name no
+/// metric at all, each with where it is.
+fn unknown_metrics(
+    queries: &[(String, String)],
+    exported: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let known = |name: &str| {
+        exported.contains_key(name)
+            || ["_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| exported.contains_key(base))
+            })
+            || EXTERNAL_METRICS
+                .iter()
+                .any(|(external, _)| *external == name)
+    };
+    let mut unknown = Vec::new();
+    for (source, expr) in queries {
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|word| METRIC_NAMESPACES.iter().any(|ns| word.starts_with(ns)))
+            .collect();
+        if names.is_empty() {
+            unknown.push(format!("{source}: names no metric: {expr}"));
+        }
+        unknown.extend(
+            names
+                .into_iter()
+                .filter(|name| !known(name))
+                .map(|name| format!("{source}: {name}")),
+        );
+    }
+    unknown
+}
+
+/// The check above can fail: a panel naming a metric nobody exports, an
+/// alert naming no metric, and names off the rule are all reported.
+#[test]
+fn the_metric_name_check_reports_what_nobody_exports() {
+    let exported = exported_metrics(
+        "# TYPE sqi_ingest_http_requests_total counter\n\
+         # TYPE sqi_report_http_request_duration_seconds summary\n",
+    );
+    let queries = vec![
+        (
+            "dashboard ok".to_owned(),
+            "sum(rate(sqi_ingest_http_requests_total[5m])) / sum(sqi_report_http_request_duration_seconds_count)"
+                .to_owned(),
+        ),
+        (
+            "dashboard typo".to_owned(),
+            "sum(rate(sqi_ingest_http_request_total[5m]))".to_owned(),
+        ),
+        (
+            "alert external".to_owned(),
+            "sum(kafka_consumergroup_lag) > 1 and sum(kafka_consumergroup_lags) > 1".to_owned(),
+        ),
+        ("alert none".to_owned(), "vector(1) > 0".to_owned()),
+    ];
+    assert_eq!(
+        unknown_metrics(&queries, &exported),
+        [
+            "dashboard typo: sqi_ingest_http_request_total",
+            "alert external: kafka_consumergroup_lags",
+            "alert none: names no metric: vector(1) > 0",
+        ]
+    );
+    assert!(breaks_naming_rule("sqi_ingest_events_accepted", "counter").is_some());
+    assert!(breaks_naming_rule("sqi_batch_runs_total", "counter").is_some());
+    assert!(breaks_naming_rule("sqi_report_cache_bytes_total", "gauge").is_some());
+    assert!(breaks_naming_rule("sqi_report_answer_cache_bytes", "gauge").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

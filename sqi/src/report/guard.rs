@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -306,6 +307,9 @@ pub(super) struct Guard {
     /// p50); in turn, a request waits only for those before it.
     queries: tokio::sync::Semaphore,
     lake: watch::Receiver<LakeView>,
+    /// Unix milliseconds of the last successful read of the lake's state; 0
+    /// until one succeeds.
+    lake_read_at: Arc<AtomicI64>,
 }
 
 /// The lake as the last refresh saw it.
@@ -335,22 +339,30 @@ impl Guard {
             let burst = NonZeroU32::new(options.unauthorized_burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
         });
+        super::metric::register();
+        let lake_read_at = Arc::new(AtomicI64::new(0));
         let mut memo = FooterMemo::default();
         let initial = match read_lake(&lake, &mut memo).await {
-            Ok(view) => view,
+            Ok(view) => {
+                mark_read(&lake_read_at);
+                view
+            }
             Err(error) => {
-                tracing::warn!(%error, "cannot read the lake's state; every day is read from the hourly tables until it can");
+                metrics::counter!(super::metric::LAKE_REFRESH_FAILURES).increment(1);
+                tracing::warn!(%error, "cannot read the lake's state; unready until it can");
                 LakeView::default()
             }
         };
         let (sender, receiver) = watch::channel(initial);
         let refresh = options.cache_refresh.max(Duration::from_millis(10));
+        let read_at = lake_read_at.clone();
         // Ends when the last receiver (the guard) is gone.
         drop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(refresh).await;
                 match read_lake(&lake, &mut memo).await {
                     Ok(view) => {
+                        mark_read(&read_at);
                         let _ = sender.send_if_modified(|old| {
                             let changed = *old != view;
                             *old = view.clone();
@@ -358,6 +370,7 @@ impl Guard {
                         });
                     }
                     Err(error) => {
+                        metrics::counter!(super::metric::LAKE_REFRESH_FAILURES).increment(1);
                         tracing::warn!(%error, "cannot read the lake's state; answers stay cached")
                     }
                 }
@@ -380,6 +393,17 @@ impl Guard {
             parameters: super::openapi::query_parameters(),
             queries: tokio::sync::Semaphore::new(options.query_concurrency.max(1)),
             lake: receiver,
+            lake_read_at,
+        })
+    }
+
+    /// How long ago the lake's state was last read, or `None` if it never was.
+    pub(super) fn lake_read_age(&self) -> Option<Duration> {
+        let at = self.lake_read_at.load(Ordering::Relaxed);
+        (at > 0).then(|| {
+            Duration::from_millis(
+                u64::try_from(Utc::now().timestamp_millis() - at).unwrap_or_default(),
+            )
         })
     }
 
@@ -444,14 +468,26 @@ impl Guard {
     }
 
     fn get(&self, key: &str) -> Option<Cached> {
-        self.cache.lock().ok()?.get(key)
+        let hit = self.cache.lock().ok()?.get(key);
+        let result = if hit.is_some() { "hit" } else { "miss" };
+        metrics::counter!(super::metric::CACHE_LOOKUPS, "result" => result).increment(1);
+        hit
     }
 
     fn put(&self, key: String, owner: Arc<str>, value: Cached) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.put(key, owner, value);
+            metrics::gauge!(super::metric::CACHE_BYTES).set(cache.bytes as f64);
+            metrics::gauge!(super::metric::CACHE_ENTRIES).set(cache.slots.len() as f64);
         }
     }
+}
+
+/// Records a successful read of the lake's state, now.
+fn mark_read(at: &AtomicI64) {
+    let now = Utc::now();
+    at.store(now.timestamp_millis(), Ordering::Relaxed);
+    metrics::gauge!(super::metric::LAKE_REFRESHED).set(now.timestamp_millis() as f64 / 1000.0);
 }
 
 /// 429 with `Retry-After`, in the contract's error body.
