@@ -3,11 +3,20 @@
 //!
 //! An idempotent producer carries sequence numbers per partition. Once a
 //! delivery fails (timed out while the broker was away, or refused), that state
-//! is in doubt: librdkafka would ask the broker to bump the producer epoch, which
-//! not every Kafka-protocol broker handles (Tansu 0.6 with SQLite storage
-//! panics on it). Ingest instead replaces the producer with a fresh one (a new
-//! producer id), which every broker supports; requests in flight on the old one
-//! get 503 and are retried by the client with the same `event_id`s.
+//! is in doubt: librdkafka drains what is in flight, then asks the broker to
+//! bump the producer epoch. Ingest instead replaces the producer with a fresh
+//! one (a new producer id); requests in flight on the old one get 503 and are
+//! retried by the client with the same `event_id`s.
+//!
+//! The replacement was written for Tansu, which panicked on an epoch bump. On
+//! Apache Kafka 4.1 it is still needed: with it removed (b9e0bf8, reverted in
+//! 550149b), `a_broker_outage_gets_fast_503s_and_recovers_without_a_restart`
+//! failed in CI, where the machine was loaded: after the broker was killed
+//! with -9 and resumed, ingest answered 503 for the whole next 60 s. The same
+//! test passed on an idle machine, so the self-recovery is at least
+//! load-dependent; the suspect is the drain before the epoch bump, which new
+//! requests keep refilling. A fresh producer recovers as soon as the broker
+//! answers.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
