@@ -5,7 +5,10 @@
 //!    ingest would produce: the baseline;
 //! 2. ingest over HTTP with batches of 50 events, as a ratio to (1);
 //! 3. ingest with one event per request (requests/s);
-//! 4. latency of single-event requests at half of (3), open loop.
+//! 4. latency of single-event requests at half of (3), open loop;
+//! 5. widget traffic (`widget.rs`): single `text/plain` beacons with a
+//!    browser user-agent mix, at saturation, at half load and with
+//!    connection churn, against the same server's `GET /livez` floor.
 //!
 //! It runs in its own process, so the load generator does not share ingest's
 //! runtime; on a 2-core machine it does share the cores, as a real sidecar would.
@@ -23,6 +26,7 @@ mod backlog;
 mod lake;
 mod process;
 mod report;
+mod widget;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +84,12 @@ struct IngestArgs {
     /// The ingest process, to report its CPU time per event and per request.
     #[arg(long)]
     ingest_pid: Option<u32>,
+    /// Concurrent clients in the widget phases, each on its own connection.
+    #[arg(long, default_value_t = 256)]
+    widget_clients: usize,
+    /// Requests each connection carries in the widget churn phase.
+    #[arg(long, default_value_t = 4)]
+    requests_per_connection: u64,
 }
 
 /// User + system CPU seconds of a process so far (`/proc/PID/stat`, 100 ticks a second).
@@ -300,6 +310,14 @@ async fn main() -> anyhow::Result<()> {
     let cpu_us_per_batched_event = per_unit(cpu_before, cpu_between, batched);
     let cpu_us_per_single_request = per_unit(cpu_between, cpu_after, single);
     let (p50, p99, samples) = latency_at(&args, single / 2.0).await?;
+    let widget = widget::run(&widget::WidgetLoad {
+        ingest: args.ingest.clone(),
+        seconds: args.seconds,
+        clients: args.widget_clients,
+        requests_per_connection: args.requests_per_connection,
+        ingest_pid: args.ingest_pid,
+    })
+    .await?;
     let out = json!({
         "raw_producer_events_per_s": raw.round(),
         "ingest_batched_events_per_s": batched.round(),
@@ -314,6 +332,7 @@ async fn main() -> anyhow::Result<()> {
         "ingest_cpu_us_per_single_event_request": cpu_us_per_single_request,
         "connections": args.connections,
         "seconds_per_phase": args.seconds,
+        "widget": widget,
     });
     let mut stdout = std::io::stdout().lock();
     std::io::Write::write_all(&mut stdout, format!("{out:#}\n").as_bytes())?;
