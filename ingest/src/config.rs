@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use sqi_kafka::KafkaArgs;
-use sqi_schemas::cli::{parse_bytes, parse_duration};
+use sqi_schemas::cli::{defaults_with, parse_bytes, parse_duration};
 use sqi_schemas::event::Limits;
-use sqi_schemas::record::MAX_FUTURE_SKEW_MS;
 
 use crate::allowlist::AllowlistMode;
 use crate::enrich::Cidr;
@@ -120,37 +119,22 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 pub const CONNECTION_BYTES: u64 = 32 * 1024;
 
 impl IngestConfig {
-    /// A configuration for tests and the demo: given brokers and topic, no
-    /// rate limit, no allowlist and no drain delay.
+    /// A configuration for tests and the demo: given brokers and topic, an
+    /// ephemeral loopback port, no rate limit, no allowlist and no drain
+    /// delay; every other setting at its flag's default.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
-        Self {
-            kafka: KafkaArgs::plaintext(brokers, topic),
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            delivery_timeout: Duration::from_millis(1500),
-            max_body_bytes: Limits::default().max_body_bytes,
-            max_events: Limits::default().max_events,
-            max_event_bytes: Limits::default().max_event_bytes,
-            trusted_proxies: Vec::new(),
-            unready_after: Duration::from_secs(5),
-            stall_after: Duration::from_secs(15),
-            drain_delay: Duration::ZERO,
-            rate_limit_per_second: 0,
-            rate_limit_burst: 0,
-            rate_limit_network_per_second: 0,
-            rate_limit_network_burst: 0,
-            rate_limit_max_keys: DEFAULT_RATE_LIMIT_MAX_KEYS,
-            max_future_skew: Duration::from_millis(MAX_FUTURE_SKEW_MS.unsigned_abs()),
-            memory_limit: 512 << 20,
-            max_connections: None,
-            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(10),
-            allowlist_mode: AllowlistMode::Off,
-            allowlist_file: None,
-            allowlist_lake_url: None,
-            allowlist_refresh: Duration::from_secs(300),
-            s3_endpoint: None,
-        }
+        let (brokers, topic) = (brokers.into(), topic.into());
+        #[allow(clippy::expect_used)]
+        // The flags are this type's own; `new_has_the_flags_defaults` runs this.
+        let mut config: Self = defaults_with(&["--kafka-brokers", &brokers, "--topic", &topic])
+            .expect("ingest's own flags parse");
+        config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        config.drain_delay = Duration::ZERO;
+        config.rate_limit_per_second = 0;
+        config.rate_limit_burst = 0;
+        config.rate_limit_network_per_second = 0;
+        config.rate_limit_network_burst = 0;
+        config
     }
 
     /// A quarter of the memory limit.
@@ -204,19 +188,35 @@ mod tests {
         config: IngestConfig,
     }
 
-    /// The defaults `new` writes for the flags this file adds are clap's.
+    /// `new` takes every default from the flags, overriding only what it
+    /// says it does.
     #[test]
     fn new_has_the_flags_defaults() {
         let parsed = Cli::try_parse_from(["ingest"]).unwrap().config;
         let new = IngestConfig::new("127.0.0.1:9092", "share-events");
-        assert_eq!(parsed.max_future_skew, new.max_future_skew);
-        assert_eq!(parsed.memory_limit, new.memory_limit);
-        assert_eq!(parsed.max_connections, new.max_connections);
-        assert_eq!(parsed.max_concurrent_requests, new.max_concurrent_requests);
-        assert_eq!(parsed.header_read_timeout, new.header_read_timeout);
-        assert_eq!(parsed.body_read_timeout, new.body_read_timeout);
-        assert_eq!(parsed.rate_limit_max_keys, new.rate_limit_max_keys);
-        assert_eq!(new.max_future_skew, Duration::from_secs(300));
+        assert_eq!(new.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(new.kafka.topic, "share-events");
+        assert_eq!(new.listen, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(
+            (new.drain_delay, new.rate_limit_per_second),
+            (Duration::ZERO, 0)
+        );
+        let overridden = IngestConfig {
+            kafka: parsed.kafka.clone(),
+            listen: parsed.listen,
+            drain_delay: parsed.drain_delay,
+            rate_limit_per_second: parsed.rate_limit_per_second,
+            rate_limit_burst: parsed.rate_limit_burst,
+            rate_limit_network_per_second: parsed.rate_limit_network_per_second,
+            rate_limit_network_burst: parsed.rate_limit_network_burst,
+            ..new
+        };
+        assert_eq!(format!("{overridden:?}"), format!("{parsed:?}"));
+        // The flag's default is the contract's bound (`record::normalize`).
+        assert_eq!(
+            parsed.max_future_skew.as_millis(),
+            u128::from(sqi_schemas::record::MAX_FUTURE_SKEW_MS.unsigned_abs())
+        );
     }
 
     #[test]

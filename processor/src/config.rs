@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqi_kafka::KafkaArgs;
-use sqi_schemas::cli::{LakeArgs, parse_bytes, parse_duration};
+use sqi_schemas::cli::{LakeArgs, defaults_with, parse_bytes, parse_duration};
 
 use crate::error::{Error, Result};
 
@@ -104,28 +104,30 @@ pub enum GroupProtocol {
 }
 
 impl ProcessorConfig {
-    /// A configuration for tests and the demo: quick rotation and idling.
+    /// A configuration for tests and the demo: given brokers, topic (its
+    /// dead-letter topic `{topic}-dlq`) and lake, quick rotation and idling,
+    /// a smaller event buffer and an ephemeral loopback port; every other
+    /// setting at its flag's default.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>, lake: LakeArgs) -> Self {
-        let topic = topic.into();
-        Self {
-            dlq_topic: format!("{topic}-dlq"),
-            kafka: KafkaArgs::plaintext(brokers, topic),
-            lake,
-            group_id: "sqi-processor".into(),
-            group_protocol: GroupProtocol::Classic,
-            session_timeout: Duration::from_secs(10),
-            max_file_age: Duration::from_secs(1),
-            catch_up_file_age: Duration::from_secs(10),
-            target_file_bytes: 128 * 1024 * 1024,
-            idle_timeout: Duration::from_secs(2),
-            allowed_lateness: Duration::from_secs(2 * 3600),
-            dedup_horizon: Duration::from_secs(30 * 60),
-            future_bound: Duration::from_secs(5 * 60),
-            max_buffered_events: 500_000,
-            memory_budget: 2 << 30,
-            writers: 4,
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        }
+        let (brokers, topic) = (brokers.into(), topic.into());
+        #[allow(clippy::expect_used)]
+        // The flags are this type's own; `new_has_the_flags_defaults` runs this.
+        let mut config: Self = defaults_with(&[
+            "--kafka-brokers",
+            &brokers,
+            "--topic",
+            &topic,
+            "--lake-url",
+            &lake.url,
+        ])
+        .expect("the processor's own flags parse");
+        config.lake = lake;
+        config.dlq_topic = format!("{topic}-dlq");
+        config.max_file_age = Duration::from_secs(1);
+        config.idle_timeout = Duration::from_secs(2);
+        config.max_buffered_events = 500_000;
+        config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        config
     }
 
     /// Refuses settings under which dedup cannot do its job. Receive times
@@ -163,4 +165,46 @@ impl ProcessorConfig {
 
 pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+// Test code only: an unwrap here fails the test with its cause, which is the point.
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ProcessorConfig,
+    }
+
+    /// `new` takes every default from the flags, overriding only what it
+    /// says it does.
+    #[test]
+    fn new_has_the_flags_defaults() {
+        let lake = LakeArgs {
+            url: "memory://".into(),
+            s3_endpoint: None,
+        };
+        let parsed = Cli::try_parse_from(["process", "--lake-url", "memory://", "--topic", "t"])
+            .unwrap()
+            .config;
+        let new = ProcessorConfig::new("127.0.0.1:9092", "t", lake);
+        assert_eq!(new.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(new.dlq_topic, "t-dlq");
+        assert_eq!(new.max_file_age, Duration::from_secs(1));
+        let overridden = ProcessorConfig {
+            kafka: parsed.kafka.clone(),
+            dlq_topic: parsed.dlq_topic.clone(),
+            max_file_age: parsed.max_file_age,
+            idle_timeout: parsed.idle_timeout,
+            max_buffered_events: parsed.max_buffered_events,
+            listen: parsed.listen,
+            ..new
+        };
+        assert_eq!(format!("{overridden:?}"), format!("{parsed:?}"));
+        assert!(parsed.validate().is_ok());
+    }
 }

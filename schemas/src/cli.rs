@@ -28,6 +28,18 @@ impl LakeArgs {
     }
 }
 
+/// A flag set with `args` given and every other flag at its default, read
+/// without the environment's `SQI_*` variables. Configurations built in code
+/// (tests, the demo, benchmarks) take their defaults from here, so each
+/// default is written once, in its `#[arg]`.
+pub fn defaults_with<T: clap::Args + clap::FromArgMatches>(
+    args: &[&str],
+) -> Result<T, clap::Error> {
+    let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true))
+        .mut_args(|arg| arg.env(None));
+    T::from_arg_matches(&command.try_get_matches_from(args)?)
+}
+
 /// Parses `250ms`, `2s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
