@@ -27,7 +27,7 @@ COPY --from=build /out/sqi /usr/local/bin/sqi
 # The widget and dashboard are compiled into the binary, which serves them;
 # the files are here too for a CDN to be filled from the image.
 COPY ingest/assets/widget.js /usr/share/sqi/widget/widget.js
-COPY sqi/dashboard /usr/share/sqi/dashboard
+COPY sqi/report/dashboard /usr/share/sqi/dashboard
 # The `nonroot` user of distroless, by number so that runAsNonRoot can verify it.
 # mimalloc (sqi's allocator) commits its arenas eagerly on Linux by default
 # and then keeps a burst's pages resident: a warm ingest sat at 39 MiB

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs the published SQL (sqi/sql/, as docs/sqi-sql.md shows it) in DuckDB
+"""Runs the published SQL (sqi/batch/sql/, as docs/sqi-sql.md shows it) in DuckDB
 over a local lake, unchanged apart from its date placeholders: the day's
 totals, its totals per URL and per UTC hour, and the SQI, each written to a Parquet file as
 `sqi batch` does, so the two do the same work.
@@ -44,11 +44,11 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, help="where the Parquet goes (default: a temporary directory)")
     args = parser.parse_args()
 
-    inputs_sql = render((ROOT / "sqi/sql/sqi_inputs.sql").read_text(), args.date)
-    score_sql = render((ROOT / "sqi/sql/sqi_score.sql").read_text(), args.date)
-    daily_sql = render((ROOT / "sqi/sql/daily.sql").read_text(), args.date)
-    daily_urls_sql = render((ROOT / "sqi/sql/daily_urls.sql").read_text(), args.date)
-    daily_hours_sql = render((ROOT / "sqi/sql/daily_hours.sql").read_text(), args.date)
+    inputs_sql = render((ROOT / "sqi/batch/sql/sqi_inputs.sql").read_text(), args.date)
+    score_sql = render((ROOT / "sqi/batch/sql/sqi_score.sql").read_text(), args.date)
+    daily_sql = render((ROOT / "sqi/batch/sql/daily.sql").read_text(), args.date)
+    daily_urls_sql = render((ROOT / "sqi/batch/sql/daily_urls.sql").read_text(), args.date)
+    daily_hours_sql = render((ROOT / "sqi/batch/sql/daily_hours.sql").read_text(), args.date)
     lake = args.lake.resolve()
     out = args.out or pathlib.Path(tempfile.mkdtemp(prefix="duckdb-sqi-"))
 

@@ -10,12 +10,11 @@ use sqi_schemas::cli::LakeArgs;
 use sqi_schemas::lake::Lake;
 use tokio::net::TcpListener;
 
-use crate::batch::{self, BatchArgs};
 use crate::demo::{self, DemoArgs};
 use crate::error::Error;
-use crate::publishers;
-use crate::report::{self, ReportArgs};
 use crate::telemetry;
+use sqi_batch::{self as batch, BatchArgs, publishers};
+use sqi_report::{self as report, ReportArgs};
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -26,10 +26,10 @@ use sqi_schemas::lake::{Lake, LakeOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::batch;
 use crate::error::{Error, Result};
-use crate::publishers::{self, Publisher};
-use crate::report;
+use sqi_batch as batch;
+use sqi_batch::publishers::{self, Publisher};
+use sqi_report as report;
 
 /// `sqi demo` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -694,7 +694,8 @@ async fn serve_report(
     report::serve(state, listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The `sqi` library's error type: batch, report, publishers import and demo.
+//! The `sqi` crate's error type: the command line, telemetry and the demo.
 
-/// Errors of the batch job, the report API, the publishers import and the demo.
+/// Errors of starting a role from the command line, and of the demo.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The lake could not be opened (user error in the URL or options).
@@ -45,6 +45,15 @@ pub enum Error {
     /// Ingest failed.
     #[error(transparent)]
     Ingest(#[from] sqi_ingest::Error),
+    /// The batch job, the month merge or the publishers import failed.
+    #[error(transparent)]
+    Batch(#[from] sqi_batch::Error),
+    /// The report API failed.
+    #[error(transparent)]
+    Report(#[from] sqi_report::Error),
+    /// A lake session could not be built or a result shaped.
+    #[error(transparent)]
+    Session(#[from] sqi_query::Error),
     /// Local I/O failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

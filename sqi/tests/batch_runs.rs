@@ -7,8 +7,8 @@ use std::process::Command;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use sqi::batch::Gate;
-use sqi::publishers;
+use sqi_batch::Gate;
+use sqi_batch::publishers;
 use sqi_schemas::lake::{Lake, LakeOptions, Table};
 
 #[cfg(test)]
@@ -101,7 +101,7 @@ async fn small_lake() -> (tempfile::TempDir, Lake) {
 async fn reruns_and_concurrent_runs_write_identical_files_and_nothing_else() {
     let (_dir, lake) = small_lake().await;
     let gate = Gate::allowing_incomplete("share-events");
-    let first = sqi::batch::run_day(&lake, day(), &gate, sqi::batch::Shard::WHOLE)
+    let first = sqi_batch::run_day(&lake, day(), &gate, sqi_batch::Shard::WHOLE)
         .await
         .unwrap();
     assert_eq!(first.sqi_rows, 40);
@@ -115,8 +115,8 @@ async fn reruns_and_concurrent_runs_write_identical_files_and_nothing_else() {
         .unwrap();
 
     let (a, b) = tokio::join!(
-        sqi::batch::run_day(&lake, day(), &gate, sqi::batch::Shard::WHOLE),
-        sqi::batch::run_day(&lake, day(), &gate, sqi::batch::Shard::WHOLE)
+        sqi_batch::run_day(&lake, day(), &gate, sqi_batch::Shard::WHOLE),
+        sqi_batch::run_day(&lake, day(), &gate, sqi_batch::Shard::WHOLE)
     );
     assert_eq!(a.unwrap(), first);
     assert_eq!(b.unwrap(), first);
@@ -247,10 +247,10 @@ async fn an_incomplete_day_is_refused_unless_allowed_and_then_marked() {
     let complete_column = |table: Table| {
         let lake = lake.clone();
         async move {
-            let ctx = sqi::query::session(&lake, &[table], 1, sqi::query::Workload::Batch)
+            let ctx = sqi_query::session(&lake, &[table], 1, sqi_query::Workload::Batch)
                 .await
                 .unwrap();
-            let batch = sqi::query::collect_one(
+            let batch = sqi_query::collect_one(
                 &ctx,
                 &format!("SELECT DISTINCT complete FROM {}", table.prefix()),
             )
@@ -275,14 +275,14 @@ async fn an_incomplete_day_is_refused_unless_allowed_and_then_marked() {
     assert_eq!(complete_column(Table::Daily).await, vec![false]);
 
     mark(13).await;
-    let outcome = sqi::batch::run_day(
+    let outcome = sqi_batch::run_day(
         &lake,
         day(),
         &Gate {
             topic: "share-events".into(),
             allow_incomplete: false,
         },
-        sqi::batch::Shard::WHOLE,
+        sqi_batch::Shard::WHOLE,
     )
     .await
     .unwrap();

@@ -51,7 +51,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type};
 use chrono::NaiveDate;
 use fixture::Row;
-use sqi::publishers::Publisher;
+use sqi_batch::publishers::Publisher;
 use sqi_schemas::lake::HOUR_MS;
 
 #[cfg(test)]
@@ -303,7 +303,7 @@ async fn a_hand_scored_lake_gets_exactly_its_hand_computed_sqi() {
     let (_dir, lake) = fixture::local_lake();
     let (rows, dimension, expected) = hand_scored();
     fixture::write_lake(&lake, &rows, &dimension).await;
-    let batch = sqi::batch::compute_sqi(&lake, d()).await.unwrap();
+    let batch = sqi_batch::compute_sqi(&lake, d()).await.unwrap();
     assert_eq!(batch.num_rows(), expected.len());
 
     let text = |name: &str| {

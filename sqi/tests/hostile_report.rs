@@ -14,7 +14,7 @@ use chrono::{TimeZone, Utc};
 use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqi::report::{KeyRing, ReportOptions, ReportState};
+use sqi_report::{KeyRing, ReportOptions, ReportState};
 use sqi_schemas::lake::{HOUR_MS, Lake, Table, hour_partition};
 
 const PUBLISHER_KEY: &str = "hostile-key-for-pub-ny";
@@ -157,7 +157,7 @@ async fn serve_keys(lake: Lake, keys: KeyRing, options: ReportOptions) -> String
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     // Detached: the server lives as long as the test runtime.
-    drop(tokio::spawn(sqi::report::serve(
+    drop(tokio::spawn(sqi_report::serve(
         state,
         listener,
         std::future::pending(),
@@ -629,12 +629,12 @@ async fn leaderboard_pages_are_the_days_ranking() {
     use arrow::datatypes::{Float64Type, Int32Type};
     let (_dir, lake) = fixture::random_lake().await;
     let day = fixture::day();
-    let gate = sqi::batch::Gate::allowing_incomplete("share-events");
-    let _ = sqi::batch::run_day(&lake, day, &gate, sqi::batch::Shard::WHOLE)
+    let gate = sqi_batch::Gate::allowing_incomplete("share-events");
+    let _ = sqi_batch::run_day(&lake, day, &gate, sqi_batch::Shard::WHOLE)
         .await
         .unwrap();
     // The same rows the run wrote: reruns are bit-identical.
-    let scored = sqi::batch::compute_sqi(&lake, day).await.unwrap();
+    let scored = sqi_batch::compute_sqi(&lake, day).await.unwrap();
     let column = |name: &str| scored.column_by_name(name).unwrap().clone();
     let (publishers, sqis, zs) = (column("publisher"), column("sqi"), column("score_z"));
     let (publishers, sqis, zs) = (
@@ -708,8 +708,8 @@ async fn leaderboard_pages_are_the_days_ranking() {
 async fn a_half_written_sqi_day_is_not_the_newest() {
     let (_dir, lake) = fixture::random_lake().await;
     let day = fixture::day();
-    let gate = sqi::batch::Gate::allowing_incomplete("share-events");
-    let _ = sqi::batch::run_day(&lake, day, &gate, sqi::batch::Shard::WHOLE)
+    let gate = sqi_batch::Gate::allowing_incomplete("share-events");
+    let _ = sqi_batch::run_day(&lake, day, &gate, sqi_batch::Shard::WHOLE)
         .await
         .unwrap();
     let next = day.succ_opt().unwrap();

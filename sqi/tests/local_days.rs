@@ -16,9 +16,9 @@ use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqi::batch::{Gate, Shard};
-use sqi::publishers::Publisher;
-use sqi::report::{KeyRing, ReportOptions, ReportState};
+use sqi_batch::publishers::Publisher;
+use sqi_batch::{Gate, Shard};
+use sqi_report::{KeyRing, ReportOptions, ReportState};
 use sqi_schemas::lake::{HOUR_MS, Lake, Table};
 
 const KEY: &str = "key-for-marketing";
@@ -118,7 +118,7 @@ async fn serve(lake: Lake) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     // Detached: the server lives as long as the test runtime.
-    drop(tokio::spawn(sqi::report::serve(
+    drop(tokio::spawn(sqi_report::serve(
         state,
         listener,
         std::future::pending(),
@@ -246,7 +246,7 @@ async fn local_days_come_from_daily_hours_with_the_buckets_the_hours_give() {
     };
     for (i, day) in complete.iter().enumerate() {
         mark_complete(&lake, *day).await;
-        let outcome = sqi::batch::run_day(&lake, *day, &gate, Shard::WHOLE)
+        let outcome = sqi_batch::run_day(&lake, *day, &gate, Shard::WHOLE)
             .await
             .unwrap();
         assert!(
@@ -254,9 +254,10 @@ async fn local_days_come_from_daily_hours_with_the_buckets_the_hours_give() {
             "{outcome:?}"
         );
         if i == 4 {
-            let merged = sqi::compact::compact_month(&lake, Table::DailyHours, *day, Shard::WHOLE)
-                .await
-                .unwrap();
+            let merged =
+                sqi_batch::compact::compact_month(&lake, Table::DailyHours, *day, Shard::WHOLE)
+                    .await
+                    .unwrap();
             assert_eq!((merged.table, merged.days), (Table::MonthlyHours, 5));
         }
     }
@@ -344,12 +345,12 @@ async fn daily_hours_are_sorted_by_publisher_summed_by_hour_and_merged_by_month(
     mark_complete(&lake, closed).await;
     let gate = Gate::allowing_incomplete(TOPIC);
     for day in [early, closed] {
-        let _ = sqi::batch::run_day(&lake, day, &gate, Shard::WHOLE)
+        let _ = sqi_batch::run_day(&lake, day, &gate, Shard::WHOLE)
             .await
             .unwrap();
     }
 
-    let day_file = |day: NaiveDate| format!("daily_hours/dt={day}/{}", sqi::batch::DAY_FILE);
+    let day_file = |day: NaiveDate| format!("daily_hours/dt={day}/{}", sqi_batch::DAY_FILE);
     let batch = read_file(&lake, &day_file(closed)).await;
     assert_eq!(batch.schema(), Table::DailyHours.schema());
     let publishers = strings(&batch, "publisher");
@@ -404,17 +405,17 @@ async fn daily_hours_are_sorted_by_publisher_summed_by_hour_and_merged_by_month(
 
     // The month merge takes the complete day only, sorted by publisher then date.
     mark_complete(&lake, early).await;
-    let _ = sqi::batch::run_day(&lake, early, &gate, Shard::WHOLE)
+    let _ = sqi_batch::run_day(&lake, early, &gate, Shard::WHOLE)
         .await
         .unwrap();
-    let merged = sqi::compact::compact_month(&lake, Table::DailyHours, closed, Shard::WHOLE)
+    let merged = sqi_batch::compact::compact_month(&lake, Table::DailyHours, closed, Shard::WHOLE)
         .await
         .unwrap();
     assert_eq!(merged.table, Table::MonthlyHours);
     assert_eq!(merged.days, 2);
     let month = read_file(
         &lake,
-        &format!("monthly_hours/month=2024-03/{}", sqi::batch::DAY_FILE),
+        &format!("monthly_hours/month=2024-03/{}", sqi_batch::DAY_FILE),
     )
     .await;
     assert_eq!(month.num_rows(), merged.rows);

@@ -7,7 +7,7 @@ fn document() -> String {
     format!(
         "# The SQL behind the SQI\n\n\
 This is the SQL `sqi batch --date D` runs with DataFusion, generated from\n\
-`sqi/sql/` (a test fails when they differ). It follows `../shared/SQI.md`.\n\
+`sqi/batch/sql/` (a test fails when they differ). It follows `../shared/SQI.md`.\n\
 Replace the `{{{{placeholders}}}}` with dates to run it yourself:\n\n\
 | placeholder | value |\n|---|---|\n\
 | `{{{{date}}}}` | the day D, `YYYY-MM-DD` |\n\
@@ -46,11 +46,11 @@ Choices the definition leaves open, and what this SQL does:\n\n\
 ## The day's counts by UTC hour (`daily_hours/`)\n\n\
 Whole UTC days at hour resolution, channels summed, so that a day in any\n\
 timezone can be cut from them.\n\n```sql\n{}```\n",
-        sqi::batch::INPUTS_SQL,
-        sqi::batch::SCORE_SQL,
-        sqi::batch::DAILY_SQL,
-        sqi::batch::DAILY_URLS_SQL,
-        sqi::batch::DAILY_HOURS_SQL
+        sqi_batch::INPUTS_SQL,
+        sqi_batch::SCORE_SQL,
+        sqi_batch::DAILY_SQL,
+        sqi_batch::DAILY_URLS_SQL,
+        sqi_batch::DAILY_HOURS_SQL
     )
 }
 

@@ -13,7 +13,7 @@ use chrono::{TimeZone, Utc};
 use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqi::report::{KeyRing, ReportOptions, ReportState};
+use sqi_report::{KeyRing, ReportOptions, ReportState};
 use sqi_schemas::lake::{HOUR_MS, Lake, Table, hour_partition};
 
 const PUBLISHER_KEY: &str = "key-for-pub-ny";
@@ -159,7 +159,7 @@ async fn serve_with(lake: Lake, options: ReportOptions) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     // Detached: the server lives as long as the test runtime.
-    drop(tokio::spawn(sqi::report::serve(
+    drop(tokio::spawn(sqi_report::serve(
         state,
         listener,
         std::future::pending(),
@@ -911,9 +911,10 @@ async fn complete_utc_days_come_from_daily_and_the_rest_from_the_hours() {
     day_and_hour_answers(&serve(lake.clone()).await).await;
     for table in [Table::Daily, Table::DailyUrls] {
         let month = chrono::NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
-        let merged = sqi::compact::compact_month(&lake, table, month, sqi::batch::Shard::WHOLE)
-            .await
-            .unwrap();
+        let merged =
+            sqi_batch::compact::compact_month(&lake, table, month, sqi_batch::Shard::WHOLE)
+                .await
+                .unwrap();
         assert_eq!((merged.days, merged.rows), (1, 1), "{merged:?}");
     }
     day_and_hour_answers(&serve(lake).await).await;

@@ -11,7 +11,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sqi::batch::{Gate, Shard};
+use sqi_batch::{Gate, Shard};
 use sqi_schemas::lake::{Lake, Table, day_partition};
 
 /// Every row of every file in the day's partition of `table`, each rendered
@@ -84,7 +84,7 @@ fn assert_same_rows(what: &str, got: &[String], want: &[String]) {
 async fn four_shards_union_to_exactly_the_unsharded_rows() {
     let (_dir, lake) = fixture::random_lake().await;
     let gate = Gate::allowing_incomplete("share-events");
-    let whole = sqi::batch::run_day(&lake, fixture::day(), &gate, Shard::WHOLE)
+    let whole = sqi_batch::run_day(&lake, fixture::day(), &gate, Shard::WHOLE)
         .await
         .unwrap();
     let (whole_sqi, _) = day_rows(&lake, Table::Sqi).await;
@@ -96,11 +96,11 @@ async fn four_shards_union_to_exactly_the_unsharded_rows() {
     let mut categories_per_shard = Vec::new();
     for index in 0..4 {
         let shard = Shard { index, count: 4 };
-        let outcome = sqi::batch::run_day(&lake, fixture::day(), &gate, shard)
+        let outcome = sqi_batch::run_day(&lake, fixture::day(), &gate, shard)
             .await
             .unwrap();
         sharded_rows += outcome.sqi_rows;
-        let batch = sqi::batch::compute_sqi_shard(&lake, fixture::day(), shard)
+        let batch = sqi_batch::compute_sqi_shard(&lake, fixture::day(), shard)
             .await
             .unwrap();
         let categories: BTreeSet<String> = render(&batch)
@@ -141,7 +141,7 @@ async fn four_shards_union_to_exactly_the_unsharded_rows() {
     assert_same_rows("daily_urls", &sharded_urls, &whole_urls);
 
     // Going back to one run removes the shards' files.
-    let _ = sqi::batch::run_day(&lake, fixture::day(), &gate, Shard::WHOLE)
+    let _ = sqi_batch::run_day(&lake, fixture::day(), &gate, Shard::WHOLE)
         .await
         .unwrap();
     let (again, files) = day_rows(&lake, Table::Sqi).await;

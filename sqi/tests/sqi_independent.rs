@@ -27,11 +27,11 @@ fn close(a: Option<f64>, b: Option<f64>, tolerance: f64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_batch_agrees_with_an_independent_duckdb_implementation() {
     let (dir, lake) = random_lake().await;
-    let outcome = sqi::batch::run_day(
+    let outcome = sqi_batch::run_day(
         &lake,
         day(),
-        &sqi::batch::Gate::allowing_incomplete("share-events"),
-        sqi::batch::Shard::WHOLE,
+        &sqi_batch::Gate::allowing_incomplete("share-events"),
+        sqi_batch::Shard::WHOLE,
     )
     .await
     .unwrap();
@@ -60,7 +60,7 @@ async fn the_batch_agrees_with_an_independent_duckdb_implementation() {
     let expected: BTreeMap<String, Value> = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(expected.len(), 5200);
 
-    let batch = sqi::batch::compute_sqi(&lake, day()).await.unwrap();
+    let batch = sqi_batch::compute_sqi(&lake, day()).await.unwrap();
     let text = |name: &str| {
         batch
             .column_by_name(name)

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use chrono::{NaiveDate, TimeZone, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqi::batch::{Gate, Shard};
-use sqi::publishers::{self, Publisher};
-use sqi::report::{KeyRing, ReportState};
+use sqi_batch::publishers::{self, Publisher};
+use sqi_batch::{Gate, Shard};
 use sqi_integration_tests::listener;
 use sqi_processor::window::PartitionBuffer;
+use sqi_report::{KeyRing, ReportState};
 use sqi_schemas::event::EventType;
 use sqi_schemas::lake::{Lake, LakeOptions};
 use sqi_schemas::record::{Device, EventRecord};
@@ -85,7 +85,7 @@ async fn lake() -> (tempfile::TempDir, Lake) {
     publishers::write(&lake, &dimension).await.unwrap();
     for day in 1..=7 {
         let date = NaiveDate::from_ymd_opt(2024, 5, day).unwrap();
-        let _ = sqi::batch::run_day(
+        let _ = sqi_batch::run_day(
             &lake,
             date,
             &Gate::allowing_incomplete("dashboard"),
@@ -139,7 +139,7 @@ async fn the_dashboard_draws_a_publishers_report_in_chromium() {
     .unwrap();
     let state = ReportState::new(lake, keys, None).await.unwrap();
     let (listener, addr) = listener().await;
-    drop(tokio::spawn(sqi::report::serve(
+    drop(tokio::spawn(sqi_report::serve(
         state,
         listener,
         std::future::pending(),

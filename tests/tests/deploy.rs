@@ -1144,7 +1144,7 @@ fn the_dockerfile_puts_one_binary_on_a_distroless_runtime_it_can_run_on() {
     );
     // Assets the image carries exist, and .dockerignore does not hide them.
     let ignore = std::fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
-    for path in ["ingest/assets/widget.js", "sqi/dashboard"] {
+    for path in ["ingest/assets/widget.js", "sqi/report/dashboard"] {
         assert!(repo().join(path).exists(), "{path}");
         assert!(dockerfile.contains(path), "the image carries {path}");
         assert!(

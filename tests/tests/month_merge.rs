@@ -7,8 +7,8 @@ use std::sync::Arc;
 use arrow::array::{BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::Date32Type;
 use chrono::NaiveDate;
-use sqi::batch::{self, Shard};
-use sqi::compact;
+use sqi_batch::compact;
+use sqi_batch::{self as batch, Shard};
 use sqi_integration_tests::{Services, python_check};
 use sqi_schemas::lake::Table;
 

@@ -74,10 +74,10 @@ async fn process_until(services: &Services, topic: &str, lake: &Lake, records: u
 
 async fn sums(lake: &Lake) -> BTreeMap<String, i64> {
     use arrow::array::AsArray;
-    let ctx = sqi::query::session(lake, &[Table::Aggregates], 2, sqi::query::Workload::Batch)
+    let ctx = sqi_query::session(lake, &[Table::Aggregates], 2, sqi_query::Workload::Batch)
         .await
         .unwrap();
-    let batch = sqi::query::collect_one(
+    let batch = sqi_query::collect_one(
         &ctx,
         "SELECT CAST(window_start AS VARCHAR) || '|' || publisher || '|' || COALESCE(channel, '-') || '|' || event_type || '|' || device AS k, SUM(events) AS n FROM aggregates GROUP BY 1",
     )
@@ -205,10 +205,10 @@ async fn bad_records_reach_the_dead_letter_topic_and_replays_agree() {
 /// Every `events` row, as text, in `event_id` order.
 async fn event_rows(lake: &Lake) -> Vec<String> {
     use arrow::array::AsArray;
-    let ctx = sqi::query::session(lake, &[Table::Events], 2, sqi::query::Workload::Batch)
+    let ctx = sqi_query::session(lake, &[Table::Events], 2, sqi_query::Workload::Batch)
         .await
         .unwrap();
-    let batch = sqi::query::collect_one(
+    let batch = sqi_query::collect_one(
         &ctx,
         "SELECT event_id || '|' || publisher || '|' || \"type\" || '|' || COALESCE(channel, '-') || '|' || url || '|' || CAST(ts AS VARCHAR) || '|' || device AS row FROM events ORDER BY event_id",
     )

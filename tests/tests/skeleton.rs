@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
-use sqi::{batch, publishers, report};
+use sqi_batch::{self as batch, publishers};
 use sqi_ingest::IngestConfig;
 use sqi_integration_tests::{Services, Shutdown, listener, python_check, unique, wait_for_commits};
 use sqi_processor::{Processor, ProcessorConfig};
+use sqi_report as report;
 use sqi_schemas::cli::LakeArgs;
 
 const DESKTOP: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
@@ -221,15 +222,15 @@ async fn skeleton(services: Services, brokers: String) {
     assert_eq!(progress.committed_events.load(Ordering::Relaxed), accepted);
 
     // Counts summed from `aggregates` equal the events posted, key by key.
-    let ctx = sqi::query::session(
+    let ctx = sqi_query::session(
         &lake,
         &[sqi_schemas::lake::Table::Aggregates],
         2,
-        sqi::query::Workload::Batch,
+        sqi_query::Workload::Batch,
     )
     .await
     .unwrap();
-    let rows = sqi::query::collect_one(
+    let rows = sqi_query::collect_one(
         &ctx,
         "SELECT publisher, channel, event_type, device, SUM(events) AS events FROM aggregates GROUP BY 1, 2, 3, 4",
     )

@@ -255,7 +255,7 @@ async fn each_role_runs_with_exactly_its_iam_policy() {
     let date = chrono::NaiveDate::parse_from_str(DAY, "%Y-%m-%d").expect("day");
     let mut open_hours = Vec::new();
     for _ in 0..120 {
-        open_hours = sqi::batch::missing_hours(&admin, &topic, date)
+        open_hours = sqi_batch::missing_hours(&admin, &topic, date)
             .await
             .expect("read markers");
         if open_hours.is_empty() {
@@ -366,7 +366,7 @@ async fn each_role_runs_with_exactly_its_iam_policy() {
         .as_ref()
         .trim_start_matches("lake/")
         .to_owned();
-    let day_file = format!("daily/dt={DAY}/{}", sqi::batch::DAY_FILE);
+    let day_file = format!("daily/dt={DAY}/{}", sqi_batch::DAY_FILE);
     assert_denied(
         &moto.lake(&bucket, "report"),
         "report",

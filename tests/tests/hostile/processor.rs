@@ -79,10 +79,10 @@ async fn process(config: ProcessorConfig, lake: &Lake, records: u64) -> Arc<Prog
 /// `SUM(events)` of `aggregates` per publisher, and the latest hour counted.
 async fn counted(lake: &Lake) -> (BTreeMap<String, i64>, Option<i64>) {
     use arrow::array::AsArray;
-    let ctx = sqi::query::session(lake, &[Table::Aggregates], 2, sqi::query::Workload::Batch)
+    let ctx = sqi_query::session(lake, &[Table::Aggregates], 2, sqi_query::Workload::Batch)
         .await
         .unwrap();
-    let batch = sqi::query::collect_one(
+    let batch = sqi_query::collect_one(
         &ctx,
         "SELECT publisher, CAST(SUM(events) AS BIGINT) AS n, \
          CAST(MAX(CAST(window_start AS BIGINT)) AS BIGINT) AS latest \

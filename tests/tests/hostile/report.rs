@@ -4,4 +4,4 @@
 //! the `sqi` crate's own fixture lake, which needs neither the broker nor S3,
 //! so they live beside it: `sqi/tests/hostile_report.rs`
 //! (`cargo test -p sqi --test hostile_report`), with unit tests in
-//! `sqi/src/report/{guard,days,endpoints,window}.rs` and `sqi/src/batch.rs`.
+//! `sqi/report/src/{guard,days,endpoints,window}.rs` and `sqi/batch/src/lib.rs`.

@@ -354,7 +354,42 @@ mod tests {
     use chrono::NaiveDate;
     use object_store::{ObjectStoreExt, PutPayload};
 
-    use crate::compact;
+    use sqi_schemas::lake::files::sources_json;
+    use sqi_schemas::lake::{paths, profile};
+
+    /// A day file as the batch writes it (the lake contract's day profile at
+    /// the contract's path); the report must not depend on the batch crate.
+    async fn write_day(
+        lake: &Lake,
+        table: Table,
+        date: NaiveDate,
+        shard: Shard,
+        rows: &RecordBatch,
+    ) {
+        let bytes = profile::parquet_bytes_with(rows, profile::day(table)).unwrap();
+        lake.put(&paths::day_file(table, date, shard), bytes)
+            .await
+            .unwrap();
+    }
+
+    /// A month file as the batch's month merge leaves it: the days' rows,
+    /// with the versions of the day files it read as its sources.
+    async fn write_month(lake: &Lake, table: Table, days: &[(NaiveDate, RecordBatch)]) {
+        let mut sources = Vec::new();
+        for (date, _) in days {
+            let path = lake.path(&paths::day_file(table, *date, Shard::WHOLE));
+            let meta = lake.store().head(&path).await.unwrap();
+            sources.push(Source::of(&meta).unwrap());
+        }
+        let rows: Vec<RecordBatch> = days.iter().map(|(_, rows)| rows.clone()).collect();
+        let rows = arrow::compute::concat_batches(&table.schema(), &rows).unwrap();
+        let listed: Vec<&Source> = sources.iter().collect();
+        let properties = profile::month(sources_json(&listed).unwrap());
+        let bytes = profile::parquet_bytes_with(&rows, properties).unwrap();
+        let month_table = table.month_table().unwrap();
+        let path = paths::month_file(month_table, days[0].0, Shard::WHOLE);
+        lake.put(&path, bytes).await.unwrap();
+    }
 
     fn day(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
@@ -386,17 +421,16 @@ mod tests {
     #[tokio::test]
     async fn complete_days_are_read_from_the_footers_the_batch_writes() {
         let (_dir, lake) = crate::test_lake();
-        let whole = crate::batch::Shard::WHOLE;
+        let whole = Shard::WHOLE;
         for (date, complete) in [("2025-06-01", true), ("2025-06-02", false)] {
-            crate::batch::write_day(
+            write_day(
                 &lake,
                 Table::DailyUrls,
                 day(date),
                 whole,
                 &daily_urls(day(date), complete),
             )
-            .await
-            .unwrap();
+            .await;
         }
         lake.store()
             .put(
@@ -421,15 +455,14 @@ mod tests {
 
         // The day is recomputed, now complete; the memo must not hide it.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        crate::batch::write_day(
+        write_day(
             &lake,
             Table::DailyUrls,
             day("2025-06-02"),
             whole,
             &daily_urls(day("2025-06-02"), true),
         )
-        .await
-        .unwrap();
+        .await;
         let (_, days) = read(&lake, &mut memo).await.unwrap();
         assert_eq!(days.daily_urls.len(), 2);
     }
@@ -441,18 +474,17 @@ mod tests {
     async fn a_sharded_day_is_complete_only_with_every_shard() {
         let (_dir, lake) = crate::test_lake();
         let date = day("2025-06-01");
-        let shard = |index| crate::batch::Shard { index, count: 3 };
+        let shard = |index| Shard { index, count: 3 };
         let mut memo = FooterMemo::default();
         for index in [0, 2] {
-            crate::batch::write_day(
+            write_day(
                 &lake,
                 Table::DailyUrls,
                 date,
                 shard(index),
                 &daily_urls(date, true),
             )
-            .await
-            .unwrap();
+            .await;
             let (_, days) = read(&lake, &mut memo).await.unwrap();
             assert!(
                 days.daily_urls.is_empty(),
@@ -460,15 +492,14 @@ mod tests {
                 days.daily_urls
             );
         }
-        crate::batch::write_day(
+        write_day(
             &lake,
             Table::DailyUrls,
             date,
             shard(1),
             &daily_urls(date, true),
         )
-        .await
-        .unwrap();
+        .await;
         let (_, days) = read(&lake, &mut memo).await.unwrap();
         assert_eq!(days.daily_urls, BTreeSet::from(["2025-06-01".to_owned()]));
         // A file from no known split (a stray upload) makes no day complete.
@@ -516,24 +547,21 @@ mod tests {
     #[tokio::test]
     async fn month_files_answer_their_days_until_a_day_is_recomputed() {
         let (_dir, lake) = crate::test_lake();
-        let whole = crate::batch::Shard::WHOLE;
+        let whole = Shard::WHOLE;
+        let mut merged = Vec::new();
         for date in ["2025-06-01", "2025-06-02"] {
-            crate::batch::write_day(&lake, Table::Daily, day(date), whole, &daily(day(date), 1))
-                .await
-                .unwrap();
+            write_day(&lake, Table::Daily, day(date), whole, &daily(day(date), 1)).await;
+            merged.push((day(date), daily(day(date), 1)));
         }
-        let _ = compact::compact_month(&lake, Table::Daily, day("2025-06-01"), whole)
-            .await
-            .unwrap();
-        crate::batch::write_day(
+        write_month(&lake, Table::Daily, &merged).await;
+        write_day(
             &lake,
             Table::Daily,
             day("2025-06-03"),
             whole,
             &daily(day("2025-06-03"), 1),
         )
-        .await
-        .unwrap();
+        .await;
         let asked: Vec<String> = ["2025-06-01", "2025-06-02", "2025-06-03"]
             .map(str::to_owned)
             .to_vec();
@@ -546,15 +574,14 @@ mod tests {
         assert!(days.day_files(Table::DailyUrls, &asked).months.is_empty());
 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        crate::batch::write_day(
+        write_day(
             &lake,
             Table::Daily,
             day("2025-06-02"),
             whole,
             &daily(day("2025-06-02"), 22),
         )
-        .await
-        .unwrap();
+        .await;
         let (_, days) = read(&lake, &mut memo).await.unwrap();
         let plan = days.day_files(Table::Daily, &asked);
         assert_eq!(plan.merged_days, [day("2025-06-01")]);

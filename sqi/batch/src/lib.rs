@@ -14,6 +14,12 @@
 //! the network group: a shard holding a category with fewer than
 //! [`PEER_GROUP_MIN`] eligible publishers also reads the whole network's inputs
 //! to score it, so its rows match the unsharded run bit for bit.
+//!
+//! The crate owns the batch's prefixes of the lake (`daily/`, `daily_urls/`,
+//! `daily_hours/`, `sqi/`, their month files under `monthly*/`) and the
+//! publishers import (`publishers/`); it reads the processor's prefixes
+//! through the lake contract (`sqi-schemas`, `sqi-query`) and must never
+//! write them, serve reports, or depend on another stage's crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -32,8 +38,13 @@ use sqi_schemas::lake::{COMPLETE, Lake, Table, profile};
 
 use datafusion::prelude::SessionContext;
 
-use crate::error::{Error, Result};
-use crate::query::{self, Workload};
+pub use error::{Error, Result};
+
+pub mod compact;
+pub mod error;
+pub mod publishers;
+
+use sqi_query::{self as query, Workload};
 
 /// Stage 1: per-publisher inputs over the 28-day window.
 pub const INPUTS_SQL: &str = include_str!("../sql/sqi_inputs.sql");
@@ -421,7 +432,7 @@ fn conform_computed(batch: &RecordBatch, table: Table) -> Result<RecordBatch> {
         .filter(|f| f.name() != COMPLETE)
         .cloned()
         .collect();
-    query::conform(batch, &Arc::new(Schema::new(computed)))
+    Ok(query::conform(batch, &Arc::new(Schema::new(computed)))?)
 }
 
 /// Adds the `complete` column, as `table`'s schema has it.
@@ -668,10 +679,10 @@ pub async fn run(args: &BatchArgs, mut on_day: impl FnMut(&DayOutcome)) -> Resul
     if !args.no_compact {
         // Once per month touched, after all its days: a backfill of a month
         // merges it once, not once a day.
-        for month in crate::compact::months_of(outcomes.iter().map(|o| o.date)) {
+        for month in compact::months_of(outcomes.iter().map(|o| o.date)) {
             for table in [Table::Daily, Table::DailyUrls, Table::DailyHours] {
                 let started = std::time::Instant::now();
-                let done = crate::compact::compact_month(&lake, table, month, args.shard).await?;
+                let done = compact::compact_month(&lake, table, month, args.shard).await?;
                 tracing::info!(
                     table = done.table.prefix(),
                     month = %month.format("%Y-%m"),
@@ -689,6 +700,22 @@ pub async fn run(args: &BatchArgs, mut on_day: impl FnMut(&DayOutcome)) -> Resul
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// A lake in a fresh temporary directory, for the crate's own tests; the
+/// directory lives as long as the guard.
+#[cfg(test)]
+pub(crate) fn test_lake() -> (tempfile::TempDir, sqi_schemas::lake::Lake) {
+    // Test code only: a machine that cannot make a temp dir fails the test here.
+    #[allow(clippy::expect_used)]
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    #[allow(clippy::expect_used)]
+    let lake = sqi_schemas::lake::Lake::open(
+        &format!("file://{}", dir.path().display()),
+        &sqi_schemas::lake::LakeOptions::default(),
+    )
+    .expect("a local lake opens");
+    (dir, lake)
 }
 
 // Test code only: an unwrap or panic here fails the test with its cause, which is the point.

@@ -1,6 +1,11 @@
 //! DataFusion over the lake: a session with the lake's object store registered
 //! and every table declared with its contract schema and Hive partitions, so
 //! that an empty or young lake still has well-typed (empty) tables.
+//!
+//! This is the lake contract as SQL sees it, shared by the batch job
+//! (`sqi-batch`) and the report API (`sqi-report`): which tables exist, their
+//! schemas and partitions, and the session settings each workload needs. It
+//! must not know any role's queries, nor write to the lake.
 
 use std::sync::Arc;
 
@@ -11,7 +16,22 @@ use datafusion::execution::options::ParquetReadOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sqi_schemas::lake::{Lake, Table};
 
-use crate::error::{Error, Result};
+/// Why a session could not be built or a query's result read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// DataFusion failed: a corrupt or foreign file in the lake, or a bad query.
+    #[error("query failed: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+    /// Shaping Arrow data failed (internal).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A query's result lacks a column its contract schema has (a query bug).
+    #[error("query produced no column `{0}`")]
+    MissingColumn(String),
+}
+
+/// The crate's result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a session is for; the two differ in what they may keep in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,9 +192,9 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .fields()
         .iter()
         .map(|field| {
-            let column = batch.column_by_name(field.name()).ok_or_else(|| {
-                Error::Invalid(format!("query produced no column `{}`", field.name()))
-            })?;
+            let column = batch
+                .column_by_name(field.name())
+                .ok_or_else(|| Error::MissingColumn(field.name().to_owned()))?;
             Ok(cast(column, field.data_type())?)
         })
         .collect::<Result<Vec<_>>>()?;

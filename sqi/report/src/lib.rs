@@ -5,6 +5,9 @@
 //! number comes from DataFusion over the lake; the API never stores state.
 //! User input never causes a 5xx: every parameter is validated first, and
 //! internal failures are logged here and answered with a generic message.
+//!
+//! It reads the lake through the contract (`sqi-schemas`, `sqi-query`) and
+//! must never write it, compute the SQI, or depend on another stage's crate.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -28,12 +31,13 @@ use sqi_schemas::cli::LakeArgs;
 use sqi_schemas::event::is_valid_publisher;
 use sqi_schemas::lake::{Lake, Table, day_partition};
 
-use crate::error::{Error, Result};
-use crate::query;
+pub use error::{Error, Result};
+use sqi_query as query;
 
 mod dashboard;
 mod days;
 mod endpoints;
+pub mod error;
 mod guard;
 mod openapi;
 mod scan;
@@ -847,6 +851,22 @@ async fn newest_aggregates_write(lake: &Lake, to: NaiveDate) -> Result<Option<Da
         }
     }
     Ok(None)
+}
+
+/// A lake in a fresh temporary directory, for the crate's own tests; the
+/// directory lives as long as the guard.
+#[cfg(test)]
+pub(crate) fn test_lake() -> (tempfile::TempDir, sqi_schemas::lake::Lake) {
+    // Test code only: a machine that cannot make a temp dir fails the test here.
+    #[allow(clippy::expect_used)]
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    #[allow(clippy::expect_used)]
+    let lake = sqi_schemas::lake::Lake::open(
+        &format!("file://{}", dir.path().display()),
+        &sqi_schemas::lake::LakeOptions::default(),
+    )
+    .expect("a local lake opens");
+    (dir, lake)
 }
 
 #[cfg(test)]

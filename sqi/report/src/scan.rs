@@ -161,7 +161,7 @@ impl Scanner {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let schema = crate::query::viewed(&table.schema());
+        let schema = sqi_query::viewed(&table.schema());
         let state = self.ctx.state();
         let predicate =
             state.create_physical_expr(predicate, &DFSchema::try_from(schema.as_ref().clone())?)?;

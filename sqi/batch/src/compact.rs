@@ -33,9 +33,9 @@ use parquet::arrow::ArrowWriter;
 use sqi_schemas::lake::files::{Source, every_row_complete, read_footer, sources_json};
 use sqi_schemas::lake::{Lake, Table, paths, profile};
 
-use crate::batch::Shard;
+use crate::Shard;
 use crate::error::{Error, Result};
-use crate::query;
+use sqi_query as query;
 
 /// What one merge wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub async fn compact_month(
     } else {
         merge(lake, day_table, &inputs, &target).await?
     };
-    crate::batch::remove_stale(lake, &dir, shard).await?;
+    crate::remove_stale(lake, &dir, shard).await?;
     Ok(Compacted {
         table,
         month,
@@ -277,7 +277,7 @@ mod tests {
             ("2025-06-03", vec![("pub-a", 100)], false),
             ("2025-07-01", vec![("pub-a", 1000)], true),
         ] {
-            crate::batch::write_day(
+            crate::write_day(
                 &lake,
                 Table::Daily,
                 day(date),
@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(listed, ["2025-06-01", "2025-06-02"]);
 
         // The incomplete day is recomputed complete: the rerun replaces the file.
-        crate::batch::write_day(
+        crate::write_day(
             &lake,
             Table::Daily,
             day("2025-06-03"),
@@ -335,7 +335,7 @@ mod tests {
         let (_dir, lake) = crate::test_lake();
         let shards = [Shard { index: 0, count: 2 }, Shard { index: 1, count: 2 }];
         for (shard, publisher) in shards.iter().zip(["pub-a", "pub-b"]) {
-            crate::batch::write_day(
+            crate::write_day(
                 &lake,
                 Table::Daily,
                 day("2025-06-05"),
@@ -366,5 +366,5 @@ mod tests {
         );
     }
 
-    const DAY_FILE_NAME: &str = crate::batch::DAY_FILE;
+    const DAY_FILE_NAME: &str = crate::DAY_FILE;
 }

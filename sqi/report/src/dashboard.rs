@@ -6,10 +6,10 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-const INDEX: &str = include_str!("../../dashboard/index.html");
-const APP: &str = include_str!("../../dashboard/app.js");
-const STYLE: &str = include_str!("../../dashboard/style.css");
-const CHART: &str = include_str!("../../dashboard/vendor/chart.umd.min.js");
+const INDEX: &str = include_str!("../dashboard/index.html");
+const APP: &str = include_str!("../dashboard/app.js");
+const STYLE: &str = include_str!("../dashboard/style.css");
+const CHART: &str = include_str!("../dashboard/vendor/chart.umd.min.js");
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();
