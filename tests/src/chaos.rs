@@ -503,9 +503,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport> {
         setup.args = kept;
     }
     if let Some(horizon) = &config.dedup_horizon {
-        setup
-            .args
-            .extend(["--dedup-horizon".to_owned(), horizon.clone()]);
+        setup.args.extend(dedup_args(horizon));
     }
     let mut processors: Vec<ProcessorChild> = (0..2)
         .map(|i| setup.spawn(&config.log_dir.join(format!("processor-{i}.log"))))
@@ -840,6 +838,24 @@ pub fn markdown(config: &ChaosConfig, report: &ChaosReport) -> String {
 }
 
 /// Default log directory for a run.
+/// The processors' flags for a dedup horizon shorter than the default.
+/// The processor refuses a horizon no longer than its `--future-bound`
+/// (default 5 min; `ProcessorConfig::validate`), so the bound comes down
+/// with it: the harness stamps each event with the moment it sends it, so a
+/// minute of future is plenty. Without it a soak's processors exited at
+/// start and the run waited ten minutes for a lake nobody wrote.
+pub fn dedup_args(horizon: &str) -> [String; 4] {
+    [
+        "--dedup-horizon".to_owned(),
+        horizon.to_owned(),
+        "--future-bound".to_owned(),
+        SHORT_HORIZON_FUTURE_BOUND.to_owned(),
+    ]
+}
+
+/// The processors' `--future-bound` beside a short dedup horizon.
+const SHORT_HORIZON_FUTURE_BOUND: &str = "1m";
+
 pub fn log_dir(kind: &str) -> PathBuf {
     Path::new(&std::env::temp_dir()).join(format!("sqi-{kind}-{}", unique("run")))
 }
@@ -847,6 +863,28 @@ pub fn log_dir(kind: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The soak's horizon (2 min) is below the processor's default future
+    /// bound, which the processor refuses: the flags the harness adds must
+    /// pass the processor's own check, or every soak dies at start.
+    #[test]
+    fn a_short_dedup_horizon_passes_the_processors_checks() {
+        for horizon in ["2m", "90s"] {
+            let extra = dedup_args(horizon);
+            let mut args = vec![
+                "--kafka-brokers",
+                "b:9092",
+                "--topic",
+                "t",
+                "--lake-url",
+                "file:///l",
+            ];
+            args.extend(extra.iter().map(String::as_str));
+            let config: sqi_processor::ProcessorConfig =
+                sqi_schemas::cli::defaults_with(&args).unwrap();
+            config.validate().unwrap();
+        }
+    }
 
     /// `(seconds, name, bytes)` samples, one a minute from minute 5, in MiB.
     fn minutes(name: &str, mib: &[u64]) -> Vec<(u64, String, u64)> {
