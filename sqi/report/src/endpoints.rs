@@ -56,6 +56,10 @@ pub(super) struct Page {
     offset: usize,
 }
 
+/// The largest `offset` (2^53 - 1, the largest integer every JSON reader
+/// holds exactly); the document says so.
+const MAX_OFFSET: usize = 9_007_199_254_740_991;
+
 fn parse_page(limit: Option<&str>, offset: Option<&str>) -> Result<Page, ReportError> {
     let limit = match limit {
         None => 50,
@@ -69,7 +73,14 @@ fn parse_page(limit: Option<&str>, offset: Option<&str>) -> Result<Page, ReportE
         None => 0,
         Some(text) => text
             .parse::<usize>()
-            .map_err(|_| bad("offset", format!("`{text}` is not a non-negative offset")))?,
+            .ok()
+            .filter(|n| *n <= MAX_OFFSET)
+            .ok_or_else(|| {
+                bad(
+                    "offset",
+                    format!("`{text}` is not an offset from 0 to {MAX_OFFSET}"),
+                )
+            })?,
     };
     Ok(Page { limit, offset })
 }
@@ -552,7 +563,7 @@ async fn as_of(state: &ReportState, window: &Window) -> Result<Value> {
     summary = "Totals, rates, the change from the previous period and the latest SQI",
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -606,14 +617,16 @@ pub(super) async fn summary(
     Ok(Json(body).into_response())
 }
 
-/// Options of the list and series endpoints.
+/// Options of the list and series endpoints. Each endpoint reads the ones
+/// it names, and every one given is checked whichever endpoint gets it
+/// ([`ListOptions::check`]), so the document's types hold everywhere.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ListOptions {
     /// `pageviews` (default), `shares` or `clickbacks` (timeseries).
     #[param(value_type = Option<super::openapi::Metric>)]
     metric: Option<String>,
-    /// `day` (default, local days) or `hour` (timeseries).
+    /// `day` (default, local days) or `hour` (timeseries; at most 31 days).
     #[param(value_type = Option<super::openapi::Interval>)]
     interval: Option<String>,
     /// `shares` (default), `pageviews` or `clickbacks` (top-urls order).
@@ -622,12 +635,37 @@ pub(super) struct ListOptions {
     /// `json` (default) or `csv` (the same rows, RFC 4180).
     #[param(value_type = Option<super::openapi::Format>)]
     format: Option<String>,
-    /// Rows per page, 1 to 1000 (default 50).
+    /// Rows per page, 1 to 1000 (default 50; channels and top-urls).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// Rows to skip (default 0).
-    #[param(value_type = Option<u32>)]
+    /// Rows to skip (default 0; channels and top-urls).
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 9007199254740991_f64)]
     offset: Option<String>,
+}
+
+impl ListOptions {
+    /// Refuses any option whose value is not one the document allows, even
+    /// one this endpoint does not use: a typo is an error, not ignored.
+    fn check(&self) -> Result<(), ReportError> {
+        let _ = event_type_of("metric", self.metric.as_deref(), "pageviews")?;
+        let _ = event_type_of("sort", self.sort.as_deref(), "shares")?;
+        let _ = parse_interval(self.interval.as_deref())?;
+        let _ = parse_format(self.format.as_deref())?;
+        let _ = parse_page(self.limit.as_deref(), self.offset.as_deref())?;
+        Ok(())
+    }
+}
+
+/// `interval`: whether a series is bucketed by the hour.
+fn parse_interval(interval: Option<&str>) -> Result<bool, ReportError> {
+    match interval {
+        None | Some("day") => Ok(false),
+        Some("hour") => Ok(true),
+        Some(other) => Err(bad(
+            "interval",
+            format!("unknown interval `{other}`; use hour or day"),
+        )),
+    }
 }
 
 /// Parameters of the list and series endpoints.
@@ -668,7 +706,7 @@ pub(super) const MAX_HOURLY_DAYS: u64 = 31;
     summary = "One metric, zero-filled by local day or hour",
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -685,16 +723,8 @@ pub(super) async fn timeseries(
     let include_bots = parse_bool("include_bots", params.period.include_bots.as_deref())?;
     let format = parse_format(params.list.format.as_deref())?;
     let event_type = event_type_of("metric", params.list.metric.as_deref(), "pageviews")?;
-    let hourly = match params.list.interval.as_deref() {
-        None | Some("day") => false,
-        Some("hour") => true,
-        Some(other) => {
-            return Err(bad(
-                "interval",
-                format!("unknown interval `{other}`; use hour or day"),
-            ));
-        }
-    };
+    params.list.check()?;
+    let hourly = parse_interval(params.list.interval.as_deref())?;
     if hourly && window.day_count() > MAX_HOURLY_DAYS {
         return Err(bad(
             "interval",
@@ -831,7 +861,7 @@ fn day_series(
     summary = "Shares and clickbacks by channel",
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -846,6 +876,7 @@ pub(super) async fn channels(
     check_publisher(&publisher)?;
     let window = Window::resolve(&params.period, Utc::now())?;
     let include_bots = parse_bool("include_bots", params.period.include_bots.as_deref())?;
+    params.list.check()?;
     let format = parse_format(params.list.format.as_deref())?;
     let page = parse_page(params.list.limit.as_deref(), params.list.offset.as_deref())?;
     let mut filters = not_bots(include_bots);
@@ -921,7 +952,7 @@ pub(super) async fn channels(
     summary = "URLs by shares (or `sort`), paginated, ties by URL",
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -935,6 +966,7 @@ pub(super) async fn top_urls(
     authorize(&state, &headers, &publisher)?;
     check_publisher(&publisher)?;
     let window = Window::resolve(&params.period, Utc::now())?;
+    params.list.check()?;
     let format = parse_format(params.list.format.as_deref())?;
     let page = parse_page(params.list.limit.as_deref(), params.list.offset.as_deref())?;
     let sort = event_type_of("sort", params.list.sort.as_deref(), "shares")?;
@@ -1014,22 +1046,40 @@ const SQI_COLUMNS: &[&str] = &[
 ];
 
 /// Parameters of the SQI endpoints.
+/// `GET .../sqi`'s query: the history's days.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub(super) struct SqiParams {
-    /// First day of the history (YYYY-MM-DD; default: 27 days before `to`).
+pub(super) struct HistoryParams {
+    /// First day of the history (YYYY-MM-DD; default: 27 days before `to`;
+    /// at most 365 days before `to`, and not after it).
+    #[param(format = Date)]
     from: Option<String>,
     /// Last day of the history (YYYY-MM-DD; default: today, UTC).
+    #[param(format = Date)]
     to: Option<String>,
+    /// `json` (default) or `csv`.
+    #[param(value_type = Option<super::openapi::Format>)]
+    format: Option<String>,
+}
+
+/// `GET /v1/sqi/leaderboard`'s query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct LeaderboardParams {
     /// The leaderboard's day (YYYY-MM-DD; default: the newest computed).
+    #[param(format = Date)]
     date: Option<String>,
-    /// Only this category (leaderboard).
+    /// Only this category.
+    #[param(min_length = 1, max_length = 64)]
     category: Option<String>,
     /// `json` (default) or `csv`.
+    #[param(value_type = Option<super::openapi::Format>)]
     format: Option<String>,
-    /// Rows per page, 1 to 1000 (default 50; leaderboard).
+    /// Rows per page, 1 to 1000 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// Rows to skip (default 0; leaderboard).
+    /// Rows to skip (default 0).
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 9007199254740991_f64)]
     offset: Option<String>,
 }
 
@@ -1054,9 +1104,9 @@ async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<Value>> {
     path = "/v1/publishers/{publisher}/sqi",
     tag = "publishers",
     summary = "The SQI history with its components",
-    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), SqiParams),
+    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), HistoryParams),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -1064,7 +1114,7 @@ async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<Value>> {
 pub(super) async fn sqi_history(
     State(state): State<ReportState>,
     Path(publisher): Path<String>,
-    Query(params): Query<SqiParams>,
+    Query(params): Query<HistoryParams>,
     headers: HeaderMap,
 ) -> Result<Response, ReportError> {
     authorize(&state, &headers, &publisher)?;
@@ -1117,16 +1167,16 @@ pub(super) async fn sqi_history(
     path = "/v1/sqi/leaderboard",
     tag = "sqi",
     summary = "Scored publishers of a day, best first (marketer keys)",
-    params(SqiParams),
+    params(LeaderboardParams),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", body = serde_json::Value),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
 pub(super) async fn leaderboard(
     State(state): State<ReportState>,
-    Query(params): Query<SqiParams>,
+    Query(params): Query<LeaderboardParams>,
     headers: HeaderMap,
 ) -> Result<Response, ReportError> {
     let key = super::authenticate(&state, &headers)?;

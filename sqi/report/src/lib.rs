@@ -674,11 +674,14 @@ pub struct PeriodParams {
     /// Last local day of a custom period (YYYY-MM-DD, inclusive).
     #[param(format = Date)]
     to: Option<String>,
-    /// IANA timezone the days are in (default UTC).
+    /// IANA timezone the days are in (default UTC; empty means UTC).
+    #[param(value_type = Option<openapi::ZoneName>)]
     tz: Option<String>,
     /// `previous_period`: also the equal-length window before (summary).
+    #[param(value_type = Option<openapi::Compare>)]
     compare: Option<String>,
-    /// `true` to count bot traffic (default false).
+    /// `true` to count bot traffic (default false; top-urls always counts
+    /// every URL's events, as `url_counts` has no device).
     #[param(value_type = Option<bool>)]
     include_bots: Option<String>,
 }
@@ -690,7 +693,7 @@ pub(crate) fn bad(field: impl Into<Cow<'static, str>>, message: impl Into<String
     }
 }
 
-fn parse_bool(field: &'static str, value: Option<&str>) -> Result<bool, ReportError> {
+pub(crate) fn parse_bool(field: &'static str, value: Option<&str>) -> Result<bool, ReportError> {
     match value {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") => Ok(true),

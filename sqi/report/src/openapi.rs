@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
+use utoipa::openapi::RefOr;
 use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
@@ -103,6 +105,33 @@ pub(super) enum Format {
     Csv,
 }
 
+/// What a summary compares with.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Compare {
+    PreviousPeriod,
+}
+
+/// An IANA time zone name, as the server's zone database knows it (or
+/// empty, for UTC). Written out in full so that a client, or a generator
+/// such as schemathesis, knows which names are accepted.
+pub(super) struct ZoneName;
+
+impl utoipa::PartialSchema for ZoneName {
+    fn schema() -> RefOr<Schema> {
+        let names = std::iter::once("")
+            .chain(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()))
+            .collect::<Vec<_>>();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl ToSchema for ZoneName {}
+
 struct BearerKeys;
 
 impl Modify for BearerKeys {
@@ -130,7 +159,16 @@ impl Modify for BearerKeys {
         endpoints::leaderboard,
         endpoints::me,
     ),
-    components(schemas(ErrorBody, ErrorDetail, PeriodName, Metric, Interval, Format)),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        PeriodName,
+        Metric,
+        Interval,
+        Format,
+        Compare,
+        ZoneName
+    )),
     modifiers(&BearerKeys),
 )]
 struct ApiDoc;

@@ -84,6 +84,29 @@ impl Window {
                 today,
             )
         };
+        // Every endpoint that takes a period takes these flags, and checks
+        // them even where it has no use for them (a typo is an error).
+        let _ = crate::parse_bool("include_bots", params.include_bots.as_deref())?;
+        if let Some(other) = params
+            .compare
+            .as_deref()
+            .filter(|c| *c != "previous_period")
+        {
+            return Err(bad(
+                "compare",
+                format!("unknown compare `{other}`; use previous_period"),
+            ));
+        }
+        // `from` and `to` count only for `custom`, but the document types
+        // them as dates whatever the period: a value that is not one is
+        // refused rather than silently ignored.
+        if name != "custom" {
+            for (field, value) in [("from", &params.from), ("to", &params.to)] {
+                if value.is_some() {
+                    let _ = parse_date(field, value.as_deref())?;
+                }
+            }
+        }
         let (from, to) = match name.as_str() {
             "today" => last_days(1),
             "7d" => last_days(7),
@@ -435,5 +458,12 @@ mod tests {
         custom.from = Some("2024-13-01".into());
         custom.to = Some("2024-01-02".into());
         assert_eq!(field(custom), "from");
+        // Outside `custom` the dates are unused, but still must be dates.
+        let mut week = params("7d", None);
+        week.to = Some("".into());
+        assert_eq!(field(week), "to");
+        let mut week = params("7d", None);
+        week.from = Some("2024-03-01".into());
+        assert!(Window::resolve(&week, now).is_ok());
     }
 }
