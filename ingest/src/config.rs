@@ -123,11 +123,13 @@ impl IngestConfig {
     /// ephemeral loopback port, no rate limit, no allowlist and no drain
     /// delay; every other setting at its flag's default.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
-        let (brokers, topic) = (brokers.into(), topic.into());
+        // No caller's value goes through the parser, so it cannot fail on
+        // one: it parses nothing but this type's own defaults, and
+        // `new_has_the_flags_defaults` runs it.
         #[allow(clippy::expect_used)]
-        // The flags are this type's own; `new_has_the_flags_defaults` runs this.
-        let mut config: Self = defaults_with(&["--kafka-brokers", &brokers, "--topic", &topic])
-            .expect("ingest's own flags parse");
+        let mut config: Self = defaults_with(&[]).expect("ingest's own defaults parse");
+        config.kafka.brokers = brokers.into();
+        config.kafka.topic = topic.into();
         config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         config.drain_delay = Duration::ZERO;
         config.rate_limit_per_second = 0;

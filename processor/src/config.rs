@@ -109,20 +109,17 @@ impl ProcessorConfig {
     /// a smaller event buffer and an ephemeral loopback port; every other
     /// setting at its flag's default.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>, lake: LakeArgs) -> Self {
-        let (brokers, topic) = (brokers.into(), topic.into());
+        let topic = topic.into();
+        // The two required flags get fixed placeholders, replaced below: no
+        // caller's value goes through the parser, so it can fail only if this
+        // type's own flags are broken, and `new_has_the_flags_defaults` runs it.
         #[allow(clippy::expect_used)]
-        // The flags are this type's own; `new_has_the_flags_defaults` runs this.
-        let mut config: Self = defaults_with(&[
-            "--kafka-brokers",
-            &brokers,
-            "--topic",
-            &topic,
-            "--lake-url",
-            &lake.url,
-        ])
-        .expect("the processor's own flags parse");
+        let mut config: Self = defaults_with(&["--topic", "unset", "--lake-url", "memory://"])
+            .expect("the processor's own defaults parse");
+        config.kafka.brokers = brokers.into();
         config.lake = lake;
         config.dlq_topic = format!("{topic}-dlq");
+        config.kafka.topic = topic;
         config.max_file_age = Duration::from_secs(1);
         config.idle_timeout = Duration::from_secs(2);
         config.max_buffered_events = 500_000;
