@@ -578,16 +578,8 @@ pub(super) async fn summary(
     check_publisher(&publisher)?;
     let window = Window::resolve(&params, Utc::now())?;
     let include_bots = parse_bool("include_bots", params.include_bots.as_deref())?;
-    let compare = match params.compare.as_deref() {
-        None => false,
-        Some("previous_period") => true,
-        Some(other) => {
-            return Err(bad(
-                "compare",
-                format!("unknown compare `{other}`; use previous_period"),
-            ));
-        }
-    };
+    // `Window::resolve` has refused any value but `previous_period`.
+    let compare = params.compare.is_some();
     let current = totals(&state, &publisher, &window, include_bots).await?;
     let mut body = json!({
         "publisher": publisher,
@@ -619,7 +611,7 @@ pub(super) async fn summary(
 
 /// Options of the list and series endpoints. Each endpoint reads the ones
 /// it names, and every one given is checked whichever endpoint gets it
-/// ([`ListOptions::check`]), so the document's types hold everywhere.
+/// ([`ListOptions::parse`]), so the document's types hold everywhere.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ListOptions {
@@ -643,16 +635,30 @@ pub(super) struct ListOptions {
     offset: Option<String>,
 }
 
+/// What a list or series endpoint was asked for, every option parsed.
+struct ListChoices {
+    /// The `metric`'s event type (timeseries).
+    metric: &'static str,
+    /// The `sort`'s event type (top-urls).
+    sort: &'static str,
+    /// `interval=hour` (timeseries).
+    hourly: bool,
+    format: Format,
+    page: Page,
+}
+
 impl ListOptions {
-    /// Refuses any option whose value is not one the document allows, even
-    /// one this endpoint does not use: a typo is an error, not ignored.
-    fn check(&self) -> Result<(), ReportError> {
-        let _ = event_type_of("metric", self.metric.as_deref(), "pageviews")?;
-        let _ = event_type_of("sort", self.sort.as_deref(), "shares")?;
-        let _ = parse_interval(self.interval.as_deref())?;
-        let _ = parse_format(self.format.as_deref())?;
-        let _ = parse_page(self.limit.as_deref(), self.offset.as_deref())?;
-        Ok(())
+    /// Parses every option, refusing any whose value the document does not
+    /// allow, even one this endpoint does not use: a typo is an error, not
+    /// ignored.
+    fn parse(&self) -> Result<ListChoices, ReportError> {
+        Ok(ListChoices {
+            metric: event_type_of("metric", self.metric.as_deref(), "pageviews")?,
+            sort: event_type_of("sort", self.sort.as_deref(), "shares")?,
+            hourly: parse_interval(self.interval.as_deref())?,
+            format: parse_format(self.format.as_deref())?,
+            page: parse_page(self.limit.as_deref(), self.offset.as_deref())?,
+        })
     }
 }
 
@@ -721,10 +727,12 @@ pub(super) async fn timeseries(
     check_publisher(&publisher)?;
     let window = Window::resolve(&params.period, Utc::now())?;
     let include_bots = parse_bool("include_bots", params.period.include_bots.as_deref())?;
-    let format = parse_format(params.list.format.as_deref())?;
-    let event_type = event_type_of("metric", params.list.metric.as_deref(), "pageviews")?;
-    params.list.check()?;
-    let hourly = parse_interval(params.list.interval.as_deref())?;
+    let ListChoices {
+        metric: event_type,
+        hourly,
+        format,
+        ..
+    } = params.list.parse()?;
     if hourly && window.day_count() > MAX_HOURLY_DAYS {
         return Err(bad(
             "interval",
@@ -876,9 +884,7 @@ pub(super) async fn channels(
     check_publisher(&publisher)?;
     let window = Window::resolve(&params.period, Utc::now())?;
     let include_bots = parse_bool("include_bots", params.period.include_bots.as_deref())?;
-    params.list.check()?;
-    let format = parse_format(params.list.format.as_deref())?;
-    let page = parse_page(params.list.limit.as_deref(), params.list.offset.as_deref())?;
+    let ListChoices { format, page, .. } = params.list.parse()?;
     let mut filters = not_bots(include_bots);
     filters.push(col("event_type").in_list(vec![lit("share"), lit("clickback")], false));
     let (hourly, daily) = sum_split(
@@ -966,10 +972,9 @@ pub(super) async fn top_urls(
     authorize(&state, &headers, &publisher)?;
     check_publisher(&publisher)?;
     let window = Window::resolve(&params.period, Utc::now())?;
-    params.list.check()?;
-    let format = parse_format(params.list.format.as_deref())?;
-    let page = parse_page(params.list.limit.as_deref(), params.list.offset.as_deref())?;
-    let sort = event_type_of("sort", params.list.sort.as_deref(), "shares")?;
+    let ListChoices {
+        format, page, sort, ..
+    } = params.list.parse()?;
     let (hourly, daily) = sum_split(
         &state,
         Table::UrlCounts,
