@@ -1,5 +1,10 @@
 //! The consumer loop: read, decide, close ranges, hand them to the writers.
 //!
+//! The decisions are [`crate::partition`]'s (pure, no I/O); this loop feeds
+//! it each partition's records and carries out what it decides: dead
+//! letters, range jobs for the writers, metrics, commits, backpressure, and
+//! closing ranges by age and idleness (which needs a clock).
+//!
 //! Each assigned partition first recovers from the range log (dropping what
 //! arrives meanwhile): it seeks to the end of the last written range, or back to the start
 //! of a claimed range whose files may be missing, with the watermark and dedup
@@ -8,335 +13,60 @@
 //! re-read decides the same. Revoked partitions drop what they hold: their next
 //! owner recovers from the log.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use rdkafka::client::OAuthToken;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use sqi_kafka::{Connection, ConnectionFailure};
 use sqi_schemas::lake::Lake;
-use sqi_schemas::record::RecordView;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::admin::{self, AdminState};
 use crate::completeness::{Completeness, closed_before};
 use crate::config::{GroupProtocol, ProcessorConfig, millis};
 use crate::dedup::Dedup;
 use crate::dlq::{DeadLetters, PendingLetter};
 use crate::error::{Error, Result};
+use crate::kafka::{Admission, Notices, Offsets, ProcessorContext, SeekState, admit, seek};
+use crate::metric::{self, Progress};
+use crate::partition::{
+    Bounds, ClosedRange, Decision, PartitionCore, Reason, ResumePoint, resume_point,
+};
 use crate::range_log::{IdleMark, PartitionLog, RangeIntent};
 use crate::window::PartitionBuffer;
 use crate::writer::{Generations, Held, Job, Outcome, RangeJob, WriterContext};
 
-/// Metric names, by the rule `sqi_<component>_<name>_<unit>` (`_total` for counters).
-pub mod metric {
-    /// Records read from Kafka.
-    pub const RECORDS: &str = "sqi_processor_records_total";
-    /// Distinct events whose range is in the lake.
-    pub const EVENTS_COMMITTED: &str = "sqi_processor_events_committed_total";
-    /// Repeated `event_id`s counted once.
-    pub const DUPLICATES: &str = "sqi_processor_duplicate_events_total";
-    /// Records sent to the dead-letter topic (late ones included).
-    pub const DEAD_LETTERS: &str = "sqi_processor_dead_letters_total";
-    /// Events beyond the allowed lateness, sent to the dead-letter topic.
-    pub const LATE: &str = "sqi_processor_late_events_total";
-    /// Records whose times are absurd (before 2000, or ahead of their receive
-    /// time or Kafka timestamp by more than `--future-bound`), sent to the
-    /// dead-letter topic.
-    pub const BAD_TIMES: &str = "sqi_processor_bad_time_records_total";
-    /// Dead letters sent again after a failure.
-    pub const DLQ_RETRIES: &str = "sqi_processor_dead_letter_retries_total";
-    /// 1 while dead letters fail or wait unacknowledged (the processor is unready).
-    pub const DLQ_UNAVAILABLE: &str = "sqi_processor_dead_letter_topic_unavailable";
-    /// Parquet files written.
-    pub const FILES: &str = "sqi_processor_files_written_total";
-    /// Parquet bytes written.
-    pub const BYTES: &str = "sqi_processor_written_bytes_total";
-    /// Object store requests that failed and were retried.
-    pub const STORE_RETRIES: &str = "sqi_processor_store_retries_total";
-    /// Ranges another writer had claimed first (rebalances, zombies).
-    pub const CLAIM_CONFLICTS: &str = "sqi_processor_claim_conflicts_total";
-    /// Re-read ranges that differed from their log entry (must stay 0).
-    pub const REDO_MISMATCHES: &str = "sqi_processor_redo_mismatches_total";
-    /// Times reading resumed past offsets the partition does not hold
-    /// (aborted transactions, compaction, or retention deleting unread records).
-    pub const OFFSET_GAPS: &str = "sqi_processor_offset_gaps_total";
-    /// Hours marked complete for the whole topic.
-    pub const HOURS_COMPLETED: &str = "sqi_processor_hours_completed_total";
-    /// Records between the partition's high watermark and the committed offset.
-    pub const LAG_COMMITTED: &str = "sqi_processor_consumer_lag_committed_records";
-    /// Records between the partition's high watermark and the read position.
-    pub const LAG_READ: &str = "sqi_processor_consumer_lag_read_records";
-    /// Wall-clock seconds behind the partition watermark.
-    pub const WATERMARK_LAG: &str = "sqi_processor_watermark_lag_seconds";
-    /// Events and dead letters read and waiting to be written (bounded by
-    /// `--max-buffered-events`).
-    pub const BUFFERED: &str = "sqi_processor_buffered_events";
-    /// Bytes of the records read and not yet written (bounded by a quarter
-    /// of `--memory-budget`).
-    pub const BUFFERED_BYTES: &str = "sqi_processor_buffered_bytes";
-    /// 1 while consumption is paused because writes are behind.
-    pub const PAUSED: &str = "sqi_processor_backpressure_paused";
-
-    /// Registers every metric without per-partition labels, so that a
-    /// dashboard shows 0, not "no data", before the first event. Adding zero
-    /// leaves any value already recorded as it was.
-    pub(crate) fn register() {
-        for counter in [
-            RECORDS,
-            EVENTS_COMMITTED,
-            DUPLICATES,
-            DEAD_LETTERS,
-            LATE,
-            BAD_TIMES,
-            DLQ_RETRIES,
-            FILES,
-            BYTES,
-            STORE_RETRIES,
-            CLAIM_CONFLICTS,
-            REDO_MISMATCHES,
-            OFFSET_GAPS,
-            HOURS_COMPLETED,
-        ] {
-            metrics::counter!(counter).increment(0);
-        }
-        for gauge in [DLQ_UNAVAILABLE, BUFFERED, BUFFERED_BYTES, PAUSED] {
-            metrics::gauge!(gauge).increment(0.0);
-        }
-    }
-}
-
-/// Counters the demo and tests read to know how far the processor has got.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Records taken from Kafka into an open range (each offset once per
-    /// reading; a range read again after a restart counts again). A
-    /// producer on a broker with a bounded log (the demo's mock cluster)
-    /// paces itself on this.
-    pub records_read: AtomicU64,
-    /// Offsets the processor expected but the partition no longer had:
-    /// records deleted before they were read (retention, a bounded log), or
-    /// offsets that never held one (aborted transactions, compaction).
-    pub offsets_absent: AtomicU64,
-    /// Records (good, repeated or dead-lettered) whose range is in the lake.
-    pub committed_records: AtomicU64,
-    /// Distinct events in written ranges.
-    pub committed_events: AtomicU64,
-    /// Records sent to the dead-letter topic (late events included).
-    pub dead_letters: AtomicU64,
-    /// Events beyond the allowed lateness.
-    pub late: AtomicU64,
-    /// Parquet files written.
-    pub files_written: AtomicU64,
-    /// Parquet bytes written.
-    pub bytes_written: Arc<AtomicU64>,
-    /// Ranges another writer had claimed first.
-    pub conflicts: AtomicU64,
-}
-
-#[derive(Default)]
-struct Notices {
-    assigned: Vec<i32>,
-    revoked: Vec<i32>,
-}
-
-/// Offsets librdkafka reports for one partition.
-#[derive(Debug, Clone, Copy)]
-struct Offsets {
-    high: i64,
-    read: i64,
-    committed: i64,
-}
-
-struct ProcessorContext {
-    topic: String,
-    notices: Arc<Mutex<Notices>>,
-    offsets: Arc<Mutex<HashMap<i32, Offsets>>>,
-    /// Logs, connection failures and MSK IAM tokens, shared with the
-    /// dead-letter producer.
-    connection: Connection,
-}
-
-impl ClientContext for ProcessorContext {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        self.connection.log(level, facility, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.connection.error(&error, reason);
-    }
-
-    fn generate_oauth_token(
-        &self,
-        _oauthbearer_config: Option<&str>,
-    ) -> std::result::Result<OAuthToken, Box<dyn std::error::Error>> {
-        self.connection.oauth_token()
-    }
-
-    fn stats(&self, statistics: Statistics) {
-        self.connection.observe(&statistics);
-        let Some(topic) = statistics.topics.get(&self.topic) else {
-            return;
-        };
-        let Ok(mut offsets) = self.offsets.lock() else {
-            return;
-        };
-        for (partition, p) in &topic.partitions {
-            if *partition < 0 || !p.desired || p.hi_offset < 0 {
-                continue;
-            }
-            let label = partition.to_string();
-            // A group that has committed nothing yet starts from the earliest
-            // record (`auto.offset.reset=earliest`): all of it is lag.
-            let committed = if p.committed_offset >= 0 {
-                Some(p.committed_offset)
-            } else {
-                (p.lo_offset >= 0).then_some(p.lo_offset)
-            };
-            if let Some(committed) = committed {
-                metrics::gauge!(metric::LAG_COMMITTED, "partition" => label.clone())
-                    .set((p.hi_offset - committed) as f64);
-            }
-            if p.app_offset >= 0 {
-                metrics::gauge!(metric::LAG_READ, "partition" => label)
-                    .set((p.hi_offset - p.app_offset) as f64);
-            }
-            let _ = offsets.insert(
-                *partition,
-                Offsets {
-                    high: p.hi_offset,
-                    read: p.app_offset,
-                    committed: p.committed_offset,
-                },
-            );
-        }
-    }
-}
-
-impl ConsumerContext for ProcessorContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance
-            && let Ok(mut notices) = self.notices.lock()
-        {
-            notices
-                .revoked
-                .extend(partitions.elements().iter().map(|e| e.partition()));
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        // A new partition is not paused while it recovers: its records are
-        // dropped until recovery seeks to where the range log says, and only
-        // that confirmed seek decides where reading resumes. Pausing would
-        // save re-fetching at most the bounded prefetch.
-        if let Rebalance::Assign(partitions) = rebalance
-            && let Ok(mut notices) = self.notices.lock()
-        {
-            notices
-                .assigned
-                .extend(partitions.elements().iter().map(|e| e.partition()));
-        }
-    }
-}
-
-/// Where a partition resumes, as the range log says.
-struct Recovery {
-    genesis_known: bool,
-    position: Option<i64>,
-    watermark: i64,
-    received: i64,
-    dedup: Dedup,
-    redo: Option<RangeIntent>,
-    history: VecDeque<(i64, i64)>,
-}
-
-async fn recover(log: PartitionLog, horizon_ms: i64) -> Result<Recovery> {
+/// Reads `log` and reloads the ids dedup needs: where the partition resumes.
+async fn recover(log: PartitionLog, horizon_ms: i64) -> Result<(ResumePoint, Dedup)> {
     let state = log.read().await?;
-    let (position, watermark, received, redo, chain) = match state.newest() {
-        Some(newest) if log.is_written(newest).await? => {
-            let position = newest.end + 1;
-            let watermark = state
-                .idle_watermark_at(position)
-                .map_or(newest.watermark_after, |w| w.max(newest.watermark_after));
-            let mut chain = vec![newest];
-            chain.extend(state.chain_before(newest.start));
-            (
-                Some(position),
-                watermark,
-                newest.receive_watermark_after(),
-                None,
-                chain,
-            )
-        }
-        Some(newest) => (
-            Some(newest.start),
-            newest.watermark_before,
-            newest.receive_watermark_before(),
-            Some(newest.clone()),
-            state.chain_before(newest.start),
-        ),
-        None => (
-            state.genesis,
-            state
-                .genesis
-                .and_then(|g| state.idle_watermark_at(g))
-                .unwrap_or(i64::MIN),
-            i64::MIN,
-            None,
-            Vec::new(),
-        ),
+    let newest_written = match state.newest() {
+        Some(newest) => log.is_written(newest).await?,
+        None => false,
     };
-    let floor = received.saturating_sub(horizon_ms);
-    let needed: Vec<&RangeIntent> = chain
-        .iter()
-        .copied()
-        .take_while(|r| r.receive_watermark_after() >= floor)
-        .collect();
+    let point = resume_point(&state, newest_written, horizon_ms);
     let mut dedup = Dedup::new(horizon_ms);
-    let ids = log.reload_ids(&needed, floor, &mut dedup).await?;
+    let reload: Vec<&RangeIntent> = point.reload.iter().collect();
+    let ids = log.reload_ids(&reload, point.floor, &mut dedup).await?;
     tracing::info!(
         partition = log.partition,
-        ?position,
-        redo = ?redo.as_ref().map(|r| (r.start, r.end)),
+        position = ?point.position,
+        redo = ?point.redo.as_ref().map(|r| (r.start, r.end)),
         ids,
         "partition recovered from the range log"
     );
-    Ok(Recovery {
-        genesis_known: state.genesis.is_some() || !state.ranges.is_empty(),
-        position,
-        watermark,
-        received,
-        dedup,
-        redo,
-        history: chain
-            .iter()
-            .rev()
-            .map(|r| (r.start, r.receive_watermark_after()))
-            .collect(),
-    })
+    Ok((point, dedup))
 }
 
 enum Phase {
-    Recovering(JoinHandle<Result<Recovery>>),
+    Recovering(JoinHandle<Result<(ResumePoint, Dedup)>>),
     Reading,
 }
 
@@ -348,19 +78,10 @@ struct PartitionState {
     expected: Option<i64>,
     /// Whether reading was moved to `expected` since the last record taken.
     seek: SeekState,
-    watermark: i64,
-    /// The latest `received_at` read (dedup's horizon is measured from it).
-    received: i64,
-    dedup: Dedup,
-    buffer: Option<PartitionBuffer>,
+    /// Watermarks, remembered ids, the open range: what decides each record.
+    core: PartitionCore,
     /// Dead letters of the open range, not yet acknowledged.
     letters: Vec<PendingLetter>,
-    watermark_at_open: i64,
-    received_at_open: i64,
-    redo: Option<RangeIntent>,
-    /// `(start, receive watermark after)` of this partition's recent ranges, oldest first.
-    history: VecDeque<(i64, i64)>,
-    list_from: i64,
     last_record_at: Instant,
     /// A record arrived since the last tick (cheaper than a clock read per record).
     read_since_tick: bool,
@@ -529,7 +250,7 @@ impl Processor {
         // Ready once it knows the topic and consumes; alive from the start.
         let ready = Arc::new(AtomicBool::new(false));
         if let Some(listener) = admin {
-            let app = admin_router(AdminState {
+            let app = admin::router(AdminState {
                 ready: ready.clone(),
                 dead_letters: self.dead_letters.clone(),
                 metrics,
@@ -579,6 +300,7 @@ impl Processor {
             paused: false,
             written_through: BTreeMap::new(),
             records_read: 0,
+            bounds: Bounds::of(&self.config),
         };
         ready.store(true, Ordering::SeqCst);
         let result = run.consume(shutdown).await;
@@ -606,6 +328,8 @@ struct Run<'a> {
     written_through: BTreeMap<i32, i64>,
     /// Records taken since the last tick published them.
     records_read: u64,
+    /// What every partition decides by.
+    bounds: Bounds,
 }
 
 impl Run<'_> {
@@ -669,7 +393,7 @@ impl Run<'_> {
                 }
                 tracing::info!(
                     partition,
-                    open_events = state.buffer.as_ref().map_or(0, PartitionBuffer::len),
+                    open_events = state.core.buffer.as_ref().map_or(0, PartitionBuffer::len),
                     "partition revoked; its next owner re-reads what was not written"
                 );
             }
@@ -702,16 +426,8 @@ impl Run<'_> {
                 genesis_known: false,
                 expected: None,
                 seek: SeekState::None,
-                watermark: i64::MIN,
-                received: i64::MIN,
-                dedup: Dedup::new(horizon),
-                buffer: None,
+                core: PartitionCore::new(horizon),
                 letters: Vec::new(),
-                watermark_at_open: i64::MIN,
-                received_at_open: i64::MIN,
-                redo: None,
-                history: VecDeque::new(),
-                list_from: 0,
                 last_record_at: Instant::now(),
                 read_since_tick: false,
                 first_dropped: None,
@@ -747,21 +463,21 @@ impl Run<'_> {
             if std::mem::take(&mut state.read_since_tick) {
                 state.last_record_at = Instant::now();
             }
-            if !matches!(state.phase, Phase::Reading) || state.redo.is_some() {
+            if !matches!(state.phase, Phase::Reading) || state.core.redo.is_some() {
                 continue;
             }
-            if state.watermark != i64::MIN {
+            if state.core.watermark != i64::MIN {
                 metrics::gauge!(metric::WATERMARK_LAG, "partition" => partition.to_string())
-                    .set((now_ms - state.watermark) as f64 / 1000.0);
+                    .set((now_ms - state.core.watermark) as f64 / 1000.0);
             }
             let idle = state.last_record_at.elapsed() >= idle_timeout;
-            if let Some(buffer) = &state.buffer {
+            if let Some(buffer) = &state.core.buffer {
                 // Reading records received longer ago than a range may stay
                 // open: a backlog. Holding it until idleness would write
                 // nothing for as long as reading it takes, plus the idle
                 // timeout (over a minute for 1M records), and a member that
                 // dies meanwhile would leave nothing behind.
-                let catching_up = now_ms.saturating_sub(state.received) > millis(max_age);
+                let catching_up = now_ms.saturating_sub(state.core.received) > millis(max_age);
                 let age = if catching_up { catch_up_age } else { max_age };
                 if idle || buffer.opened_at.elapsed() >= age {
                     to_close.push(*partition);
@@ -785,8 +501,8 @@ impl Run<'_> {
                 continue;
             };
             let advanced = now_ms - millis(idle_timeout);
-            if closed_before(advanced, lateness) > closed_before(state.watermark, lateness) {
-                state.watermark = state.watermark.max(advanced);
+            if closed_before(advanced, lateness) > closed_before(state.core.watermark, lateness) {
+                state.core.advance_idle(advanced);
                 state.expected = Some(next);
                 idle_marks.push((*partition, next));
             }
@@ -803,7 +519,7 @@ impl Run<'_> {
                 generation: state.generation,
                 mark: IdleMark {
                     next_offset: next,
-                    watermark: state.watermark,
+                    watermark: state.core.watermark,
                 },
                 genesis_known: state.genesis_known,
             };
@@ -822,8 +538,8 @@ impl Run<'_> {
         let Phase::Recovering(task) = &mut state.phase else {
             return;
         };
-        let recovery = match futures::FutureExt::now_or_never(task) {
-            Some(Ok(Ok(recovery))) => recovery,
+        let (point, dedup) = match futures::FutureExt::now_or_never(task) {
+            Some(Ok(Ok(recovered))) => recovered,
             Some(Ok(Err(error))) => {
                 tracing::warn!(partition, %error, "recovery from the range log failed; retrying");
                 metrics::counter!(metric::STORE_RETRIES).increment(1);
@@ -840,15 +556,10 @@ impl Run<'_> {
             None => return,
         };
         state.phase = Phase::Reading;
-        state.genesis_known = recovery.genesis_known;
-        state.watermark = recovery.watermark;
-        state.received = recovery.received;
-        state.dedup = recovery.dedup;
-        state.redo = recovery.redo;
-        state.history = recovery.history;
-        state.list_from = state.history.front().map_or(0, |h| h.0);
+        state.genesis_known = point.genesis_known;
         // An empty log starts where this member's reading started.
-        let position = recovery.position.or(state.first_dropped.take());
+        let position = point.position.or(state.first_dropped.take());
+        state.core = PartitionCore::resume(point, dedup);
         state.expected = position;
         state.last_record_at = Instant::now();
         let topic = self.processor.config.kafka.topic.clone();
@@ -860,8 +571,6 @@ impl Run<'_> {
     fn on_record(&mut self, message: &BorrowedMessage<'_>) {
         let partition = message.partition();
         let offset = message.offset();
-        let bytes = message.payload().map_or(0, <[u8]>::len);
-        let lateness = self.config().lateness_ms();
         let processor = self.processor;
         let Some(state) = self.partitions.get_mut(&partition) else {
             tracing::debug!(
@@ -925,122 +634,30 @@ impl Run<'_> {
             .progress
             .records_read
             .fetch_add(1, Ordering::Relaxed);
-        if let Some(redo_end) = state.redo.as_ref().map(|r| r.end)
-            && offset > redo_end
-        {
-            match &mut state.buffer {
-                // The rest of the redo range is gone; close it as the log says.
-                Some(buffer) => buffer.end_offset = redo_end,
-                None => {
-                    tracing::error!(
-                        partition,
-                        redo_end,
-                        offset,
-                        "a claimed range can no longer be read from Kafka; its files cannot be rewritten"
-                    );
-                    state.redo = None;
-                }
-            }
-            self.close_range(partition);
-        }
-        self.on_record_in(partition, offset, bytes, lateness, message);
-    }
-
-    fn on_record_in(
-        &mut self,
-        partition: i32,
-        offset: i64,
-        bytes: usize,
-        lateness: i64,
-        message: &BorrowedMessage<'_>,
-    ) {
-        let Some(state) = self.partitions.get_mut(&partition) else {
-            return;
-        };
         state.expected = Some(offset + 1);
         state.read_since_tick = true;
-        if state.buffer.is_none() {
-            state.buffer = Some(PartitionBuffer::new(offset));
-            state.watermark_at_open = state.watermark;
-            state.received_at_open = state.received;
+        let broker_ms = message.timestamp().to_millis();
+        let step = state
+            .core
+            .take(offset, message.payload(), broker_ms, &self.bounds);
+        if let Some(redo_end) = step.redo_lost {
+            tracing::error!(
+                partition,
+                redo_end,
+                offset,
+                "a claimed range can no longer be read from Kafka; its files cannot be rewritten"
+            );
         }
-        let watermark = state.watermark;
-        let future_bound = self.processor.config.future_bound_ms();
-        let parsed = match message.payload() {
-            Some(payload) => RecordView::from_json(payload).map_err(|e| e.to_string()),
-            None => Err("record has no value".to_owned()),
+        if let Some(closed) = step.closed_before {
+            self.hand_over(partition, closed);
         }
-        .and_then(|record| {
-            let broker_ms = message.timestamp().to_millis();
-            if let Err(reason) = check_times(record.ts, record.received_at, broker_ms, future_bound)
-            {
-                metrics::counter!(metric::BAD_TIMES).increment(1);
-                return Err(reason);
-            }
-            if watermark != i64::MIN && record.ts < watermark.saturating_sub(lateness) {
-                metrics::counter!(metric::LATE).increment(1);
-                let _ = self.processor.progress.late.fetch_add(1, Ordering::Relaxed);
-                return Err(format!(
-                    "late: event time {} is more than {} ms behind the partition watermark {}",
-                    record.ts, lateness, watermark
-                ));
-            }
-            Ok(record)
-        });
-        let rejected = match parsed {
-            Ok(record) => {
-                state.watermark = state.watermark.max(record.ts);
-                state.received = state.received.max(record.received_at);
-                let new = state.dedup.first_sighting(
-                    &record.event_id,
-                    record.received_at,
-                    state.received,
-                );
-                match &mut state.buffer {
-                    Some(buffer) if new => buffer
-                        .add(offset, bytes, &record)
-                        .err()
-                        .map(|error| format!("the event could not be buffered: {error}")),
-                    Some(buffer) => {
-                        metrics::counter!(metric::DUPLICATES).increment(1);
-                        buffer.skip(offset, bytes);
-                        None
-                    }
-                    None => None,
-                }
-            }
-            Err(reason) => Some(reason),
-        };
-        if let Some(reason) = rejected {
-            // Enqueued, not awaited: the writer waits for it before it
-            // claims the range that covers this offset (see `dlq`).
-            let letter = self.processor.dead_letters.enqueue(message, &reason);
-            metrics::counter!(metric::DEAD_LETTERS).increment(1);
-            let _ = self
-                .processor
-                .progress
-                .dead_letters
-                .fetch_add(1, Ordering::Relaxed);
-            let Some(state) = self.partitions.get_mut(&partition) else {
-                return;
-            };
-            state.letters.push(letter);
-            if let Some(buffer) = &mut state.buffer {
-                buffer.skip(offset, bytes);
-            }
+        match step.decision {
+            Decision::Counted => {}
+            Decision::Repeat => metrics::counter!(metric::DUPLICATES).increment(1),
+            Decision::DeadLetter(reason) => self.dead_letter(partition, message, &reason),
         }
-        let target = self.config().target_file_bytes;
-        let Some(state) = self.partitions.get(&partition) else {
-            return;
-        };
-        let close = match (&state.redo, &state.buffer) {
-            (Some(redo), _) => offset >= redo.end,
-            // Parquet keeps roughly a quarter of the JSON record bytes.
-            (None, Some(buffer)) => buffer.record_bytes / 4 >= target,
-            (None, None) => false,
-        };
-        if close {
-            self.close_range(partition);
+        if let Some(closed) = step.closed_after {
+            self.hand_over(partition, closed);
         }
         // Summing every partition's buffer per record would cost more than
         // the slack of checking every 64th offset.
@@ -1054,44 +671,67 @@ impl Run<'_> {
         }
     }
 
-    /// Closes a partition's open range and hands it to its writer.
+    /// Sends `message` to the dead-letter topic with `reason`. Enqueued, not
+    /// awaited: the writer waits for it before it claims the range that
+    /// covers this offset (see `dlq`).
+    fn dead_letter(&mut self, partition: i32, message: &BorrowedMessage<'_>, reason: &Reason) {
+        match reason {
+            Reason::BadTime(_) => metrics::counter!(metric::BAD_TIMES).increment(1),
+            Reason::Late { .. } => {
+                metrics::counter!(metric::LATE).increment(1);
+                let _ = self.processor.progress.late.fetch_add(1, Ordering::Relaxed);
+            }
+            Reason::NoValue | Reason::Unreadable(_) | Reason::Unbuffered(_) => {}
+        }
+        let letter = self
+            .processor
+            .dead_letters
+            .enqueue(message, &reason.to_string());
+        metrics::counter!(metric::DEAD_LETTERS).increment(1);
+        let _ = self
+            .processor
+            .progress
+            .dead_letters
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.letters.push(letter);
+        }
+    }
+
+    /// Closes a partition's open range, if it has one, and hands it to its writer.
     fn close_range(&mut self, partition: i32) {
         let horizon = self.config().dedup_horizon_ms();
+        let closed = self
+            .partitions
+            .get_mut(&partition)
+            .and_then(|state| state.core.close(horizon));
+        if let Some(closed) = closed {
+            self.hand_over(partition, closed);
+        }
+    }
+
+    /// Hands a closed range, with the open range's dead letters, to its writer.
+    fn hand_over(&mut self, partition: i32, closed: ClosedRange) {
         let Some(state) = self.partitions.get_mut(&partition) else {
             return;
         };
-        let Some(buffer) = state.buffer.take() else {
-            return;
-        };
-        let redo = state.redo.take();
-        state
-            .history
-            .push_back((buffer.start_offset, state.received));
-        let floor = state.received_at_open.saturating_sub(horizon);
-        while state.history.len() > 1 && state.history.front().is_some_and(|h| h.1 < floor) {
-            let _ = state.history.pop_front();
-        }
-        let list_from = state.history.front().map_or(buffer.start_offset, |h| h.0);
-        let moved = (list_from > state.list_from).then_some(list_from);
-        state.list_from = state.list_from.max(list_from);
-        state.dedup.prune(state.received);
         let dead_letters = std::mem::take(&mut state.letters);
         let held = Held {
-            items: (buffer.len() + dead_letters.len()) as u64,
-            bytes: buffer.record_bytes,
+            items: (closed.buffer.len() + dead_letters.len()) as u64,
+            bytes: closed.buffer.record_bytes,
         };
         let job = Job::Range(Box::new(RangeJob {
             partition,
             generation: state.generation,
-            buffer,
-            watermark_before: state.watermark_at_open,
-            watermark_after: state.watermark,
-            received_before: state.received_at_open,
-            received_after: state.received,
+            buffer: closed.buffer,
+            watermark_before: closed.watermark_before,
+            watermark_after: closed.watermark_after,
+            received_before: closed.received_before,
+            received_after: closed.received_after,
             dead_letters,
             genesis_known: state.genesis_known,
-            redo,
-            list_from: moved,
+            redo: closed.redo,
+            list_from: closed.list_from,
         }));
         state.genesis_known = true;
         self.queued += held;
@@ -1178,9 +818,9 @@ impl Run<'_> {
         let mut held = self.queued;
         for state in self.partitions.values() {
             held += Held {
-                items: (state.buffer.as_ref().map_or(0, PartitionBuffer::len) + state.letters.len())
-                    as u64,
-                bytes: state.buffer.as_ref().map_or(0, |b| b.record_bytes),
+                items: (state.core.buffer.as_ref().map_or(0, PartitionBuffer::len)
+                    + state.letters.len()) as u64,
+                bytes: state.core.buffer.as_ref().map_or(0, |b| b.record_bytes),
             };
         }
         held
@@ -1234,7 +874,7 @@ impl Run<'_> {
         let open: Vec<i32> = self
             .partitions
             .iter()
-            .filter(|(_, s)| s.redo.is_none() && s.buffer.is_some())
+            .filter(|(_, s)| s.core.redo.is_none() && s.core.buffer.is_some())
             .map(|(p, _)| *p)
             .collect();
         for partition in open {
@@ -1272,229 +912,5 @@ impl Run<'_> {
         {
             tracing::debug!(%error, "final offset commit failed");
         }
-    }
-}
-
-/// 2000-01-01T00:00:00Z: no event or receive time is older (the contract's
-/// bound, which ingest clamps to).
-const EARLIEST_MS: i64 = sqi_schemas::record::EARLIEST_EVENT_TIME_MS;
-
-/// Refuses a record whose times no honest writer produces: before 2000, an
-/// event time more than `future_bound` ms after its receive time, or a receive
-/// time that far after the broker's timestamp of the record (when the broker
-/// gives one). A record that passes cannot move the watermark further than
-/// the bound past the moment it was received. Only the record's own bytes
-/// and timestamp decide, so a re-read decides the same (no wall clock here).
-fn check_times(
-    ts: i64,
-    received_at: i64,
-    broker_ms: Option<i64>,
-    future_bound: i64,
-) -> std::result::Result<(), String> {
-    if ts < EARLIEST_MS {
-        return Err(format!("time: event time {ts} is before 2000"));
-    }
-    if received_at < EARLIEST_MS {
-        return Err(format!("time: receive time {received_at} is before 2000"));
-    }
-    if ts > received_at.saturating_add(future_bound) {
-        return Err(format!(
-            "time: event time {ts} is more than {future_bound} ms after its receive time {received_at}"
-        ));
-    }
-    if let Some(broker) = broker_ms.filter(|b| *b >= EARLIEST_MS)
-        && received_at > broker.saturating_add(future_bound)
-    {
-        return Err(format!(
-            "time: receive time {received_at} is more than {future_bound} ms after the record's Kafka timestamp {broker}"
-        ));
-    }
-    Ok(())
-}
-
-/// Where a partition's reading stands against a seek to its expected offset.
-#[derive(Debug, Clone, Copy)]
-enum SeekState {
-    /// No seek since the last record taken.
-    None,
-    /// librdkafka confirmed the seek: what arrives next is what the broker
-    /// holds at or after the offset.
-    Done,
-    /// The seek failed at this instant; it is tried again.
-    Failed(Instant),
-}
-
-/// What becomes of a record at `offset` when the partition expects `expected`.
-#[derive(Debug, PartialEq, Eq)]
-enum Admission {
-    /// The next record in offset order.
-    Take,
-    /// The first record after a confirmed seek, past `expected`: the offsets
-    /// between are not in the partition (aborted transactions, compaction,
-    /// retention), so this is the next record there is.
-    TakeAfterGap {
-        /// The offset the log expected.
-        expected: i64,
-    },
-    /// Before the log's position (already written), or past it while a
-    /// failed seek waits to be retried.
-    Drop,
-    /// Past the log's position with no seek since the last record taken.
-    SeekBack {
-        /// Where to seek: the log's position.
-        expected: i64,
-    },
-}
-
-fn admit(expected: Option<i64>, offset: i64, seek: SeekState) -> Admission {
-    let Some(expected) = expected else {
-        return Admission::Take;
-    };
-    if offset <= expected {
-        return if offset == expected {
-            Admission::Take
-        } else {
-            Admission::Drop
-        };
-    }
-    match seek {
-        SeekState::Done => Admission::TakeAfterGap { expected },
-        SeekState::Failed(at) if at.elapsed() < SEEK_RETRY_EVERY => Admission::Drop,
-        SeekState::None | SeekState::Failed(_) => Admission::SeekBack { expected },
-    }
-}
-
-/// How long records past the expected offset are dropped before a failed seek is retried.
-const SEEK_RETRY_EVERY: Duration = Duration::from_secs(1);
-
-/// How long a seek may take to be confirmed. It is a local operation of
-/// librdkafka's (no broker round trip), so this only bounds a wedged client.
-const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Moves reading of `partition` to `offset` and waits until librdkafka
-/// confirms it.
-///
-/// The wait is what makes a gap trustworthy: only a confirmed seek guarantees
-/// that no record fetched from the old position is handed out after it
-/// (librdkafka's `rd_kafka_seek`), so that a record past `offset` means the
-/// offsets between are really absent. Unconfirmed, a stale prefetched record
-/// looks exactly like a gap.
-fn seek(
-    consumer: &StreamConsumer<ProcessorContext>,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> SeekState {
-    let started = Instant::now();
-    match consumer.seek(topic, partition, Offset::Offset(offset), SEEK_TIMEOUT) {
-        Ok(()) => {
-            tracing::debug!(partition, offset, took = ?started.elapsed(), "seek confirmed");
-            SeekState::Done
-        }
-        Err(error) => {
-            tracing::info!(partition, offset, %error, "seek failed; will retry");
-            SeekState::Failed(Instant::now())
-        }
-    }
-}
-
-#[derive(Clone)]
-struct AdminState {
-    ready: Arc<AtomicBool>,
-    dead_letters: DeadLetters,
-    metrics: Option<PrometheusHandle>,
-}
-
-fn admin_router(state: AdminState) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(s): State<AdminState>| async move {
-                // A dead-letter topic that fails is an outage of this
-                // processor: its partitions stop where a dead letter waits.
-                if s.ready.load(Ordering::SeqCst) && !s.dead_letters.unavailable() {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|State(s): State<AdminState>| async move {
-                match s.metrics {
-                    Some(handle) => (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        handle.render(),
-                    )
-                        .into_response(),
-                    None => Response::new(axum::body::Body::from("")),
-                }
-            }),
-        )
-        .with_state(state)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Item 1: absurd times are refused, with a reason, whoever wrote the record.
-    #[test]
-    fn absurd_times_are_refused() {
-        let now = 1_800_000_000_000;
-        let bound = 300_000;
-        assert_eq!(check_times(now, now, Some(now), bound), Ok(()));
-        assert_eq!(check_times(now - 86_400_000, now, None, bound), Ok(()));
-        assert_eq!(check_times(now + bound, now, Some(now), bound), Ok(()));
-        for (ts, received, broker) in [
-            (now + 22 * 3_600_000, now, Some(now)),
-            (now + bound + 1, now, None),
-            (1_000, now, Some(now)),
-            (now, 1_000, Some(now)),
-            (now + 22 * 3_600_000, now + 22 * 3_600_000, Some(now)),
-        ] {
-            let refused = check_times(ts, received, broker, bound);
-            assert!(
-                refused.as_ref().is_err_and(|r| r.starts_with("time: ")),
-                "{ts} {received} {broker:?}: {refused:?}"
-            );
-        }
-        // A broker that gives no timestamp, or a meaningless one, is not used.
-        assert_eq!(check_times(now, now, Some(-1), bound), Ok(()));
-    }
-
-    #[test]
-    fn records_are_taken_in_offset_order_from_the_logs_position() {
-        assert_eq!(admit(None, 7, SeekState::None), Admission::Take);
-        assert_eq!(admit(Some(7), 7, SeekState::Done), Admission::Take);
-        assert_eq!(admit(Some(7), 6, SeekState::Done), Admission::Drop);
-        assert_eq!(admit(Some(7), 6, SeekState::None), Admission::Drop);
-    }
-
-    /// The soak once saw a seek land on offsets the broker did not hold: the
-    /// first record after it was past the position, the old rule took it for a
-    /// stale prefetched record, dropped records for 5 s, sought again, and
-    /// after three rounds went on, past records it had dropped.
-    #[test]
-    fn past_the_position_seeks_back_unless_a_confirmed_seek_already_did() {
-        assert_eq!(
-            admit(Some(7), 15, SeekState::None),
-            Admission::SeekBack { expected: 7 }
-        );
-        assert_eq!(
-            admit(Some(7), 15, SeekState::Done),
-            Admission::TakeAfterGap { expected: 7 }
-        );
-        let just_failed = SeekState::Failed(Instant::now());
-        assert_eq!(admit(Some(7), 15, just_failed), Admission::Drop);
-        let failed_long_ago = Instant::now()
-            .checked_sub(SEEK_RETRY_EVERY * 2)
-            .map_or(SeekState::None, SeekState::Failed);
-        assert_eq!(
-            admit(Some(7), 15, failed_long_ago),
-            Admission::SeekBack { expected: 7 }
-        );
     }
 }

@@ -17,8 +17,8 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use sqi_kafka::{Connection, KafkaArgs, KafkaContext};
 
-use crate::consumer::metric;
 use crate::error::{Error, Result};
+use crate::metric;
 
 /// Header names added to dead-lettered records.
 pub mod header {

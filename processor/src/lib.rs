@@ -14,17 +14,22 @@
 //! It must not serve reports or compute the SQI, and writes only the three
 //! table prefixes, `_processor/` and `_completeness/`.
 
+mod admin;
 pub mod completeness;
 pub mod config;
 pub mod consumer;
 pub mod dedup;
 pub mod dlq;
 pub mod error;
+mod kafka;
+pub mod metric;
+pub mod partition;
 pub mod range_log;
 pub mod sink;
 pub mod window;
 mod writer;
 
 pub use config::ProcessorConfig;
-pub use consumer::{Processor, Progress};
+pub use consumer::Processor;
 pub use error::{Error, Result};
+pub use metric::Progress;

@@ -16,9 +16,9 @@ use sqi_schemas::lake::Lake;
 use tokio::sync::mpsc;
 
 use crate::completeness::Completeness;
-use crate::consumer::metric;
 use crate::dlq::{DeadLetters, PendingLetter};
 use crate::error::{Error, Result};
+use crate::metric;
 use crate::range_log::{Claim, IdleMark, PartitionLog, RangeIntent};
 use crate::sink;
 use crate::window::PartitionBuffer;
