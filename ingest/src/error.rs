@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use sqi_schemas::api::ErrorBody;
 use sqi_schemas::event::{ErrorCode, EventError};
 
 /// Errors that stop or prevent the service (never a single request's fault).
@@ -113,24 +113,33 @@ impl From<EventError> for ApiError {
     }
 }
 
+/// The contract's error body, and with every event refused, each refusal.
+#[derive(serde::Serialize)]
+struct Refusal<'a> {
+    #[serde(flatten)]
+    body: ErrorBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected: Option<&'a [serde_json::Value]>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.status_code_and_message();
-        let mut error = json!({"code": code, "message": message});
-        let mut body = json!({});
+        let mut body = ErrorBody::new(code, message);
         match &self {
             Self::BadRequest(e) | Self::AllRejected { first: e, .. } => {
                 if let Some(field) = e.field {
-                    error["field"] = json!(field);
+                    body = body.with_field(field);
                 }
             }
             Self::Unavailable { detail, .. } => tracing::warn!(%detail, "answering 503"),
             _ => {}
         }
-        if let Self::AllRejected { rejected, .. } = &self {
-            body["rejected"] = json!(rejected);
-        }
-        body["error"] = error;
+        let rejected = match &self {
+            Self::AllRejected { rejected, .. } => Some(rejected.as_slice()),
+            _ => None,
+        };
+        let body = Refusal { body, rejected };
         let mut response = (status, axum::Json(body)).into_response();
         let retry_after_secs = match self {
             Self::Unavailable {

@@ -3,6 +3,7 @@
 //! This crate owns:
 //! - [`event`]: the HTTP event as publishers' widgets send it, and the rules that
 //!   accept or reject it, each with a stable error code;
+//! - [`api`]: the error body every HTTP role answers with;
 //! - [`channels`]: the social channel catalog (a data file, `data/channels.csv`);
 //! - [`record`]: the normalised event as it travels through Kafka (schema `v = 1`);
 //! - [`cli`]: the flags and `SQI_*` variables every role shares;
@@ -19,6 +20,7 @@
 //! `docs/event.schema.json` is generated from the same rules and checked by tests.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod channels;
 pub mod cli;
 pub mod event;

@@ -821,6 +821,21 @@ async fn the_openapi_document_holds_under_schemathesis() {
         );
     }
     assert!(responses["400"]["content"]["application/json"]["schema"].is_object());
+    // Every answer is described field by field: a 200's JSON names a schema
+    // of `components`, never a free-form object (issue 21, item 4).
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let schema = &item["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        let name = schema["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            .unwrap_or_else(|| panic!("{path}: the 200 answer names no schema: {schema}"));
+        let component = &document["components"]["schemas"][name];
+        assert!(
+            component["properties"].as_object().is_some_and(|p| !p.is_empty())
+                || component["allOf"].is_array(),
+            "{path}: {name} has no properties: {component}"
+        );
+    }
     for name in ["publisher", "period", "tz", "metric", "interval", "format"] {
         assert!(names.contains(&name), "{name} not in {names:?}");
     }

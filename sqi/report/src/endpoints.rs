@@ -15,16 +15,21 @@ use chrono::{Days, Utc};
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::prelude::{Expr, SessionContext, col, lit};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqi_schemas::api::ErrorBody;
 use sqi_schemas::event::is_valid_publisher;
 use sqi_schemas::lake::{HOUR_MS, Table};
 use utoipa::IntoParams;
 
+use super::answer::{
+    Bucket, Change, ChannelRow, Channels, Counts, Leaderboard, Me, PageInfo, Period, Previous,
+    RankedRow, SqiHistory, SqiRow, Summary, Timeseries, TopUrls, UrlRow,
+};
 use super::days::LakeDays;
 use super::window::{DayBucket, Window, parse_date};
 use super::{
-    PeriodParams, ReportError, ReportState, Scope, arrow_json_row, authorize, bad, data_as_of,
+    PeriodParams, ReportError, ReportState, Scope, authorize, bad, data_as_of, sqi_rows_of,
     parse_bool,
 };
 use crate::error::Result;
@@ -58,6 +63,17 @@ pub(super) struct Page {
 
 /// The largest `offset` (2^53 - 1, the largest integer every JSON reader
 /// holds exactly); the document says so.
+impl Page {
+    /// The page as an answer states it, in a list of `total_rows`.
+    fn info(self, total_rows: usize) -> PageInfo {
+        PageInfo {
+            total_rows,
+            limit: self.limit,
+            offset: self.offset,
+        }
+    }
+}
+
 const MAX_OFFSET: usize = 9_007_199_254_740_991;
 
 fn parse_page(limit: Option<&str>, offset: Option<&str>) -> Result<Page, ReportError> {
@@ -85,45 +101,39 @@ fn parse_page(limit: Option<&str>, offset: Option<&str>) -> Result<Page, ReportE
     Ok(Page { limit, offset })
 }
 
-/// Answers `rows` (objects with `columns`) with `meta`, as JSON or CSV.
-fn respond(
+/// Answers `body` as JSON, or its `rows` as CSV with `columns` (fields of
+/// each row) and its `data_as_of` in a header.
+fn respond<T: Serialize>(
     format: Format,
-    mut meta: Value,
+    body: &T,
     columns: &[&str],
-    rows: Vec<Value>,
 ) -> Result<Response, ReportError> {
-    match format {
-        Format::Json => {
-            meta["rows"] = Value::Array(rows);
-            Ok(Json(meta).into_response())
-        }
-        Format::Csv => {
-            let mut out = csv::Writer::from_writer(Vec::new());
-            let csv_error =
-                |e: csv::Error| ReportError::Internal(crate::error::Error::Invalid(e.to_string()));
-            out.write_record(columns).map_err(csv_error)?;
-            for row in &rows {
-                out.write_record(columns.iter().map(|c| csv_cell(&row[*c])))
-                    .map_err(csv_error)?;
-            }
-            let body = out
-                .into_inner()
-                .map_err(|e| ReportError::Internal(crate::error::Error::Invalid(e.to_string())))?;
-            let mut response = body.into_response();
-            let headers = response.headers_mut();
-            let _ = headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            );
-            if let Some(as_of) = meta["data_as_of"]
-                .as_str()
-                .and_then(|t| HeaderValue::from_str(t).ok())
-            {
-                let _ = headers.insert("x-data-as-of", as_of);
-            }
-            Ok(response)
-        }
+    if format == Format::Json {
+        return Ok(Json(body).into_response());
     }
+    let internal = |e: String| ReportError::Internal(crate::error::Error::Invalid(e));
+    let body = serde_json::to_value(body).map_err(|e| internal(e.to_string()))?;
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(columns)
+        .map_err(|e| internal(e.to_string()))?;
+    for row in body["rows"].as_array().map_or(&[][..], Vec::as_slice) {
+        out.write_record(columns.iter().map(|c| csv_cell(&row[*c])))
+            .map_err(|e| internal(e.to_string()))?;
+    }
+    let csv = out.into_inner().map_err(|e| internal(e.to_string()))?;
+    let mut response = csv.into_response();
+    let headers = response.headers_mut();
+    let _ = headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Some(as_of) = body["data_as_of"]
+        .as_str()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        let _ = headers.insert("x-data-as-of", as_of);
+    }
+    Ok(response)
 }
 
 /// The first characters that make a spreadsheet read a cell as a formula
@@ -506,16 +516,16 @@ impl Totals {
         }
     }
 
-    fn to_json(self) -> Value {
+    fn counts(self) -> Counts {
         let rate = |x: i64, n: i64| (n > 0).then(|| x as f64 / n as f64);
-        json!({
-            "pageviews": self.pageviews,
-            "shares": self.shares,
-            "clickbacks": self.clickbacks,
-            "share_rate": rate(self.shares, self.pageviews),
-            "clickback_rate": rate(self.clickbacks, self.shares),
-            "social_traffic_ratio": rate(self.clickbacks, self.pageviews),
-        })
+        Counts {
+            pageviews: self.pageviews,
+            shares: self.shares,
+            clickbacks: self.clickbacks,
+            share_rate: rate(self.shares, self.pageviews),
+            clickback_rate: rate(self.clickbacks, self.shares),
+            social_traffic_ratio: rate(self.clickbacks, self.pageviews),
+        }
     }
 }
 
@@ -548,11 +558,9 @@ pub(super) async fn totals(
     Ok(totals)
 }
 
-async fn as_of(state: &ReportState, window: &Window) -> Result<Value> {
+async fn as_of(state: &ReportState, window: &Window) -> Result<Option<String>> {
     let (_, last) = window.partitions();
-    Ok(json!(
-        data_as_of(state, last).await?.map(|t| t.to_rfc3339())
-    ))
+    Ok(data_as_of(state, last).await?.map(|t| t.to_rfc3339()))
 }
 
 /// `GET /v1/publishers/{publisher}/summary`.
@@ -563,7 +571,7 @@ async fn as_of(state: &ReportState, window: &Window) -> Result<Value> {
     summary = "Totals, rates, the change from the previous period and the latest SQI",
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((Summary = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -581,31 +589,35 @@ pub(super) async fn summary(
     // `Window::resolve` has refused any value but `previous_period`.
     let compare = params.compare.is_some();
     let current = totals(&state, &publisher, &window, include_bots).await?;
-    let mut body = json!({
-        "publisher": publisher,
-        "period": window.to_json(),
-        "include_bots": include_bots,
-    });
-    if let (Value::Object(body), Value::Object(numbers)) = (&mut body, current.to_json()) {
-        body.extend(numbers);
-    }
-    if compare {
+    let (previous, change) = if compare {
         let previous_window = window.previous();
         let previous = totals(&state, &publisher, &previous_window, include_bots).await?;
         let change =
             |now: i64, before: i64| (before != 0).then(|| (now - before) as f64 / before as f64);
-        body["previous"] = previous.to_json();
-        body["previous"]["period"] = previous_window.to_json();
-        body["change"] = json!({
-            "pageviews": change(current.pageviews, previous.pageviews),
-            "shares": change(current.shares, previous.shares),
-            "clickbacks": change(current.clickbacks, previous.clickbacks),
-        });
-    }
-    body["sqi"] = super::latest_sqi(&state, &publisher, window.to)
-        .await?
-        .unwrap_or(Value::Null);
-    body["data_as_of"] = as_of(&state, &window).await?;
+        (
+            Some(Previous {
+                counts: previous.counts(),
+                period: Period::from(&previous_window),
+            }),
+            Some(Change {
+                pageviews: change(current.pageviews, previous.pageviews),
+                shares: change(current.shares, previous.shares),
+                clickbacks: change(current.clickbacks, previous.clickbacks),
+            }),
+        )
+    } else {
+        (None, None)
+    };
+    let body = Summary {
+        period: Period::from(&window),
+        include_bots,
+        counts: current.counts(),
+        previous,
+        change,
+        sqi: super::latest_sqi(&state, &publisher, window.to).await?,
+        data_as_of: as_of(&state, &window).await?,
+        publisher,
+    };
     Ok(Json(body).into_response())
 }
 
@@ -712,7 +724,7 @@ pub(super) const MAX_HOURLY_DAYS: u64 = 31;
     summary = "One metric, zero-filled by local day or hour",
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((Timeseries = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -763,21 +775,27 @@ pub(super) async fn timeseries(
     } else {
         day_series(&window, &batches, &daily)?
     };
-    let meta = json!({
-        "publisher": publisher,
-        "metric": params.list.metric.as_deref().unwrap_or("pageviews"),
-        "interval": if hourly { "hour" } else { "day" },
-        "period": window.to_json(),
-        "include_bots": include_bots,
-        "total": total,
-        "data_as_of": as_of(&state, &window).await?,
-    });
-    respond(format, meta, &["bucket", "value"], rows)
+    let body = Timeseries {
+        metric: params
+            .list
+            .metric
+            .as_deref()
+            .unwrap_or("pageviews")
+            .to_owned(),
+        interval: if hourly { "hour" } else { "day" }.to_owned(),
+        period: Period::from(&window),
+        include_bots,
+        total,
+        data_as_of: as_of(&state, &window).await?,
+        rows,
+        publisher,
+    };
+    respond(format, &body, &["bucket", "value"])
 }
 
 /// The hour series' rows (every UTC hour of `window`, in its local time) and
 /// total, from rows of `window_start` and `events`.
-fn hour_series(window: &Window, batches: &[RecordBatch]) -> Result<(Vec<Value>, i64)> {
+fn hour_series(window: &Window, batches: &[RecordBatch]) -> Result<(Vec<Bucket>, i64)> {
     let hours = window.hours();
     let first = hours.first().copied().unwrap_or(0);
     let mut values = vec![0_i64; hours.len()];
@@ -799,7 +817,10 @@ fn hour_series(window: &Window, batches: &[RecordBatch]) -> Result<(Vec<Value>, 
     let rows = hours
         .iter()
         .zip(values)
-        .map(|(h, value)| json!({"bucket": window.local_hour(*h), "value": value}))
+        .map(|(h, value)| Bucket {
+            bucket: window.local_hour(*h),
+            value,
+        })
         .collect();
     Ok((rows, total))
 }
@@ -814,7 +835,7 @@ fn day_series(
     window: &Window,
     hours: &[RecordBatch],
     days: &[RecordBatch],
-) -> Result<(Vec<Value>, i64)> {
+) -> Result<(Vec<Bucket>, i64)> {
     let local = window.local_days();
     let mut values = vec![0_i64; local.len()];
     let mut outside: BTreeMap<chrono::NaiveDate, i64> = BTreeMap::new();
@@ -856,7 +877,10 @@ fn day_series(
     }
     let rows = series
         .into_iter()
-        .map(|(date, value)| json!({"bucket": date.to_string(), "value": value}))
+        .map(|(date, value)| Bucket {
+            bucket: date.to_string(),
+            value,
+        })
         .collect();
     Ok((rows, total))
 }
@@ -869,7 +893,7 @@ fn day_series(
     summary = "Shares and clickbacks by channel",
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((Channels = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -923,29 +947,25 @@ pub(super) async fn channels(
         .into_iter()
         .skip(page.offset)
         .take(page.limit)
-        .map(|(channel, t)| {
-            json!({
-                "channel": channel,
-                "shares": t.shares,
-                "clickbacks": t.clickbacks,
-                "clickback_rate": (t.shares > 0).then(|| t.clickbacks as f64 / t.shares as f64),
-            })
+        .map(|(channel, t)| ChannelRow {
+            channel,
+            shares: t.shares,
+            clickbacks: t.clickbacks,
+            clickback_rate: (t.shares > 0).then(|| t.clickbacks as f64 / t.shares as f64),
         })
         .collect();
-    let meta = json!({
-        "publisher": publisher,
-        "period": window.to_json(),
-        "include_bots": include_bots,
-        "total_rows": total_rows,
-        "limit": page.limit,
-        "offset": page.offset,
-        "data_as_of": as_of(&state, &window).await?,
-    });
+    let body = Channels {
+        period: Period::from(&window),
+        include_bots,
+        page: page.info(total_rows),
+        data_as_of: as_of(&state, &window).await?,
+        rows,
+        publisher,
+    };
     respond(
         format,
-        meta,
+        &body,
         &["channel", "shares", "clickbacks", "clickback_rate"],
-        rows,
     )
 }
 
@@ -958,7 +978,7 @@ pub(super) async fn channels(
     summary = "URLs by shares (or `sort`), paginated, ties by URL",
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((TopUrls = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -1011,23 +1031,22 @@ pub(super) async fn top_urls(
         .into_iter()
         .skip(page.offset)
         .take(page.limit)
-        .map(|(url, t)| json!({"url": url, "pageviews": t.pageviews, "shares": t.shares, "clickbacks": t.clickbacks}))
+        .map(|(url, t)| UrlRow {
+            url,
+            pageviews: t.pageviews,
+            shares: t.shares,
+            clickbacks: t.clickbacks,
+        })
         .collect();
-    let meta = json!({
-        "publisher": publisher,
-        "period": window.to_json(),
-        "sort": params.list.sort.as_deref().unwrap_or("shares"),
-        "total_rows": total_rows,
-        "limit": page.limit,
-        "offset": page.offset,
-        "data_as_of": as_of(&state, &window).await?,
-    });
-    respond(
-        format,
-        meta,
-        &["url", "pageviews", "shares", "clickbacks"],
+    let body = TopUrls {
+        period: Period::from(&window),
+        sort: params.list.sort.as_deref().unwrap_or("shares").to_owned(),
+        page: page.info(total_rows),
+        data_as_of: as_of(&state, &window).await?,
         rows,
-    )
+        publisher,
+    };
+    respond(format, &body, &["url", "pageviews", "shares", "clickbacks"])
 }
 
 /// The columns of an SQI row, in the order responses and CSV use.
@@ -1088,7 +1107,7 @@ pub(super) struct LeaderboardParams {
     offset: Option<String>,
 }
 
-async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<Value>> {
+async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<SqiRow>> {
     let batches = ctx
         .table(Table::Sqi.prefix())
         .await?
@@ -1097,7 +1116,7 @@ async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<Value>> {
         .await?;
     let mut rows = Vec::new();
     for batch in &batches {
-        rows.extend(arrow_json_row(batch)?);
+        rows.extend(sqi_rows_of(batch)?);
     }
     Ok(rows)
 }
@@ -1111,7 +1130,7 @@ async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<Value>> {
     summary = "The SQI history with its components",
     params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), HistoryParams),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((SqiHistory = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -1154,15 +1173,16 @@ pub(super) async fn sqi_history(
             .and(col("dt").lt_eq(lit(to.to_string()))),
     )
     .await?;
-    rows.sort_by(|a, b| a["date"].as_str().cmp(&b["date"].as_str()));
+    rows.sort_by(|a, b| a.date.cmp(&b.date));
     let window = Window::days_in("custom", chrono_tz::Tz::UTC, from, to);
-    let meta = json!({
-        "publisher": publisher,
-        "from": from.to_string(),
-        "to": to.to_string(),
-        "data_as_of": as_of(&state, &window).await?,
-    });
-    respond(format, meta, SQI_COLUMNS, rows)
+    let body = SqiHistory {
+        publisher,
+        from: from.to_string(),
+        to: to.to_string(),
+        data_as_of: as_of(&state, &window).await?,
+        rows,
+    };
+    respond(format, &body, SQI_COLUMNS)
 }
 
 /// `GET /v1/sqi/leaderboard?date=&category=`: scored publishers of a day
@@ -1174,7 +1194,7 @@ pub(super) async fn sqi_history(
     summary = "Scored publishers of a day, best first (marketer keys)",
     params(LeaderboardParams),
     responses(
-        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((serde_json::Value = "application/json"), (String = "text/csv"))),
+        (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((Leaderboard = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -1211,29 +1231,28 @@ pub(super) async fn leaderboard(
             leaderboard_page(&state.days, predicate, page).await?
         }
     };
-    let rows: Vec<Value> = rows
+    let rows = rows
         .into_iter()
         .enumerate()
-        .map(|(i, mut row)| {
-            row["rank"] = json!(page.offset + i + 1);
-            row
+        .map(|(i, row)| RankedRow {
+            rank: page.offset + i + 1,
+            row,
         })
         .collect();
     let mut columns = vec!["rank"];
     columns.extend_from_slice(SQI_COLUMNS);
-    let as_of = match date {
-        Some(d) => json!(data_as_of(&state, d).await?.map(|t| t.to_rfc3339())),
-        None => Value::Null,
+    let data_as_of = match date {
+        Some(d) => data_as_of(&state, d).await?.map(|t| t.to_rfc3339()),
+        None => None,
     };
-    let meta = json!({
-        "date": date.map(|d| d.to_string()),
-        "category": params.category,
-        "total_rows": total_rows,
-        "limit": page.limit,
-        "offset": page.offset,
-        "data_as_of": as_of,
-    });
-    respond(format, meta, &columns, rows)
+    let body = Leaderboard {
+        date: date.map(|d| d.to_string()),
+        category: params.category,
+        page: page.info(total_rows),
+        data_as_of,
+        rows,
+    };
+    respond(format, &body, &columns)
 }
 
 /// How many rows `predicate` selects from `sqi`, and the page of them in
@@ -1244,7 +1263,7 @@ async fn leaderboard_page(
     ctx: &SessionContext,
     predicate: Expr,
     page: Page,
-) -> Result<(usize, Vec<Value>)> {
+) -> Result<(usize, Vec<SqiRow>)> {
     let scored = ctx.table(Table::Sqi.prefix()).await?.filter(predicate)?;
     let total = scored.clone().count().await?;
     if page.offset >= total {
@@ -1261,7 +1280,7 @@ async fn leaderboard_page(
         .await?;
     let mut rows = Vec::new();
     for batch in &batches {
-        rows.extend(arrow_json_row(batch)?);
+        rows.extend(sqi_rows_of(batch)?);
     }
     Ok((total, rows))
 }
@@ -1293,9 +1312,9 @@ async fn newest_sqi_day(state: &ReportState) -> Result<Option<chrono::NaiveDate>
     tag = "keys",
     summary = "What the presented key may read",
     responses(
-        (status = 200, description = "`{\"name\", \"scope\"}`: `marketer` or `publisher:<id>`", body = serde_json::Value),
-        (status = 401, description = "No key, or an unknown one", body = super::openapi::ErrorBody),
-        (status = 429, description = "Over the key's rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 200, description = "The key's name and scope: `marketer` or `publisher:<id>`", body = Me),
+        (status = 401, description = "No key, or an unknown one", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -1310,12 +1329,19 @@ pub(super) async fn me(
         Scope::Marketer => ("marketer".to_owned(), None),
         Scope::Publisher(id) => (format!("publisher:{id}"), Some(id.clone())),
     };
-    Ok(Json(json!({"name": key.name, "scope": scope, "publisher": publisher})).into_response())
+    Ok(Json(Me {
+        name: key.name.clone(),
+        scope,
+        publisher,
+    })
+    .into_response())
 }
 
 // Test code only: an unwrap or panic here fails the test with its cause, which is the point.
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     /// Item 15: text that would start a formula is neutralised; numbers,
@@ -1357,15 +1383,8 @@ mod tests {
         chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
     }
 
-    fn series(rows: &[Value]) -> Vec<(String, i64)> {
-        rows.iter()
-            .map(|r| {
-                (
-                    r["bucket"].as_str().unwrap().to_owned(),
-                    r["value"].as_i64().unwrap(),
-                )
-            })
-            .collect()
+    fn series(rows: &[Bucket]) -> Vec<(String, i64)> {
+        rows.iter().map(|r| (r.bucket.clone(), r.value)).collect()
     }
 
     /// Item 7: a day series in New York sums each local day's own hours, 23

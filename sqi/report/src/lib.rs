@@ -27,6 +27,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use sqi_schemas::api::ErrorBody;
 use sqi_schemas::cli::LakeArgs;
 use sqi_schemas::event::is_valid_publisher;
 use sqi_schemas::lake::{Lake, Table, day_partition};
@@ -34,6 +35,9 @@ use sqi_schemas::lake::{Lake, Table, day_partition};
 pub use error::{Error, Result};
 use sqi_query as query;
 
+use crate::answer::SqiRow;
+
+pub mod answer;
 mod dashboard;
 mod days;
 mod endpoints;
@@ -394,21 +398,30 @@ impl IntoResponse for ReportError {
         let (status, body) = match self {
             Self::BadRequest { field, message } => (
                 StatusCode::BAD_REQUEST,
-                json!({"error": {"code": "invalid_parameter", "message": message, "field": field}}),
+                ErrorBody::new("invalid_parameter", message).with_field(field),
             ),
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
-                json!({"error": {"code": "unauthorized", "message": "a valid API key is required: Authorization: Bearer <key>"}}),
+                ErrorBody::new(
+                    "unauthorized",
+                    "a valid API key is required: Authorization: Bearer <key>",
+                ),
             ),
             Self::Forbidden => (
                 StatusCode::FORBIDDEN,
-                json!({"error": {"code": "forbidden", "message": "this key does not cover the requested publisher"}}),
+                ErrorBody::new(
+                    "forbidden",
+                    "this key does not cover the requested publisher",
+                ),
             ),
             Self::Internal(error) => {
                 tracing::error!(%error, "report request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({"error": {"code": "internal", "message": "the report could not be computed; try again later"}}),
+                    ErrorBody::new(
+                        "internal",
+                        "the report could not be computed; try again later",
+                    ),
                 )
             }
         };
@@ -535,7 +548,10 @@ pub fn router(state: ReportState) -> Router {
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                Json(json!({"error": {"code": "not_found", "message": "no such endpoint; see CONTRACTS.md §3"}})),
+                Json(ErrorBody::new(
+                    "not_found",
+                    "no such endpoint; see CONTRACTS.md §3",
+                )),
             )
         })
         .layer(axum::middleware::from_fn_with_state(
@@ -557,10 +573,10 @@ async fn readyz(State(state): State<ReportState>) -> Response {
         Some(age) => format!("ready; lake state read {} s ago\n", age.as_secs()).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": {
-                "code": "not_ready",
-                "message": "the lake's state has not been read yet; see the log"
-            }})),
+            Json(ErrorBody::new(
+                "not_ready",
+                "the lake's state has not been read yet; see the log",
+            )),
         )
             .into_response(),
     }
@@ -607,7 +623,7 @@ async fn json_errors(response: Response) -> Response {
             (true, _) => status.canonical_reason().unwrap_or("refused").to_owned(),
         }
     };
-    let body = json!({"error": {"code": code, "message": message}}).to_string();
+    let body = serde_json::to_vec(&ErrorBody::new(code, message)).unwrap_or_default();
     let _ = parts.headers.remove(header::CONTENT_LENGTH);
     let _ = parts.headers.insert(
         header::CONTENT_TYPE,
@@ -704,7 +720,11 @@ pub(crate) fn parse_bool(field: &'static str, value: Option<&str>) -> Result<boo
 /// The publisher's most recent SQI row on or before `to`, as JSON. The
 /// newest day the lake has on or before `to` answers almost every publisher
 /// with one file; only a publisher missing from it is looked for in all.
-async fn latest_sqi(state: &ReportState, publisher: &str, to: NaiveDate) -> Result<Option<Value>> {
+async fn latest_sqi(
+    state: &ReportState,
+    publisher: &str,
+    to: NaiveDate,
+) -> Result<Option<SqiRow>> {
     let lake_days = state.guard.lake_days();
     let to = to.to_string();
     // The newest day every shard has written: a half-written day lacks
@@ -727,7 +747,7 @@ async fn latest_sqi(state: &ReportState, publisher: &str, to: NaiveDate) -> Resu
             )
             .await?;
         if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
-            return Ok(arrow_json_row(batch)?.pop());
+            return Ok(sqi_rows_of(batch)?.pop());
         }
     }
     newest_sqi_row(&state.days, col("dt").lt_eq(lit(to)), publisher).await
@@ -738,7 +758,7 @@ async fn newest_sqi_row(
     ctx: &SessionContext,
     days: Expr,
     publisher: &str,
-) -> Result<Option<Value>> {
+) -> Result<Option<SqiRow>> {
     let batches = ctx
         .table(Table::Sqi.prefix())
         .await?
@@ -750,11 +770,14 @@ async fn newest_sqi_row(
     let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Ok(None);
     };
-    let mut writer = arrow_json_row(batch)?;
-    Ok(writer.pop())
+    Ok(sqi_rows_of(batch)?.pop())
 }
 
-fn arrow_json_row(batch: &arrow::array::RecordBatch) -> Result<Vec<Value>> {
+/// The rows of an `sqi` batch (any projection of the table's columns
+/// holding every field of [`SqiRow`]; `dt`, the partition, is left out).
+/// Each cell is read by its Arrow type and the row checked against the
+/// type, so text columns may come as views or dictionaries' values alike.
+fn sqi_rows_of(batch: &arrow::array::RecordBatch) -> Result<Vec<SqiRow>> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Date32Type, Float64Type, Int32Type, Int64Type};
     let mut rows = vec![serde_json::Map::new(); batch.num_rows()];
@@ -785,7 +808,12 @@ fn arrow_json_row(batch: &arrow::array::RecordBatch) -> Result<Vec<Value>> {
             let _ = out.insert(field.name().clone(), value);
         }
     }
-    Ok(rows.into_iter().map(Value::Object).collect())
+    rows.into_iter()
+        .map(|row| {
+            serde_json::from_value(Value::Object(row))
+                .map_err(|e| Error::Invalid(format!("an `sqi` row: {e}")))
+        })
+        .collect()
 }
 
 /// What [`data_as_of`] answered since the lake's last refresh, by day: the

@@ -11,14 +11,10 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::endpoints;
+use sqi_schemas::api::{ErrorBody, ErrorDetail};
 
-/// `{"error": {"code", "message", "field"?}}`.
-#[derive(ToSchema)]
-#[allow(dead_code)] // Describes the JSON the handlers build; never constructed.
-pub(super) struct ErrorBody {
-    error: ErrorDetail,
-}
+use super::answer;
+use super::endpoints;
 
 /// The answers every data endpoint may give besides 200.
 #[derive(IntoResponses)]
@@ -39,21 +35,6 @@ pub(super) enum Refusals {
     /// Over the key's rate limit; see Retry-After
     #[response(status = 429)]
     RateLimited(ErrorBody),
-}
-
-/// What went wrong.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct ErrorDetail {
-    /// `invalid_parameter`, `unauthorized`, `forbidden`, `rate_limited`,
-    /// `not_found`, `method_not_allowed`, `payload_too_large`,
-    /// `invalid_request` or `internal`.
-    code: String,
-    /// For people.
-    message: String,
-    /// The parameter at fault (400 only; absent when the request as a whole
-    /// could not be read, such as a path that is not UTF-8).
-    field: Option<String>,
 }
 
 // The values some parameters take, for the document only: the handlers parse
@@ -162,6 +143,13 @@ impl Modify for BearerKeys {
     components(schemas(
         ErrorBody,
         ErrorDetail,
+        answer::Summary,
+        answer::Timeseries,
+        answer::Channels,
+        answer::TopUrls,
+        answer::SqiHistory,
+        answer::Leaderboard,
+        answer::Me,
         PeriodName,
         Metric,
         Interval,

@@ -6,7 +6,6 @@
 
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde_json::{Value, json};
 
 use super::{PeriodParams, ReportError, bad};
 
@@ -232,19 +231,6 @@ impl Window {
     /// Whether the window is whole UTC days, so that `daily` answers it.
     pub fn is_utc_days(&self) -> bool {
         self.tz == Tz::UTC
-    }
-
-    /// The window as echoed in responses.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "from": self.from.to_string(),
-            "to": self.to.to_string(),
-            "tz": self.tz.name(),
-            "start": self.start.to_rfc3339(),
-            "end": self.end.to_rfc3339(),
-            "days": self.day_count(),
-        })
     }
 }
 
