@@ -831,7 +831,9 @@ async fn the_openapi_document_holds_under_schemathesis() {
             .unwrap_or_else(|| panic!("{path}: the 200 answer names no schema: {schema}"));
         let component = &document["components"]["schemas"][name];
         assert!(
-            component["properties"].as_object().is_some_and(|p| !p.is_empty())
+            component["properties"]
+                .as_object()
+                .is_some_and(|p| !p.is_empty())
                 || component["allOf"].is_array(),
             "{path}: {name} has no properties: {component}"
         );

@@ -5,101 +5,33 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Date32Type, Int64Type, TimestampMillisecondType};
+use arrow::array::RecordBatch;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{Days, Utc};
-use datafusion::common::ScalarValue;
-use datafusion::functions_aggregate::expr_fn::sum;
-use datafusion::prelude::{Expr, SessionContext, col, lit};
-use serde::{Deserialize, Serialize};
+use datafusion::prelude::{col, lit};
+use serde::Serialize;
 use serde_json::Value;
 use sqi_schemas::api::ErrorBody;
-use sqi_schemas::event::is_valid_publisher;
 use sqi_schemas::lake::{HOUR_MS, Table};
-use utoipa::IntoParams;
 
 use super::answer::{
-    Bucket, Change, ChannelRow, Channels, Counts, Leaderboard, Me, PageInfo, Period, Previous,
-    RankedRow, SqiHistory, SqiRow, Summary, Timeseries, TopUrls, UrlRow,
+    Bucket, Change, ChannelRow, Channels, Counts, Leaderboard, Me, Period, Previous, RankedRow,
+    SqiHistory, Summary, Timeseries, TopUrls, UrlRow,
 };
-use super::days::LakeDays;
+use super::params::{
+    Format, HistoryParams, LeaderboardParams, ListChoices, ListOptions, ListParams, PeriodParams,
+    bad, check_publisher, parse_bool, parse_format, parse_page,
+};
+use super::read::{
+    Grouping, data_as_of, dates, hour_starts, integers, latest_sqi, leaderboard_page,
+    newest_sqi_day, not_bots, sqi_rows, sum_split, texts,
+};
 use super::window::{DayBucket, Window, parse_date};
-use super::{
-    PeriodParams, ReportError, ReportState, Scope, authorize, bad, data_as_of, sqi_rows_of,
-    parse_bool,
-};
+use super::{ReportError, ReportState, Scope, authorize};
 use crate::error::Result;
-
-/// JSON (default) or CSV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Format {
-    /// `{"rows": [...], ...}`.
-    Json,
-    /// RFC 4180, a header line and the same rows.
-    Csv,
-}
-
-fn parse_format(value: Option<&str>) -> Result<Format, ReportError> {
-    match value {
-        None | Some("json") => Ok(Format::Json),
-        Some("csv") => Ok(Format::Csv),
-        Some(other) => Err(bad(
-            "format",
-            format!("unknown format `{other}`; use json or csv"),
-        )),
-    }
-}
-
-/// `limit` (1–1000, default 50) and `offset` (default 0) of a list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Page {
-    limit: usize,
-    offset: usize,
-}
-
-/// The largest `offset` (2^53 - 1, the largest integer every JSON reader
-/// holds exactly); the document says so.
-impl Page {
-    /// The page as an answer states it, in a list of `total_rows`.
-    fn info(self, total_rows: usize) -> PageInfo {
-        PageInfo {
-            total_rows,
-            limit: self.limit,
-            offset: self.offset,
-        }
-    }
-}
-
-const MAX_OFFSET: usize = 9_007_199_254_740_991;
-
-fn parse_page(limit: Option<&str>, offset: Option<&str>) -> Result<Page, ReportError> {
-    let limit = match limit {
-        None => 50,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| bad("limit", format!("`{text}` is not a limit from 1 to 1000")))?,
-    };
-    let offset = match offset {
-        None => 0,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n <= MAX_OFFSET)
-            .ok_or_else(|| {
-                bad(
-                    "offset",
-                    format!("`{text}` is not an offset from 0 to {MAX_OFFSET}"),
-                )
-            })?,
-    };
-    Ok(Page { limit, offset })
-}
 
 /// Answers `body` as JSON, or its `rows` as CSV with `columns` (fields of
 /// each row) and its `data_as_of` in a header.
@@ -150,348 +82,6 @@ fn csv_cell(value: &Value) -> String {
         Value::String(s) if s.starts_with(FORMULA_STARTS) => format!("'{s}"),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-fn check_publisher(publisher: &str) -> Result<(), ReportError> {
-    if is_valid_publisher(publisher) {
-        Ok(())
-    } else {
-        Err(bad(
-            "publisher",
-            "publisher must be 3 to 64 characters of [A-Za-z0-9_.-]",
-        ))
-    }
-}
-
-fn timestamp(ms: i64) -> Expr {
-    lit(ScalarValue::TimestampMillisecond(
-        Some(ms),
-        Some("UTC".into()),
-    ))
-}
-
-/// `table`'s rows of `publisher` inside `window` (whole UTC hours), summed by `keys`.
-async fn sum_by(
-    ctx: &SessionContext,
-    table: Table,
-    publisher: &str,
-    window: &Window,
-    filters: Vec<Expr>,
-    keys: &[&str],
-) -> Result<Vec<RecordBatch>> {
-    let (first, last) = window.partitions();
-    let hours = window.hours();
-    let start = hours.first().copied().unwrap_or(0);
-    let end = window.end.timestamp_millis();
-    let mut predicate = col("dt")
-        .gt_eq(lit(first.to_string()))
-        .and(col("dt").lt_eq(lit(last.to_string())))
-        .and(col("window_start").gt_eq(timestamp(start)))
-        .and(col("window_start").lt(timestamp(end)))
-        .and(col("publisher").eq(lit(publisher)));
-    for filter in filters {
-        predicate = predicate.and(filter);
-    }
-    Ok(ctx
-        .table(table.prefix())
-        .await?
-        .filter(predicate)?
-        .aggregate(
-            keys.iter().map(|k| col(*k)).collect(),
-            vec![sum(col("events")).alias("events")],
-        )?
-        .collect()
-        .await?)
-}
-
-/// How a question groups the rows it sums.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Grouping {
-    /// Totals over the whole window (summary, channels, URLs): any whole UTC
-    /// day inside the window can come from a day table.
-    Window,
-    /// By local day (the day series). In UTC a day table's day is a bucket;
-    /// elsewhere a UTC day's total cannot be split across two local days, so
-    /// its hours come from `daily_hours` and are bucketed like hourly rows.
-    LocalDay,
-    /// By UTC hour (the hour series): hours from `daily_hours`.
-    Hour,
-}
-
-/// The day table that answers a question's complete UTC days, and the
-/// inclusive range of UTC days it may answer.
-fn day_table_range(
-    hourly_table: Table,
-    window: &Window,
-    grouping: Grouping,
-) -> (Table, Option<(chrono::NaiveDate, chrono::NaiveDate)>) {
-    let whole_days = || {
-        if window.is_utc_days() {
-            Some((window.from, window.to))
-        } else {
-            window.whole_utc_days()
-        }
-    };
-    match (hourly_table, grouping) {
-        (Table::UrlCounts, _) => (Table::DailyUrls, whole_days()),
-        (_, Grouping::Window) => (Table::Daily, whole_days()),
-        (_, Grouping::LocalDay) if window.is_utc_days() => {
-            (Table::Daily, Some((window.from, window.to)))
-        }
-        // Rows by hour: every UTC day the window touches, the hours outside
-        // it filtered out by `window_start`.
-        (_, Grouping::LocalDay | Grouping::Hour) => (Table::DailyHours, Some(window.partitions())),
-    }
-}
-
-/// The UTC days inside `window` that `day_table` (`daily`, `daily_urls` or
-/// `daily_hours`) answers: those the batch has written with every row
-/// `complete`, as the last refresh of the lake saw them. A day computed
-/// early, with `--allow-incomplete`, is read from the hourly table instead,
-/// which may have grown since. A day table is one file a day where the
-/// hourly table is 24 or more, so a period of local days in any timezone
-/// reads its whole UTC days from it and only the hours at either end (none,
-/// for `daily_hours`) from the hourly table.
-fn day_table_days(
-    lake_days: &LakeDays,
-    day_table: Table,
-    range: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
-) -> Vec<String> {
-    let Some((from, to)) = range else {
-        return Vec::new();
-    };
-    let (from, to) = (from.to_string(), to.to_string());
-    lake_days
-        .complete(day_table)
-        .range(from..=to)
-        .cloned()
-        .collect()
-}
-
-/// The complete UTC days at either end of a local period that
-/// `daily_hours` can answer for a question over the whole window, so that
-/// only hours not yet in a complete day are read from `aggregates`: none in
-/// UTC (its days are whole), and none when a key or filter needs a column
-/// `daily_hours` sums away (`channel`).
-fn end_days(
-    lake_days: &LakeDays,
-    hourly_table: Table,
-    window: &Window,
-    grouping: Grouping,
-    keys: &[&str],
-    whole_days: &[String],
-) -> Vec<String> {
-    let hours_schema = Table::DailyHours.schema();
-    if hourly_table != Table::Aggregates
-        || grouping != Grouping::Window
-        || window.is_utc_days()
-        || keys.iter().any(|k| hours_schema.index_of(k).is_err())
-    {
-        return Vec::new();
-    }
-    let (first, last) = window.partitions();
-    let mut days: Vec<String> = [first, last]
-        .iter()
-        .map(|d| d.to_string())
-        .filter(|d| !whole_days.contains(d) && lake_days.complete(Table::DailyHours).contains(d))
-        .collect();
-    days.dedup();
-    days
-}
-
-/// A publisher's rows of `hourly_table` in `window`, summed by `keys`: from
-/// its day table (`daily` for `aggregates`, `daily_urls` for `url_counts`, or
-/// `daily_hours` for rows by hour) for the complete UTC days, from the
-/// hourly table for the rest. In `daily` and `daily_urls` batches (the
-/// second list) the hour key `window_start` becomes the day, `date`;
-/// `daily_hours` rows keep their hour and join the first list. `filters`
-/// name only columns every table read has (not `channel` for rows by hour).
-async fn sum_split(
-    state: &ReportState,
-    hourly_table: Table,
-    publisher: &str,
-    window: &Window,
-    grouping: Grouping,
-    filters: Vec<Expr>,
-    keys: &[&str],
-) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-    let (day_table, range) = day_table_range(hourly_table, window, grouping);
-    // One refresh's view for the whole question: the days it calls complete
-    // are the days whose files it listed.
-    let lake_days = state.guard.lake_days();
-    let days = day_table_days(&lake_days, day_table, range);
-    let end_days = end_days(&lake_days, hourly_table, window, grouping, keys, &days);
-    let mut hourly_filters = filters.clone();
-    let read_elsewhere: Vec<Expr> = days
-        .iter()
-        .chain(&end_days)
-        .map(|d| lit(d.as_str()))
-        .collect();
-    if !read_elsewhere.is_empty() {
-        hourly_filters.push(col("dt").in_list(read_elsewhere, true));
-    }
-    let (first, last) = window.partitions();
-    let hourly_needed = first.iter_days().take_while(|day| *day <= last).any(|day| {
-        let day_text = day.to_string();
-        !days.contains(&day_text)
-            && !end_days.contains(&day_text)
-            && lake_days.may_have_hours(hourly_table, day)
-    });
-    let mut hourly = if !hourly_needed {
-        Vec::new()
-    } else {
-        sum_by(
-            &state.hourly,
-            hourly_table,
-            publisher,
-            window,
-            hourly_filters,
-            keys,
-        )
-        .await?
-    };
-    let question = Question {
-        publisher,
-        window,
-        filters: &filters,
-        keys,
-    };
-    let mut daily = read_days(state, &lake_days, day_table, &days, &question).await?;
-    if day_table == Table::DailyHours {
-        hourly.append(&mut daily);
-    }
-    daily.extend(read_days(state, &lake_days, Table::DailyHours, &end_days, &question).await?);
-    Ok((hourly, daily))
-}
-
-/// What [`sum_split`] was asked: whose rows, when, which, summed by what.
-struct Question<'a> {
-    publisher: &'a str,
-    window: &'a Window,
-    filters: &'a [Expr],
-    keys: &'a [&'a str],
-}
-
-/// The question's rows of day table `day_table` on `days` (complete days of
-/// it), from its month files where they hold the day, with its keys and
-/// `events`; `daily_hours` rows are cut to the window's hours, and the hour
-/// key `window_start` is the day, `date`, in the other day tables.
-async fn read_days(
-    state: &ReportState,
-    lake_days: &LakeDays,
-    day_table: Table,
-    days: &[String],
-    question: &Question<'_>,
-) -> Result<Vec<RecordBatch>> {
-    if days.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Question {
-        publisher,
-        window,
-        filters,
-        keys,
-    } = *question;
-    let files = lake_days.day_files(day_table, days);
-    let mut predicate = col("publisher").eq(lit(publisher));
-    let by_hour = day_table == Table::DailyHours;
-    if by_hour {
-        let start = window.hours().first().copied().unwrap_or(0);
-        predicate = predicate
-            .and(col("window_start").gt_eq(timestamp(start)))
-            .and(col("window_start").lt(timestamp(window.end.timestamp_millis())));
-    }
-    for filter in filters {
-        predicate = predicate.and(filter.clone());
-    }
-    let mut columns: Vec<&str> = keys
-        .iter()
-        .map(|k| match *k {
-            "window_start" if !by_hour => "date",
-            other => other,
-        })
-        .collect();
-    columns.push("events");
-    let mut rows = Vec::new();
-    if !files.merged_days.is_empty() {
-        let dates = files
-            .merged_days
-            .iter()
-            .map(|d| lit(ScalarValue::Date32(Some(Date32Type::from_naive_date(*d)))))
-            .collect();
-        let month_table = day_table.month_table().unwrap_or(day_table);
-        rows.extend(
-            state
-                .scanner
-                .rows(
-                    month_table,
-                    &files.months,
-                    predicate.clone().and(col("date").in_list(dates, false)),
-                    &columns,
-                )
-                .await?,
-        );
-    }
-    rows.extend(
-        state
-            .scanner
-            .rows(day_table, &files.days, predicate, &columns)
-            .await?,
-    );
-    Ok(rows)
-}
-
-/// Column `name` of `batch` as text (views and dictionaries included).
-fn texts(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| crate::error::Error::Invalid(format!("no column `{name}`")))?;
-    let column = arrow::compute::cast(column, &DataType::Utf8)?;
-    let column = column.as_string::<i32>();
-    Ok((0..column.len())
-        .map(|i| (!column.is_null(i)).then(|| column.value(i).to_owned()))
-        .collect())
-}
-
-fn integers(batch: &RecordBatch, name: &str) -> Result<Vec<i64>> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| crate::error::Error::Invalid(format!("no column `{name}`")))?;
-    let column = arrow::compute::cast(column, &DataType::Int64)?;
-    let column = column.as_primitive::<Int64Type>();
-    Ok((0..column.len()).map(|i| column.value(i)).collect())
-}
-
-/// Column `date` of `batch` as dates.
-fn dates(batch: &RecordBatch) -> Result<Vec<chrono::NaiveDate>> {
-    let column = batch
-        .column_by_name("date")
-        .ok_or_else(|| crate::error::Error::Invalid("no column `date`".into()))?;
-    let column = arrow::compute::cast(column, &DataType::Date32)?;
-    let column = column.as_primitive::<Date32Type>();
-    Ok((0..column.len())
-        .map(|i| Date32Type::to_naive_date_opt(column.value(i)).unwrap_or_default())
-        .collect())
-}
-
-fn hour_starts(batch: &RecordBatch) -> Result<Vec<i64>> {
-    let column = batch
-        .column_by_name("window_start")
-        .ok_or_else(|| crate::error::Error::Invalid("no column `window_start`".into()))?;
-    let column = arrow::compute::cast(
-        column,
-        &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())),
-    )?;
-    let column = column.as_primitive::<TimestampMillisecondType>();
-    Ok((0..column.len()).map(|i| column.value(i)).collect())
-}
-
-fn not_bots(include_bots: bool) -> Vec<Expr> {
-    if include_bots {
-        Vec::new()
-    } else {
-        vec![col("device").not_eq(lit("bot"))]
     }
 }
 
@@ -569,7 +159,7 @@ async fn as_of(state: &ReportState, window: &Window) -> Result<Option<String>> {
     path = "/v1/publishers/{publisher}/summary",
     tag = "publishers",
     summary = "Totals, rates, the change from the previous period and the latest SQI",
-    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams),
+    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), PeriodParams),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((Summary = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
@@ -614,101 +204,11 @@ pub(super) async fn summary(
         counts: current.counts(),
         previous,
         change,
-        sqi: super::latest_sqi(&state, &publisher, window.to).await?,
+        sqi: latest_sqi(&state, &publisher, window.to).await?,
         data_as_of: as_of(&state, &window).await?,
         publisher,
     };
     Ok(Json(body).into_response())
-}
-
-/// Options of the list and series endpoints. Each endpoint reads the ones
-/// it names, and every one given is checked whichever endpoint gets it
-/// ([`ListOptions::parse`]), so the document's types hold everywhere.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(super) struct ListOptions {
-    /// `pageviews` (default), `shares` or `clickbacks` (timeseries).
-    #[param(value_type = Option<super::openapi::Metric>)]
-    metric: Option<String>,
-    /// `day` (default, local days) or `hour` (timeseries; at most 31 days).
-    #[param(value_type = Option<super::openapi::Interval>)]
-    interval: Option<String>,
-    /// `shares` (default), `pageviews` or `clickbacks` (top-urls order).
-    #[param(value_type = Option<super::openapi::Metric>)]
-    sort: Option<String>,
-    /// `json` (default) or `csv` (the same rows, RFC 4180).
-    #[param(value_type = Option<super::openapi::Format>)]
-    format: Option<String>,
-    /// Rows per page, 1 to 1000 (default 50; channels and top-urls).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
-    limit: Option<String>,
-    /// Rows to skip (default 0; channels and top-urls).
-    #[param(value_type = Option<u64>, minimum = 0, maximum = 9007199254740991_f64)]
-    offset: Option<String>,
-}
-
-/// What a list or series endpoint was asked for, every option parsed.
-struct ListChoices {
-    /// The `metric`'s event type (timeseries).
-    metric: &'static str,
-    /// The `sort`'s event type (top-urls).
-    sort: &'static str,
-    /// `interval=hour` (timeseries).
-    hourly: bool,
-    format: Format,
-    page: Page,
-}
-
-impl ListOptions {
-    /// Parses every option, refusing any whose value the document does not
-    /// allow, even one this endpoint does not use: a typo is an error, not
-    /// ignored.
-    fn parse(&self) -> Result<ListChoices, ReportError> {
-        Ok(ListChoices {
-            metric: event_type_of("metric", self.metric.as_deref(), "pageviews")?,
-            sort: event_type_of("sort", self.sort.as_deref(), "shares")?,
-            hourly: parse_interval(self.interval.as_deref())?,
-            format: parse_format(self.format.as_deref())?,
-            page: parse_page(self.limit.as_deref(), self.offset.as_deref())?,
-        })
-    }
-}
-
-/// `interval`: whether a series is bucketed by the hour.
-fn parse_interval(interval: Option<&str>) -> Result<bool, ReportError> {
-    match interval {
-        None | Some("day") => Ok(false),
-        Some("hour") => Ok(true),
-        Some(other) => Err(bad(
-            "interval",
-            format!("unknown interval `{other}`; use hour or day"),
-        )),
-    }
-}
-
-/// Parameters of the list and series endpoints.
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct ListParams {
-    #[serde(flatten)]
-    period: PeriodParams,
-    #[serde(flatten)]
-    list: ListOptions,
-}
-
-fn event_type_of(
-    field: &'static str,
-    metric: Option<&str>,
-    default: &str,
-) -> Result<&'static str, ReportError> {
-    match metric.unwrap_or(default) {
-        "pageviews" => Ok("pageview"),
-        "shares" => Ok("share"),
-        "clickbacks" => Ok("clickback"),
-        other => Err(bad(
-            field,
-            format!("unknown metric `{other}`; use pageviews, shares or clickbacks"),
-        )),
-    }
 }
 
 /// The longest period `interval=hour` answers, in days: its answer has a row
@@ -722,7 +222,7 @@ pub(super) const MAX_HOURLY_DAYS: u64 = 31;
     path = "/v1/publishers/{publisher}/timeseries",
     tag = "publishers",
     summary = "One metric, zero-filled by local day or hour",
-    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
+    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), PeriodParams, ListOptions),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((Timeseries = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
@@ -891,7 +391,7 @@ fn day_series(
     path = "/v1/publishers/{publisher}/channels",
     tag = "publishers",
     summary = "Shares and clickbacks by channel",
-    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
+    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), PeriodParams, ListOptions),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((Channels = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
@@ -976,7 +476,7 @@ pub(super) async fn channels(
     path = "/v1/publishers/{publisher}/top-urls",
     tag = "publishers",
     summary = "URLs by shares (or `sort`), paginated, ties by URL",
-    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), super::PeriodParams, ListOptions),
+    params(("publisher" = String, Path, description = "The publisher id", pattern = "^[A-Za-z0-9_.-]{3,64}$"), PeriodParams, ListOptions),
     responses(
         (status = 200, description = "The answer (JSON, or CSV with `format=csv`)", content((TopUrls = "application/json"), (String = "text/csv"))),
         super::openapi::Refusals,
@@ -1068,58 +568,6 @@ const SQI_COLUMNS: &[&str] = &[
     "provisional",
     "complete",
 ];
-
-/// Parameters of the SQI endpoints.
-/// `GET .../sqi`'s query: the history's days.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(super) struct HistoryParams {
-    /// First day of the history (YYYY-MM-DD; default: 27 days before `to`;
-    /// at most 365 days before `to`, and not after it).
-    #[param(format = Date)]
-    from: Option<String>,
-    /// Last day of the history (YYYY-MM-DD; default: today, UTC).
-    #[param(format = Date)]
-    to: Option<String>,
-    /// `json` (default) or `csv`.
-    #[param(value_type = Option<super::openapi::Format>)]
-    format: Option<String>,
-}
-
-/// `GET /v1/sqi/leaderboard`'s query.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(super) struct LeaderboardParams {
-    /// The leaderboard's day (YYYY-MM-DD; default: the newest computed).
-    #[param(format = Date)]
-    date: Option<String>,
-    /// Only this category.
-    #[param(min_length = 1, max_length = 64)]
-    category: Option<String>,
-    /// `json` (default) or `csv`.
-    #[param(value_type = Option<super::openapi::Format>)]
-    format: Option<String>,
-    /// Rows per page, 1 to 1000 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
-    limit: Option<String>,
-    /// Rows to skip (default 0).
-    #[param(value_type = Option<u64>, minimum = 0, maximum = 9007199254740991_f64)]
-    offset: Option<String>,
-}
-
-async fn sqi_rows(ctx: &SessionContext, predicate: Expr) -> Result<Vec<SqiRow>> {
-    let batches = ctx
-        .table(Table::Sqi.prefix())
-        .await?
-        .filter(predicate)?
-        .collect()
-        .await?;
-    let mut rows = Vec::new();
-    for batch in &batches {
-        rows.extend(sqi_rows_of(batch)?);
-    }
-    Ok(rows)
-}
 
 /// `GET /v1/publishers/{publisher}/sqi?from=&to=`: the SQI history (default:
 /// the 28 days ending today, UTC), one row per computed day.
@@ -1255,57 +703,6 @@ pub(super) async fn leaderboard(
     respond(format, &body, &columns)
 }
 
-/// How many rows `predicate` selects from `sqi`, and the page of them in
-/// leaderboard order (SQI, then `score_z`, highest first, then publisher).
-/// The order and the page are the query's (a top-k sort), so a request
-/// turns only its page into JSON, never a day of two million publishers.
-async fn leaderboard_page(
-    ctx: &SessionContext,
-    predicate: Expr,
-    page: Page,
-) -> Result<(usize, Vec<SqiRow>)> {
-    let scored = ctx.table(Table::Sqi.prefix()).await?.filter(predicate)?;
-    let total = scored.clone().count().await?;
-    if page.offset >= total {
-        return Ok((total, Vec::new()));
-    }
-    let batches = scored
-        .sort(vec![
-            col("sqi").sort(false, false),
-            col("score_z").sort(false, false),
-            col("publisher").sort(true, false),
-        ])?
-        .limit(page.offset, Some(page.limit))?
-        .collect()
-        .await?;
-    let mut rows = Vec::new();
-    for batch in &batches {
-        rows.extend(sqi_rows_of(batch)?);
-    }
-    Ok((total, rows))
-}
-
-/// The newest day with SQI output from every shard, as the last refresh
-/// listed them; the table's own newest partition while the refresh has
-/// seen none (the lake could not be listed).
-async fn newest_sqi_day(state: &ReportState) -> Result<Option<chrono::NaiveDate>> {
-    if let Some(day) = state.guard.lake_days().sqi.last() {
-        return Ok(chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok());
-    }
-    let batches = state
-        .days
-        .sql("SELECT MAX(dt) AS newest FROM sqi")
-        .await?
-        .collect()
-        .await?;
-    let newest = batches
-        .first()
-        .map(|b| texts(b, "newest"))
-        .transpose()?
-        .and_then(|v| v.into_iter().next().flatten());
-    Ok(newest.and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()))
-}
-
 #[utoipa::path(
     get,
     path = "/v1/me",
@@ -1340,6 +737,7 @@ pub(super) async fn me(
 // Test code only: an unwrap or panic here fails the test with its cause, which is the point.
 #[cfg(test)]
 mod tests {
+    use arrow::datatypes::Date32Type;
     use serde_json::json;
 
     use super::*;

@@ -29,16 +29,15 @@
 //!   background every `--cache-refresh`, so an answer is at most that stale.
 //!   Only the recent partitions are watched (the processor's late events land
 //!   within hours), so every answer also expires after [`MAX_AGE`], which
-//!   bounds how long a rewrite of an old day can go unseen. The same refresh
-//!   notes which days the batch and hourly tables answer (`days.rs`),
-//!   which the handlers plan their queries by.
+//!   bounds how long a rewrite of an old day can go unseen. The refresh is
+//!   `lake_state.rs`'s; the same refresh notes which days each table
+//!   answers, which the read layer plans by.
 //!   Answers carry a strong `ETag`; `If-None-Match` gets 304 without a body.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,18 +46,14 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::{Days, Utc};
-use futures::TryStreamExt;
+use chrono::Utc;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sqi_schemas::lake::{Lake, Table, day_partition};
-use tokio::sync::watch;
 
-use super::days::{FooterMemo, LakeDays};
 use super::{ApiKey, ReportError, ReportState, Scope, authenticate, authorize};
 use crate::error::Result;
 
@@ -290,7 +285,7 @@ impl AnswerCache {
     }
 }
 
-/// The rate limiter, the cache and the lake-state watch, shared by all requests.
+/// The rate limiter and the answer cache, shared by all requests.
 pub(super) struct Guard {
     limiter: Option<KeyLimiter>,
     limit: u32,
@@ -306,19 +301,6 @@ pub(super) struct Guard {
     /// once, 50 clients on 2 cores each waited on all the others (p99 twice
     /// p50); in turn, a request waits only for those before it.
     queries: tokio::sync::Semaphore,
-    lake: watch::Receiver<LakeView>,
-    /// Unix milliseconds of the last successful read of the lake's state; 0
-    /// until one succeeds.
-    lake_read_at: Arc<AtomicI64>,
-}
-
-/// The lake as the last refresh saw it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct LakeView {
-    /// The newest write time of each table the API reads, as one string.
-    state: String,
-    /// Which days the batch tables answer.
-    days: Arc<LakeDays>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -328,8 +310,8 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
-    /// Starts watching `lake` and returns the guard.
-    pub(super) async fn start(lake: Lake, options: ReportOptions) -> Arc<Self> {
+    /// The guard `options` describe.
+    pub(super) fn new(options: ReportOptions) -> Arc<Self> {
         let limiter = NonZeroU32::new(options.requests_per_minute).map(|rate| {
             let burst = NonZeroU32::new(options.burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
@@ -340,45 +322,6 @@ impl Guard {
             RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
         });
         super::metric::register();
-        let lake_read_at = Arc::new(AtomicI64::new(0));
-        let mut memo = FooterMemo::default();
-        let initial = match read_lake(&lake, &mut memo).await {
-            Ok(view) => {
-                mark_read(&lake_read_at);
-                view
-            }
-            Err(error) => {
-                metrics::counter!(super::metric::LAKE_REFRESH_FAILURES).increment(1);
-                tracing::warn!(%error, "cannot read the lake's state; unready until it can");
-                LakeView::default()
-            }
-        };
-        let (sender, receiver) = watch::channel(initial);
-        let refresh = options.cache_refresh.max(Duration::from_millis(10));
-        let read_at = lake_read_at.clone();
-        // Ends when the last receiver (the guard) is gone.
-        drop(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(refresh).await;
-                match read_lake(&lake, &mut memo).await {
-                    Ok(view) => {
-                        mark_read(&read_at);
-                        let _ = sender.send_if_modified(|old| {
-                            let changed = *old != view;
-                            *old = view.clone();
-                            changed
-                        });
-                    }
-                    Err(error) => {
-                        metrics::counter!(super::metric::LAKE_REFRESH_FAILURES).increment(1);
-                        tracing::warn!(%error, "cannot read the lake's state; answers stay cached")
-                    }
-                }
-                if sender.is_closed() {
-                    return;
-                }
-            }
-        }));
         Arc::new(Self {
             limiter,
             limit: options.burst,
@@ -392,24 +335,7 @@ impl Guard {
             cache_on: options.cache_entries > 0 && options.cache_bytes > 0,
             parameters: super::openapi::query_parameters(),
             queries: tokio::sync::Semaphore::new(options.query_concurrency.max(1)),
-            lake: receiver,
-            lake_read_at,
         })
-    }
-
-    /// How long ago the lake's state was last read, or `None` if it never was.
-    pub(super) fn lake_read_age(&self) -> Option<Duration> {
-        let at = self.lake_read_at.load(Ordering::Relaxed);
-        (at > 0).then(|| {
-            Duration::from_millis(
-                u64::try_from(Utc::now().timestamp_millis() - at).unwrap_or_default(),
-            )
-        })
-    }
-
-    /// Which days the batch tables answered at the last refresh.
-    pub(super) fn lake_days(&self) -> Arc<LakeDays> {
-        self.lake.borrow().days.clone()
     }
 
     /// Takes one request from `key`'s allowance: what remains, or how long to wait.
@@ -484,13 +410,6 @@ impl Guard {
 }
 
 /// Records a successful read of the lake's state, now.
-fn mark_read(at: &AtomicI64) {
-    let now = Utc::now();
-    at.store(now.timestamp_millis(), Ordering::Relaxed);
-    metrics::gauge!(super::metric::LAKE_REFRESHED).set(now.timestamp_millis() as f64 / 1000.0);
-}
-
-/// 429 with `Retry-After`, in the contract's error body.
 fn too_many(message: String, wait: Duration) -> Response {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut response = (
@@ -512,7 +431,7 @@ fn check_parameters(query: Option<&str>, allowed: &BTreeSet<String>) -> Result<(
             let listed: Vec<&str> = allowed.iter().map(String::as_str).collect();
             // Echoed in the answer: a name of any length is cut short.
             let name: String = name.chars().take(64).collect();
-            return Err(super::bad(
+            return Err(crate::params::bad(
                 name.clone(),
                 format!(
                     "this endpoint takes no parameter `{name}`; it takes: {}",
@@ -525,57 +444,13 @@ fn check_parameters(query: Option<&str>, allowed: &BTreeSet<String>) -> Result<(
             ));
         }
         if !seen.insert(name.clone()) {
-            return Err(super::bad(
+            return Err(crate::params::bad(
                 name.into_owned(),
                 "this parameter is given more than once",
             ));
         }
     }
     Ok(())
-}
-
-/// The lake's state (the newest write time of each table the API reads) and
-/// the days the batch tables answer.
-async fn read_lake(lake: &Lake, memo: &mut FooterMemo) -> Result<LakeView> {
-    let today = Utc::now().date_naive();
-    let mut parts = Vec::new();
-    for table in [Table::Aggregates, Table::UrlCounts] {
-        let mut newest = None;
-        for back in 0..2u64 {
-            let Some(day) = today.checked_sub_days(Days::new(back)) else {
-                continue;
-            };
-            newest = newest.max(
-                newest_write(lake, &format!("{}/{}", table.prefix(), day_partition(day))).await?,
-            );
-        }
-        parts.push(newest);
-    }
-    let (batch_newest, days) = super::days::read(lake, memo).await?;
-    parts.extend(batch_newest);
-    Ok(LakeView {
-        state: parts
-            .iter()
-            .map(|t| t.map(|t| t.to_rfc3339()).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("|"),
-        days: Arc::new(days),
-    })
-}
-
-async fn newest_write(lake: &Lake, prefix: &str) -> Result<Option<chrono::DateTime<Utc>>> {
-    Ok(lake
-        .store()
-        .list(Some(&lake.path(prefix)))
-        .try_fold(
-            None,
-            |newest: Option<chrono::DateTime<Utc>>, meta| async move {
-                Ok(Some(
-                    newest.map_or(meta.last_modified, |n| n.max(meta.last_modified)),
-                ))
-            },
-        )
-        .await?)
 }
 
 /// The key check for `path`, as the handlers do it, so a cached answer is
@@ -682,7 +557,7 @@ pub(super) async fn guard(
     if !guard.cache_on {
         return with_quota(guard.answer(next, request).await, guard.limit, remaining);
     }
-    let cache_key = format!("{epoch}|{}\n{}", guard.lake.borrow().state, request.uri());
+    let cache_key = format!("{epoch}|{}\n{}", state.lake_state.state(), request.uri());
     let conditional = request.headers().clone();
     let cached = match guard.get(&cache_key) {
         Some(hit) => hit,

@@ -6,36 +6,34 @@
 //! User input never causes a 5xx: every parameter is validated first, and
 //! internal failures are logged here and answered with a generic message.
 //!
+//! Inside, a request passes one layer each way: `guard` (rate limits, the
+//! answer cache) and `keys` (401/403), then `params` (every parameter
+//! parsed or refused, naming its field), `endpoints` (the handlers: sum and
+//! shape), `read` (which table answers which day, the rows), and back out
+//! as an `answer` type, JSON or CSV. `lake_state` refreshes the view of the
+//! lake that `read` plans by and the cache is keyed on.
+//!
 //! It reads the lake through the contract (`sqi-schemas`, `sqi-query`) and
 //! must never write it, compute the SQI, or depend on another stage's crate.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, Days, NaiveDate, Utc};
-use datafusion::prelude::{Expr, SessionContext, col, lit};
-use futures::TryStreamExt;
+use datafusion::prelude::SessionContext;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use sqi_schemas::api::ErrorBody;
 use sqi_schemas::cli::LakeArgs;
-use sqi_schemas::event::is_valid_publisher;
-use sqi_schemas::lake::{Lake, Table, day_partition};
+use sqi_schemas::lake::{Lake, Table};
 
 pub use error::{Error, Result};
 use sqi_query as query;
-
-use crate::answer::SqiRow;
 
 pub mod answer;
 mod dashboard;
@@ -43,11 +41,17 @@ mod days;
 mod endpoints;
 pub mod error;
 mod guard;
+mod keys;
+mod lake_state;
 mod openapi;
+pub mod params;
+mod read;
 mod scan;
 pub mod window;
 
 pub use guard::ReportOptions;
+pub use keys::{ApiKey, KeyRing, Scope};
+use keys::{Keys, authenticate, authorize};
 
 pub use endpoints::Totals;
 
@@ -114,190 +118,6 @@ impl ReportArgs {
                 .query_concurrency
                 .map_or_else(guard::default_query_concurrency, usize::from),
         }
-    }
-}
-
-/// What a key may read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// One publisher.
-    Publisher(String),
-    /// Every publisher and the leaderboard.
-    Marketer,
-}
-
-/// One configured key; only its SHA-256 is known.
-#[derive(Debug, Clone)]
-pub struct ApiKey {
-    /// A label for logs.
-    pub name: String,
-    /// What the key may read.
-    pub scope: Scope,
-    /// The key's identity: the hex SHA-256 of its secret, which two keys
-    /// never share (names may repeat). Quotas and cache shares are per id.
-    id: Arc<str>,
-}
-
-/// The configured keys, indexed by the hex SHA-256 of the raw key.
-#[derive(Debug, Clone, Default)]
-pub struct KeyRing {
-    by_hash: HashMap<String, ApiKey>,
-    /// The file the keys were loaded from, re-read while the report runs so
-    /// that a revoked key stops working without a restart.
-    source: Option<PathBuf>,
-    /// The SHA-256 of the file's bytes as parsed, so an unchanged file is not re-parsed.
-    digest: Option<[u8; 32]>,
-}
-
-#[derive(Deserialize)]
-struct KeyEntry {
-    name: String,
-    sha256: String,
-    scope: String,
-}
-
-impl KeyRing {
-    /// Parses the key file's JSON.
-    pub fn parse(json: &str) -> Result<Self> {
-        let entries: Vec<KeyEntry> =
-            serde_json::from_str(json).map_err(|e| Error::Invalid(format!("API key file: {e}")))?;
-        let mut by_hash = HashMap::new();
-        for entry in entries {
-            let hash = entry.sha256.to_ascii_lowercase();
-            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(Error::Invalid(format!(
-                    "API key file: key `{}` needs a 64-hex-digit sha256",
-                    entry.name
-                )));
-            }
-            // Two entries for one secret would leave its scope to file order.
-            if by_hash.contains_key(&hash) {
-                return Err(Error::Invalid(format!(
-                    "API key file: key `{}` repeats the sha256 of an earlier key",
-                    entry.name
-                )));
-            }
-            let scope = match entry.scope.split_once(':') {
-                None if entry.scope == "marketer" => Scope::Marketer,
-                Some(("publisher", id)) if is_valid_publisher(id) => {
-                    Scope::Publisher(id.to_owned())
-                }
-                _ => {
-                    return Err(Error::Invalid(format!(
-                        "API key file: key `{}` has scope `{}`; use `marketer` or `publisher:<id>`",
-                        entry.name, entry.scope
-                    )));
-                }
-            };
-            let _ = by_hash.insert(
-                hash.clone(),
-                ApiKey {
-                    name: entry.name,
-                    scope,
-                    id: hash.into(),
-                },
-            );
-        }
-        Ok(Self {
-            by_hash,
-            source: None,
-            digest: None,
-        })
-    }
-
-    /// Loads the key file; the report re-reads it while it runs.
-    pub fn load(path: &std::path::Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            Error::Invalid(format!("cannot read API key file {}: {e}", path.display()))
-        })?;
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|e| Error::Invalid(format!("API key file {}: {e}", path.display())))?;
-        let mut ring = Self::parse(text)?;
-        ring.source = Some(path.to_owned());
-        ring.digest = Some(Sha256::digest(&bytes).into());
-        Ok(ring)
-    }
-
-    /// The key file re-read, when it was loaded from one and has changed
-    /// since: `None` while it is unchanged. A file that cannot be read or
-    /// parsed (say, half written) is an error, and the caller keeps its keys.
-    fn reloaded(&self) -> Option<Result<Self>> {
-        let path = self.source.as_deref()?;
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                return Some(Err(Error::Invalid(format!(
-                    "cannot read API key file {}: {e}",
-                    path.display()
-                ))));
-            }
-        };
-        let digest: [u8; 32] = Sha256::digest(&bytes).into();
-        if self.digest == Some(digest) {
-            return None;
-        }
-        Some(Self::load(path))
-    }
-
-    fn find(&self, raw_key: &str) -> Option<&ApiKey> {
-        let hash = hex::encode(Sha256::digest(raw_key.as_bytes()));
-        self.by_hash.get(&hash)
-    }
-}
-
-/// The keys in force, swapped whole when the key file changes.
-#[derive(Debug, Default)]
-struct Keys {
-    ring: RwLock<Arc<KeyRing>>,
-}
-
-impl Keys {
-    fn current(&self) -> Arc<KeyRing> {
-        match self.ring.read() {
-            Ok(ring) => ring.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Re-reads the key file if it changed; a broken file keeps the keys in force.
-    fn refresh(&self) {
-        let current = self.current();
-        match current.reloaded() {
-            None => {}
-            Some(Ok(ring)) => {
-                tracing::info!(
-                    keys = ring.by_hash.len(),
-                    "API key file changed; keys reloaded"
-                );
-                metrics::counter!(metric::KEY_RELOADS, "result" => "ok").increment(1);
-                match self.ring.write() {
-                    Ok(mut slot) => *slot = Arc::new(ring),
-                    Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
-                }
-            }
-            Some(Err(error)) => {
-                metrics::counter!(metric::KEY_RELOADS, "result" => "error").increment(1);
-                tracing::warn!(%error, "API key file changed but cannot be used; the keys in force stay");
-            }
-        }
-    }
-
-    /// Re-reads the key file every `every` while `keys` is in use.
-    fn watch(keys: &Arc<Self>, every: std::time::Duration) {
-        if keys.current().source.is_none() {
-            return;
-        }
-        let weak = Arc::downgrade(keys);
-        drop(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(keys) = weak.upgrade() else {
-                    return;
-                };
-                // A small file, read on the blocking pool so a slow disk stalls no request.
-                let _ = tokio::task::spawn_blocking(move || keys.refresh()).await;
-            }
-        }));
     }
 }
 
@@ -448,10 +268,12 @@ pub struct ReportState {
     /// One publisher's rows of the batch tables' listed files.
     scanner: scan::Scanner,
     /// When each day's newest aggregates file was written, as of the last refresh.
-    as_of: Arc<std::sync::Mutex<AsOfMemo>>,
+    as_of: Arc<std::sync::Mutex<read::AsOfMemo>>,
     metrics: Option<PrometheusHandle>,
     options: ReportOptions,
     guard: Arc<guard::Guard>,
+    /// Which days each table answers, and the lake's state, as last refreshed.
+    lake_state: Arc<lake_state::LakeState>,
 }
 
 impl ReportState {
@@ -481,11 +303,11 @@ impl ReportState {
             query::Workload::ServingDays,
         )
         .await?;
-        let guard = guard::Guard::start(lake.clone(), options).await;
+        let guard = guard::Guard::new(options);
+        let lake_state =
+            Arc::new(lake_state::LakeState::watch(lake.clone(), options.cache_refresh).await);
         let scanner = scan::Scanner::new(&lake, days.clone())?;
-        let keys = Arc::new(Keys {
-            ring: RwLock::new(Arc::new(keys)),
-        });
+        let keys = Arc::new(Keys::new(keys));
         Keys::watch(
             &keys,
             options
@@ -502,6 +324,7 @@ impl ReportState {
             metrics,
             options,
             guard,
+            lake_state,
         })
     }
 }
@@ -569,7 +392,7 @@ pub fn router(state: ReportState) -> Router {
 /// the lake, so unready would take the whole API down); staleness shows in
 /// `sqi_report_lake_refreshed_timestamp_seconds` and its alert instead.
 async fn readyz(State(state): State<ReportState>) -> Response {
-    match state.guard.lake_read_age() {
+    match state.lake_state.read_age() {
         Some(age) => format!("ready; lake state read {} s ago\n", age.as_secs()).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -648,242 +471,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// The key a request carries, or 401.
-fn authenticate(state: &ReportState, headers: &HeaderMap) -> Result<ApiKey, ReportError> {
-    let raw = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or(ReportError::Unauthorized)?;
-    state
-        .keys
-        .current()
-        .find(raw)
-        .cloned()
-        .ok_or(ReportError::Unauthorized)
-}
-
-/// 401 without a known key; 403 when the key does not cover `publisher`.
-fn authorize(state: &ReportState, headers: &HeaderMap, publisher: &str) -> Result<(), ReportError> {
-    let key = authenticate(state, headers)?;
-    // The scope check looks only at the key, never at whether the publisher
-    // exists, so a 403 is the same whatever publisher is asked for.
-    match &key.scope {
-        Scope::Marketer => Ok(()),
-        Scope::Publisher(own) if own == publisher => Ok(()),
-        Scope::Publisher(_) => Err(ReportError::Forbidden),
-    }
-}
-
-/// Query parameters shared by the publisher endpoints.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PeriodParams {
-    /// `today`, `7d`, `28d` (default), `30d`, `90d`, or `custom` with `from` and `to`.
-    #[param(value_type = Option<openapi::PeriodName>)]
-    period: Option<String>,
-    /// First local day of a custom period (YYYY-MM-DD, inclusive).
-    #[param(format = Date)]
-    from: Option<String>,
-    /// Last local day of a custom period (YYYY-MM-DD, inclusive).
-    #[param(format = Date)]
-    to: Option<String>,
-    /// IANA timezone the days are in (default UTC; empty means UTC).
-    #[param(value_type = Option<openapi::ZoneName>)]
-    tz: Option<String>,
-    /// `previous_period`: also the equal-length window before (summary).
-    #[param(value_type = Option<openapi::Compare>)]
-    compare: Option<String>,
-    /// `true` to count bot traffic (default false; top-urls always counts
-    /// every URL's events, as `url_counts` has no device).
-    #[param(value_type = Option<bool>)]
-    include_bots: Option<String>,
-}
-
-pub(crate) fn bad(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ReportError {
-    ReportError::BadRequest {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
-pub(crate) fn parse_bool(field: &'static str, value: Option<&str>) -> Result<bool, ReportError> {
-    match value {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") => Ok(true),
-        Some(other) => Err(bad(field, format!("`{other}` is not true or false"))),
-    }
-}
-
-/// The publisher's most recent SQI row on or before `to`, as JSON. The
-/// newest day the lake has on or before `to` answers almost every publisher
-/// with one file; only a publisher missing from it is looked for in all.
-async fn latest_sqi(
-    state: &ReportState,
-    publisher: &str,
-    to: NaiveDate,
-) -> Result<Option<SqiRow>> {
-    let lake_days = state.guard.lake_days();
-    let to = to.to_string();
-    // The newest day every shard has written: a half-written day lacks
-    // the other shards' publishers.
-    let newest = lake_days.files.get(&Table::Sqi).and_then(|days| {
-        days.range(..=to.clone())
-            .rev()
-            .find(|(day, _)| lake_days.sqi.contains(*day))
-    });
-    if let Some((_, files)) = newest {
-        let schema = Table::Sqi.schema();
-        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let batches = state
-            .scanner
-            .rows(
-                Table::Sqi,
-                files,
-                col("publisher").eq(lit(publisher)),
-                &columns,
-            )
-            .await?;
-        if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
-            return Ok(sqi_rows_of(batch)?.pop());
-        }
-    }
-    newest_sqi_row(&state.days, col("dt").lt_eq(lit(to)), publisher).await
-}
-
-/// The newest SQI row of `publisher` among the partitions `days` selects.
-async fn newest_sqi_row(
-    ctx: &SessionContext,
-    days: Expr,
-    publisher: &str,
-) -> Result<Option<SqiRow>> {
-    let batches = ctx
-        .table(Table::Sqi.prefix())
-        .await?
-        .filter(col("publisher").eq(lit(publisher)).and(days))?
-        .sort(vec![col("date").sort(false, false)])?
-        .limit(0, Some(1))?
-        .collect()
-        .await?;
-    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
-        return Ok(None);
-    };
-    Ok(sqi_rows_of(batch)?.pop())
-}
-
-/// The rows of an `sqi` batch (any projection of the table's columns
-/// holding every field of [`SqiRow`]; `dt`, the partition, is left out).
-/// Each cell is read by its Arrow type and the row checked against the
-/// type, so text columns may come as views or dictionaries' values alike.
-fn sqi_rows_of(batch: &arrow::array::RecordBatch) -> Result<Vec<SqiRow>> {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{DataType, Date32Type, Float64Type, Int32Type, Int64Type};
-    let mut rows = vec![serde_json::Map::new(); batch.num_rows()];
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if matches!(field.name().as_str(), "dt") {
-            continue;
-        }
-        for (row, out) in rows.iter_mut().enumerate() {
-            let value = if column.is_null(row) {
-                Value::Null
-            } else {
-                match field.data_type() {
-                    DataType::Utf8 => json!(column.as_string::<i32>().value(row)),
-                    DataType::Utf8View => json!(column.as_string_view().value(row)),
-                    DataType::Int64 => json!(column.as_primitive::<Int64Type>().value(row)),
-                    DataType::Int32 => json!(column.as_primitive::<Int32Type>().value(row)),
-                    DataType::Float64 => json!(column.as_primitive::<Float64Type>().value(row)),
-                    DataType::Boolean => json!(column.as_boolean().value(row)),
-                    DataType::Date32 => json!(
-                        column
-                            .as_primitive::<Date32Type>()
-                            .value_as_date(row)
-                            .map(|d| d.to_string())
-                    ),
-                    _ => Value::Null,
-                }
-            };
-            let _ = out.insert(field.name().clone(), value);
-        }
-    }
-    rows.into_iter()
-        .map(|row| {
-            serde_json::from_value(Value::Object(row))
-                .map_err(|e| Error::Invalid(format!("an `sqi` row: {e}")))
-        })
-        .collect()
-}
-
-/// What [`data_as_of`] answered since the lake's last refresh, by day: the
-/// answer changes only with the lake, and listing three days of hourly
-/// partitions cost more than the rest of a question.
-#[derive(Debug, Default)]
-struct AsOfMemo {
-    refresh: Option<std::sync::Weak<days::LakeDays>>,
-    by_day: HashMap<NaiveDate, Option<DateTime<Utc>>>,
-}
-
-impl AsOfMemo {
-    /// Whether the memo holds answers for this refresh. The weak reference
-    /// keeps the refresh's allocation, so no later refresh can share its address.
-    fn is_for(&self, refresh: &Arc<days::LakeDays>) -> bool {
-        self.refresh
-            .as_ref()
-            .is_some_and(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(refresh)))
-    }
-}
-
-/// When the newest aggregates file on or before `to` was written, as of the
-/// lake's last refresh.
-async fn data_as_of(state: &ReportState, to: NaiveDate) -> Result<Option<DateTime<Utc>>> {
-    let refresh = state.guard.lake_days();
-    if let Ok(mut memo) = state.as_of.lock() {
-        if !memo.is_for(&refresh) {
-            memo.refresh = Some(Arc::downgrade(&refresh));
-            memo.by_day.clear();
-        }
-        if let Some(known) = memo.by_day.get(&to) {
-            return Ok(*known);
-        }
-    }
-    let newest = newest_aggregates_write(&state.lake, to).await?;
-    if let Ok(mut memo) = state.as_of.lock()
-        && memo.is_for(&refresh)
-    {
-        let _ = memo.by_day.insert(to, newest);
-    }
-    Ok(newest)
-}
-
-/// When the newest aggregates file on or before `to` was written.
-async fn newest_aggregates_write(lake: &Lake, to: NaiveDate) -> Result<Option<DateTime<Utc>>> {
-    for back in 0..3u64 {
-        let Some(day) = to.checked_sub_days(Days::new(back)) else {
-            break;
-        };
-        let prefix = lake.path(&format!(
-            "{}/{}",
-            Table::Aggregates.prefix(),
-            day_partition(day)
-        ));
-        let newest = lake
-            .store()
-            .list(Some(&prefix))
-            .try_fold(None, |newest: Option<DateTime<Utc>>, meta| async move {
-                Ok(Some(
-                    newest.map_or(meta.last_modified, |n| n.max(meta.last_modified)),
-                ))
-            })
-            .await?;
-        if newest.is_some() {
-            return Ok(newest);
-        }
-    }
-    Ok(None)
-}
-
 /// A lake in a fresh temporary directory, for the crate's own tests; the
 /// directory lives as long as the guard.
 #[cfg(test)]
@@ -898,30 +485,4 @@ pub(crate) fn test_lake() -> (tempfile::TempDir, sqi_schemas::lake::Lake) {
     )
     .expect("a local lake opens");
     (dir, lake)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_matched_by_hash_and_scoped() {
-        let hash = hex::encode(Sha256::digest(b"secret-1"));
-        let ring = KeyRing::parse(&format!(
-            r#"[{{"name":"a","sha256":"{hash}","scope":"publisher:pub-1"}}]"#
-        ))
-        .unwrap();
-        assert_eq!(
-            ring.find("secret-1").map(|k| k.scope.clone()),
-            Some(Scope::Publisher("pub-1".into()))
-        );
-        assert!(ring.find("secret-2").is_none());
-        assert!(KeyRing::parse(r#"[{"name":"a","sha256":"abc","scope":"marketer"}]"#).is_err());
-        assert!(
-            KeyRing::parse(&format!(
-                r#"[{{"name":"a","sha256":"{hash}","scope":"admin"}}]"#
-            ))
-            .is_err()
-        );
-    }
 }

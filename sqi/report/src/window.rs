@@ -7,7 +7,8 @@
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use super::{PeriodParams, ReportError, bad};
+use crate::ReportError;
+use crate::params::{PeriodParams, bad, parse_bool};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -85,7 +86,7 @@ impl Window {
         };
         // Every endpoint that takes a period takes these flags, and checks
         // them even where it has no use for them (a typo is an error).
-        let _ = crate::parse_bool("include_bots", params.include_bots.as_deref())?;
+        let _ = parse_bool("include_bots", params.include_bots.as_deref())?;
         if let Some(other) = params
             .compare
             .as_deref()
