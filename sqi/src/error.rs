@@ -27,6 +27,12 @@ pub enum Error {
     /// Local I/O failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The demo's history could not be written to the lake (external; retry).
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    /// The demo's history could not be shaped as the lake's rows (internal).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
     /// A task of the job panicked or was cancelled (internal).
     #[error("task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -8,6 +8,7 @@ fn demo_args(publishers: u32, lake_dir: &std::path::Path) -> DemoArgs {
     DemoArgs {
         publishers,
         day: None,
+        days: 35,
         lake_dir: Some(lake_dir.to_path_buf()),
         report_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         once: true,

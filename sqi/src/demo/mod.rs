@@ -14,22 +14,27 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use chrono::{NaiveDate, Utc};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqi_ingest::IngestConfig;
 use sqi_processor::{Processor, ProcessorConfig, Progress};
 use sqi_schemas::cli::LakeArgs;
-use sqi_schemas::lake::{Lake, LakeOptions};
+use sqi_schemas::lake::{Lake, LakeOptions, Table};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use sqi_batch as batch;
-use sqi_batch::publishers::{self, Publisher};
+use sqi_batch::publishers;
 use sqi_report as report;
+
+mod history;
+mod traffic;
+
+use traffic::Counts;
 
 /// `sqi demo` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,9 +42,15 @@ pub struct DemoArgs {
     /// How many publishers to simulate.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(10..=20_000))]
     pub publishers: u32,
-    /// The simulated day (UTC); defaults to yesterday.
+    /// The live day (UTC), sent through ingest and Kafka; defaults to
+    /// yesterday, when today so far is sent too.
     #[arg(long)]
     pub day: Option<NaiveDate>,
+    /// Days simulated up to the live day, the live day included: the ones
+    /// before it are written straight into the lake as the processor would
+    /// have written them. At least 29, so the SQI's 28-day window is full.
+    #[arg(long, default_value_t = 35, value_parser = clap::value_parser!(u32).range(29..=400))]
+    pub days: u32,
     /// Where to put the lake; defaults to a fresh directory under the system temp dir.
     #[arg(long)]
     pub lake_dir: Option<PathBuf>,
@@ -90,144 +101,12 @@ pub struct DemoOutcome {
     pub accepted: u64,
     /// The lake directory.
     pub lake_dir: PathBuf,
-    /// The simulated day.
+    /// The live day.
     pub day: NaiveDate,
+    /// The days written straight into the lake, oldest first.
+    pub history: Vec<NaiveDate>,
     /// Every SQI row, best first.
     pub rows: Vec<ScoreRow>,
-}
-
-const CATEGORIES: [(&str, u32); 6] = [
-    ("news", 30),
-    ("sports", 20),
-    ("food", 17),
-    ("tech", 14),
-    ("lifestyle", 12),
-    ("finance", 7),
-];
-const CHANNELS: [&str; 12] = [
-    "facebook",
-    "twitter",
-    "linkedin",
-    "pinterest",
-    "reddit",
-    "whatsapp",
-    "email",
-    "telegram",
-    "tumblr",
-    "threads",
-    "bluesky",
-    "sms",
-];
-const USER_AGENTS: [(&str, u32); 4] = [
-    (
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-        58,
-    ),
-    (
-        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
-        32,
-    ),
-    (
-        "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
-        6,
-    ),
-    (
-        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-        4,
-    ),
-];
-
-fn normal(rng: &mut StdRng) -> f64 {
-    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
-fn weighted<'a>(rng: &mut StdRng, items: &'a [(&'a str, u32)]) -> &'a str {
-    let total: u32 = items.iter().map(|(_, w)| w).sum();
-    let mut pick = rng.random_range(0..total);
-    for (item, weight) in items {
-        if pick < *weight {
-            return item;
-        }
-        pick -= weight;
-    }
-    items[0].0
-}
-
-/// One publisher's simulated day: counts and how they split.
-struct Traffic {
-    publisher: String,
-    pageviews: u32,
-    shares: u32,
-    clickbacks: u32,
-}
-
-fn simulate(rng: &mut StdRng, count: u32, day: NaiveDate) -> (Vec<Publisher>, Vec<Traffic>) {
-    let created = day
-        .checked_sub_days(chrono::Days::new(120))
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp_millis());
-    let mut dimension = Vec::new();
-    let mut traffic = Vec::new();
-    for i in 0..count {
-        let category = weighted(rng, &CATEGORIES);
-        let publisher = format!("{category}-{i:05}");
-        // Long-tailed audiences: most above the 1000-pageview eligibility line, some below.
-        let pageviews = (2200.0 * (0.55 * normal(rng)).exp()).round().max(300.0) as u32;
-        let share_rate = 0.02 * (0.6 * normal(rng)).exp();
-        let clickback_rate = 0.35 * (0.5 * normal(rng)).exp();
-        let shares = (f64::from(pageviews) * share_rate).round() as u32;
-        let clickbacks = (f64::from(shares) * clickback_rate).round() as u32;
-        dimension.push(Publisher {
-            publisher: publisher.clone(),
-            domain: Some(format!("{publisher}.example")),
-            category: Some(category.to_owned()),
-            created_at: created,
-        });
-        traffic.push(Traffic {
-            publisher,
-            pageviews,
-            shares,
-            clickbacks,
-        });
-    }
-    (dimension, traffic)
-}
-
-/// Builds the request bodies: batches of up to 200 events sharing a user agent.
-fn requests(
-    rng: &mut StdRng,
-    traffic: &[Traffic],
-    day: NaiveDate,
-) -> Vec<(&'static str, serde_json::Value)> {
-    let day_start = day
-        .and_hms_opt(0, 0, 0)
-        .map_or(0, |t| t.and_utc().timestamp_millis());
-    let mut bodies = Vec::new();
-    for t in traffic {
-        let mut events = Vec::new();
-        let mut push = |rng: &mut StdRng, kind: &str| {
-            let ts = day_start + rng.random_range(0..86_400_000i64);
-            let path = rng.random_range(0..40);
-            let mut event = json!({
-                "publisher": t.publisher, "type": kind, "ts": ts,
-                "url": format!("https://{}.example/articles/{path}", t.publisher),
-                "visitor": format!("v{}", rng.random_range(0..100_000)),
-            });
-            if kind != "pageview" {
-                event["channel"] = json!(CHANNELS[rng.random_range(0..CHANNELS.len())]);
-            }
-            events.push(event);
-        };
-        (0..t.pageviews).for_each(|_| push(rng, "pageview"));
-        (0..t.shares).for_each(|_| push(rng, "share"));
-        (0..t.clickbacks).for_each(|_| push(rng, "clickback"));
-        for chunk in events.chunks(200) {
-            bodies.push((weighted(rng, &USER_AGENTS), json!({ "events": chunk })));
-        }
-    }
-    bodies
 }
 
 /// Runs the demo, printing progress and the SQI table to `out`.
@@ -257,11 +136,21 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
         )));
     }
     let lake_url = format!("file://{}", lake_dir.display());
+    let topic = TOPIC;
     let lake = Lake::open(&lake_url, &LakeOptions::default())?;
+    let history: Vec<NaiveDate> = (1..args.days)
+        .rev()
+        .filter_map(|back| day.checked_sub_days(chrono::Days::new(u64::from(back))))
+        .collect();
+    let today = Utc::now().date_naive();
+    let with_today = day.succ_opt() == Some(today);
     writeln!(
         out,
-        "SQI Engine demo: {} publishers, simulated day {day}",
-        args.publishers
+        "SQI Engine demo: {} publishers, {} days ({} to {day}{})",
+        args.publishers,
+        args.days,
+        history.first().unwrap_or(&day),
+        if with_today { ", and today so far" } else { "" }
     )?;
     writeln!(out, "  lake: {lake_url}")?;
     if let Some(log_file) = &args.log_file {
@@ -272,16 +161,75 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
         )?;
     }
 
-    let topic = "share-events";
     let cluster = MockCluster::new(1)?;
-    cluster.create_topic(topic, 4, 1)?;
+    cluster.create_topic(topic, PARTITIONS, 1)?;
     cluster.create_topic("share-events-dlq", 1, 1)?;
     let brokers = cluster.bootstrap_servers();
     writeln!(out, "  kafka: in-process mock cluster at {brokers}")?;
 
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let (dimension, traffic) = simulate(&mut rng, args.publishers, day);
+    let (dimension, models) = traffic::publishers(&mut rng, args.publishers, day);
     publishers::write(&lake, &dimension).await?;
+    let counts_on = |date: NaiveDate, fraction: f64| -> Vec<(&str, Counts)> {
+        let back = (day - date).num_days();
+        models
+            .iter()
+            .map(|m| {
+                (
+                    m.publisher.as_str(),
+                    m.counts(args.seed, date, back, fraction),
+                )
+            })
+            .collect()
+    };
+
+    // The live path carries the last 24 hours when the live day is
+    // yesterday (the live day's hours from this hour on, and today so far),
+    // else the whole live day. Everything before goes straight into the
+    // lake's hourly tables, the whole days' hours marked complete, as the
+    // processor leaves them.
+    let now = Utc::now().timestamp_millis();
+    let day_start = midnight_or(day);
+    let cut_hour: u8 = if with_today {
+        u8::try_from((now - DAY_MS - day_start).div_euclid(HOUR_MS)).unwrap_or(0)
+    } else {
+        0
+    };
+    let live_from = day_start + i64::from(cut_hour) * HOUR_MS;
+    let day_counts = counts_on(day, 1.0);
+    let early: Vec<(&str, Counts)> = day_counts
+        .iter()
+        .map(|(p, c)| (*p, c.scaled(f64::from(cut_hour) / 24.0)))
+        .collect();
+    let written = Instant::now();
+    let mut history_events = 0;
+    for date in &history {
+        let counts = counts_on(*date, 1.0);
+        history_events += counts.iter().map(|(_, c)| c.total()).sum::<u64>();
+        history::write_day(&lake, *date, 0..24, &counts, args.seed).await?;
+    }
+    if cut_hour > 0 {
+        history_events += early.iter().map(|(_, c)| c.total()).sum::<u64>();
+        history::write_day(&lake, day, 0..cut_hour, &early, args.seed).await?;
+    }
+    if let Some(first) = history.first() {
+        history::mark_complete(&lake, topic, PARTITIONS, midnight_or(*first), day_start).await?;
+        writeln!(
+            out,
+            "  history: {first} to {}{}, {history_events} events, written straight into the lake's hourly tables in {:.1}s",
+            history.last().unwrap_or(first),
+            if cut_hour > 0 {
+                format!(" and {day} until {cut_hour:02}:00")
+            } else {
+                String::new()
+            },
+            written.elapsed().as_secs_f64()
+        )?;
+    }
+    // The nightly batch of every day of history (their hours are complete)
+    // and the month merge, as a month of `sqi batch` runs would leave them,
+    // while the live path runs.
+    let history_batch = tokio::spawn(score_history(lake.clone(), history.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -311,14 +259,31 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
     let progress = processor.progress();
     let processing = tokio::spawn(processor.run(None, None, stopped(stop_rx.clone())));
 
-    let bodies = requests(&mut rng, &traffic, day);
-    let total: u64 = traffic
+    // The live path: the live day, and today so far when the live day is
+    // yesterday, through the real ingest, Kafka and processor.
+    let live: Vec<(&str, Counts)> = day_counts
         .iter()
-        .map(|t| u64::from(t.pageviews + t.shares + t.clickbacks))
-        .sum();
+        .zip(&early)
+        .map(|((p, all), (_, before))| (*p, all.minus(*before)))
+        .collect();
+    let day_end = day_start + DAY_MS;
+    let mut bodies = traffic::requests(&mut rng, &live, live_from, day_end);
+    let mut total: u64 = live.iter().map(|(_, c)| c.total()).sum();
+    if with_today {
+        let so_far = (now - day_end) as f64 / DAY_MS as f64;
+        let today_counts = counts_on(today, so_far);
+        total += today_counts.iter().map(|(_, c)| c.total()).sum::<u64>();
+        bodies.extend(traffic::requests(&mut rng, &today_counts, day_end, now));
+    }
     writeln!(
         out,
-        "  sending {total} widget events to http://{ingest_addr}/v1/events ..."
+        "  live path: {}{} through ingest, Kafka and the processor: sending {total} widget events to http://{ingest_addr}/v1/events ...",
+        if cut_hour > 0 {
+            format!("{day} from {cut_hour:02}:00")
+        } else {
+            day.to_string()
+        },
+        if with_today { " and today so far" } else { "" }
     )?;
     let accepted = send_all(ingest_addr, bodies, &progress).await?;
     writeln!(
@@ -336,7 +301,15 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
         progress.files_written.load(Ordering::Relaxed)
     )?;
 
-    // The simulated day arrives all at once with 48 h of allowed lateness, so
+    let scored = history_batch.await??;
+    if !history.is_empty() {
+        writeln!(
+            out,
+            "  batch scored the {} days of history and merged their months in {scored:.1}s",
+            history.len()
+        )?;
+    }
+    // The live day arrives all at once with 48 h of allowed lateness, so
     // the processor cannot have closed its hours yet: the demo scores it
     // provisionally, as `sqi batch --allow-incomplete` would.
     let outcome = batch::run_day(
@@ -373,8 +346,45 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
         accepted,
         lake_dir,
         day,
+        history,
         rows,
     })
+}
+
+/// Runs the nightly batch over `history` (every hour marked complete) and
+/// merges the months it touched; the seconds it took.
+async fn score_history(lake: Lake, history: Vec<NaiveDate>) -> Result<f64> {
+    let started = Instant::now();
+    let strict = batch::Gate {
+        topic: TOPIC.to_owned(),
+        allow_incomplete: false,
+    };
+    for date in &history {
+        let _ = batch::run_day(&lake, *date, &strict, batch::Shard::WHOLE).await?;
+    }
+    for month in batch::compact::months_of(history.iter().copied()) {
+        for table in [Table::Daily, Table::DailyUrls, Table::DailyHours] {
+            let _ = batch::compact::compact_month(&lake, table, month, batch::Shard::WHOLE).await?;
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The demo's events topic and its partitions.
+const TOPIC: &str = "share-events";
+const PARTITIONS: i32 = 4;
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// The first instant of `day` (UTC ms).
+fn midnight(day: NaiveDate) -> Option<i64> {
+    day.and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+/// [`midnight`], for days the demo computed itself (always valid).
+fn midnight_or(day: NaiveDate) -> i64 {
+    midnight(day).unwrap_or_default()
 }
 
 /// How many acknowledged events may wait unread in the mock cluster. It
@@ -688,7 +698,7 @@ async fn serve_report(
     )?;
     writeln!(
         out,
-        "  dashboard: http://{addr}/dashboard#key={marketer_key}&publisher={example}&period=custom&from={day}&to={day}"
+        "  dashboard: http://{addr}/dashboard#key={marketer_key}&publisher={example}&period=28d"
     )?;
     out.flush()?;
     report::serve(state, listener, async {
