@@ -39,6 +39,19 @@ async fn the_demo_scores_over_a_hundred_publishers_across_the_whole_range() {
     );
     assert!((85..=115).contains(&median), "median {median}");
     assert!(outcome.accepted > 100_000);
+    // Issue 24, item 1: 34 days of history before the live day, each
+    // scored, and their months merged, so the report has day tables, month
+    // files and a month of SQI history to serve.
+    assert_eq!(outcome.history.len(), 34, "{:?}", outcome.history);
+    let partitions = |table: &str| {
+        std::fs::read_dir(dir.path().join(table)).map_or(0, |entries| entries.count())
+    };
+    assert_eq!(partitions("sqi"), 35, "a scored day is missing");
+    assert!(partitions("monthly") >= 1 && partitions("monthly_hours") >= 1);
+    assert!(
+        printed.contains("history: ") && printed.contains("live path: "),
+        "{printed}"
+    );
     for row in outcome.rows.iter().filter(|r| r.sqi.is_none()) {
         assert!(row.pageviews < 1000, "{row:?} is eligible but unscored");
     }
@@ -69,9 +82,8 @@ async fn a_lake_directory_in_use_is_refused() {
 
 /// The binary's demo, as a newcomer runs it: the terminal shows progress and
 /// the table, the logs go to a file in the lake directory, and every event
-/// ingest acknowledged is committed. Under `cargo test --release` (which
-/// `scripts/test` runs for this test) it is the profile whose processor fell
-/// behind the mock cluster's bounded log and lost records.
+/// ingest acknowledged is committed (the release binary's run is
+/// [`the_release_demo_commits_every_acknowledged_event`]).
 #[test]
 fn the_binary_demo_is_quiet_and_commits_every_acknowledged_event() {
     let (dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -122,6 +134,57 @@ fn the_binary_demo_is_quiet_and_commits_every_acknowledged_event() {
         stderr.lines().any(is_log_line),
         "RUST_LOG=info logged nothing"
     );
+}
+
+/// Issue 24, check 1: the release binary's demo, as the image runs it, ends
+/// with every acknowledged event committed. Its processor once fell behind
+/// the mock cluster's bounded log and lost records, and the demo then waited
+/// forever; the debug build was too slow to show it. `scripts/test` builds
+/// the release binary first and names it in `SQI_RELEASE_BINARY`; run alone,
+/// this test builds it (`cargo build --release -p sqi`).
+#[test]
+fn the_release_demo_commits_every_acknowledged_event() {
+    let binary = match std::env::var_os("SQI_RELEASE_BINARY") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    "sqi",
+                    "--bin",
+                    "sqi",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "the release build failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+                || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+                std::path::PathBuf::from,
+            );
+            target.join("release/sqi")
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(&binary)
+        .args(["demo", "--once", "--lake-dir"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the release sqi runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let acknowledged = number_after(&stdout, "ingest acknowledged ").expect("acknowledged");
+    let committed = number_after(&stdout, "processor committed ").expect("committed");
+    assert!(acknowledged > 300_000, "{stdout}");
+    assert_eq!(committed, acknowledged, "{stdout}");
 }
 
 /// The integer printed right after `prefix`, if there is one.

@@ -97,17 +97,13 @@ async fn lake() -> (tempfile::TempDir, Lake) {
     (dir, lake)
 }
 
-fn browse(url: String) -> (Value, PathBuf) {
+fn browse(url: String, screenshot: &str) -> (Value, PathBuf) {
     let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "browser", "dashboard.mjs"]
         .iter()
         .collect();
     let artifacts = std::env::temp_dir().join("sqi-test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let screenshot = artifacts.join(if url.contains(MARKETER_KEY) {
-        "dashboard-marketer.png"
-    } else {
-        "dashboard.png"
-    });
+    let screenshot = artifacts.join(screenshot);
     let output = std::process::Command::new("node")
         .arg(&script)
         .arg(&url)
@@ -147,7 +143,7 @@ async fn the_dashboard_draws_a_publishers_report_in_chromium() {
     let fragment = "period=custom&from=2024-05-01&to=2024-05-07&tz=America/New_York";
 
     let url = format!("http://{addr}/dashboard#key={PUBLISHER_KEY}&publisher=dash-news&{fragment}");
-    let (run, screenshot) = tokio::task::spawn_blocking(move || browse(url))
+    let (run, screenshot) = tokio::task::spawn_blocking(move || browse(url, "dashboard.png"))
         .await
         .unwrap();
     assert_eq!(run["state"], "ready", "{run}");
@@ -184,11 +180,100 @@ async fn the_dashboard_draws_a_publishers_report_in_chromium() {
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000);
 
     let url = format!("http://{addr}/dashboard#key={MARKETER_KEY}");
-    let (run, _) = tokio::task::spawn_blocking(move || browse(url))
+    let (run, _) = tokio::task::spawn_blocking(move || browse(url, "dashboard-marketer.png"))
         .await
         .unwrap();
     assert_eq!(run["state"], "ready", "{run}");
     assert_eq!(run["errors"], serde_json::json!([]), "{run}");
     assert_eq!(run["leaderboard_visible"], true, "{run}");
     assert_eq!(run["leaderboard_rows"], 3, "{run}");
+}
+
+/// Issue 24, check 2: the link `sqi demo` prints, opened as a newcomer
+/// would, shows the last 28 days from the demo's history: a point a day in
+/// "Over time", an SQI history beside its peer-median line, a comparison
+/// with the previous 28 days, the score explained in one line, and the
+/// publisher marked on its category's leaderboard. The screenshot is kept
+/// (`dashboard-demo.png` among the test artifacts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_printed_link_shows_four_weeks_of_history() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = std::process::Command::new(sqi_integration_tests::sqi_binary())
+        .args(["demo", "--publishers", "40", "--seed", "5"])
+        .args(["--report-listen", "127.0.0.1:0", "--lake-dir"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sqi demo starts");
+    let stdout = demo.stdout.take().unwrap();
+    let (printed, link) = tokio::task::spawn_blocking(move || {
+        let mut printed = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(link) = line.trim().strip_prefix("dashboard: ") {
+                return (printed, Some(link.to_owned()));
+            }
+        }
+        (printed, None)
+    })
+    .await
+    .unwrap();
+    let Some(link) = link else {
+        let _ = demo.kill();
+        panic!("no dashboard link printed:\n{printed}");
+    };
+    assert!(link.contains("period=28d"), "{link}");
+    assert!(
+        printed.contains("history: ") && printed.contains("live path: "),
+        "{printed}"
+    );
+    let publisher = link
+        .split("publisher=")
+        .nth(1)
+        .and_then(|p| p.split('&').next())
+        .unwrap()
+        .to_owned();
+    let (run, kept) = tokio::task::spawn_blocking(move || browse(link, "dashboard-demo.png"))
+        .await
+        .unwrap();
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert_eq!(run["state"], "ready", "{run}");
+    assert_eq!(run["errors"], serde_json::json!([]), "{run}");
+    let traffic = run["charts"]["traffic-chart"].as_array().unwrap();
+    assert!(
+        traffic.len() == 3 && traffic.iter().all(|n| n.as_u64().unwrap() >= 28),
+        "fewer than 28 points over time: {run}"
+    );
+    let labels = &run["chart_labels"]["sqi-chart"];
+    assert_eq!(labels, &serde_json::json!(["SQI", "Peer median"]), "{run}");
+    for (i, series) in ["SQI", "peer median"].iter().enumerate() {
+        assert!(
+            run["charts"]["sqi-chart"][i].as_u64().unwrap() >= 20,
+            "{series} has too few days: {run}"
+        );
+    }
+    for metric in ["pageviews", "shares", "clickbacks"] {
+        let change = run["changes"][metric].as_str().unwrap();
+        assert!(
+            change.ends_with("vs previous"),
+            "{metric}: {change:?} in {run}"
+        );
+    }
+    let explain = run["explain"].as_str().unwrap();
+    assert!(
+        explain.contains("share rate") && explain.contains("× the") && explain.contains("median"),
+        "{explain:?}"
+    );
+    assert_eq!(
+        run["selected_rows"],
+        serde_json::json!([publisher]),
+        "{run}"
+    );
+    assert!(std::fs::metadata(&kept).unwrap().len() > 10_000);
 }

@@ -86,6 +86,7 @@ async function publisherReport(publisher) {
   $("sqi-peer").textContent = sqi.peer_group
     ? `vs ${sqi.peer_group} (${sqi.peer_count} peers)${sqi.provisional ? ", provisional" : ""}`
     : sqi.reason || "not scored yet";
+  $("sqi-explain").textContent = await explain(sqi);
 
   draw("traffic-chart", {
     type: "line",
@@ -123,10 +124,44 @@ async function publisherReport(publisher) {
   });
   fillTable($("top-urls").tBodies[0], urls.rows, (r) => [[r.url], [r.shares, true], [r.clickbacks, true], [r.pageviews, true]]);
   $("publisher-report").hidden = false;
-  return summary.data_as_of;
+  return summary;
 }
 
-async function leaderboard() {
+const median = (values) => {
+  const sorted = values.filter((v) => v !== null && v !== undefined).sort((a, b) => a - b);
+  if (!sorted.length) return null;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+const times = (x, m) => (x === null || x === undefined || !m ? "–" : `${(x / m).toFixed(1)}×`);
+
+// A score in one line, from its components against the peer group's median
+// rates. The peers' rates come from the day's leaderboard (marketer keys);
+// a publisher key gets the score's z against its peers instead.
+async function explain(sqi) {
+  if (sqi.sqi === null || sqi.sqi === undefined) return "";
+  const peers = sqi.peer_group === "network" ? "network" : sqi.category;
+  if (window.sqiDashboard.scope === "marketer") {
+    const board = await api("/v1/sqi/leaderboard", {
+      date: sqi.date, category: sqi.peer_group === "network" ? "" : sqi.category, limit: 1000,
+    });
+    const group = board.rows.filter((r) => r.peer_group === sqi.peer_group);
+    return `SQI ${sqi.sqi}: share rate ${times(sqi.share_rate, median(group.map((r) => r.share_rate)))} the ${peers} median, `
+      + `clickback rate ${times(sqi.clickback_rate, median(group.map((r) => r.clickback_rate)))}, `
+      + `social traffic ${times(sqi.social_traffic_ratio, median(group.map((r) => r.social_traffic_ratio)))}`;
+  }
+  const z = sqi.score_z === null || sqi.score_z === undefined ? "–" : sqi.score_z.toFixed(2);
+  return `SQI ${sqi.sqi}: ${z} standard deviations from the ${peers} median (100)`;
+}
+
+async function leaderboard(selected) {
+  // A publisher's report shows its own category's board, with its row marked.
+  if (selected && !window.sqiDashboard.categoryChosen && !$("category").value && selected.category) {
+    if (![...$("category").options].some((o) => o.value === selected.category)) {
+      $("category").append(new Option(selected.category, selected.category));
+    }
+    $("category").value = selected.category;
+  }
   const board = await api("/v1/sqi/leaderboard", { category: $("category").value, limit: 50 });
   const categories = new Set([...$("category").options].map((o) => o.value));
   for (const row of board.rows) {
@@ -135,9 +170,17 @@ async function leaderboard() {
       $("category").append(new Option(row.category, row.category));
     }
   }
-  fillTable($("leaderboard").querySelector("tbody"), board.rows, (r) => [
-    [r.rank, true], [r.publisher], [r.category], [r.sqi, true], [r.peer_group], [r.pageviews, true], [r.shares, true],
+  const rows = [...board.rows];
+  const publisher = selected && selected.publisher;
+  if (publisher && selected.sqi !== null && selected.sqi !== undefined && !rows.some((r) => r.publisher === publisher)) {
+    rows.push({ ...selected, rank: "…" });
+  }
+  fillTable($("leaderboard").querySelector("tbody"), rows, (r) => [
+    [r.rank, r.rank !== "…"], [r.publisher], [r.category], [r.sqi, true], [r.peer_group], [r.pageviews, true], [r.shares, true],
   ]);
+  for (const tr of $("leaderboard").querySelectorAll("tbody tr")) {
+    tr.classList.toggle("selected", tr.cells[1].textContent === publisher);
+  }
   $("leaderboard").hidden = false;
   return board.data_as_of;
 }
@@ -150,10 +193,12 @@ async function show() {
   try {
     // The key's scope decides what there is to show; a publisher key reads its own publisher.
     const me = await api("/v1/me");
+    window.sqiDashboard.scope = me.scope;
     if (me.publisher && !$("publisher").value.trim()) $("publisher").value = me.publisher;
     const publisher = $("publisher").value.trim();
     const marketer = me.scope === "marketer";
-    const asOf = [publisher ? await publisherReport(publisher) : null, marketer ? await leaderboard() : null].filter(Boolean);
+    const report = publisher ? await publisherReport(publisher) : null;
+    const asOf = [report && report.data_as_of, marketer ? await leaderboard(report && report.sqi) : null].filter(Boolean);
     if (!publisher) $("publisher-report").hidden = true;
     if (!marketer) $("leaderboard").hidden = true;
     $("data-as-of").textContent = asOf.length ? `Data as of ${asOf[0]}` : "";
@@ -170,5 +215,8 @@ $("query").addEventListener("submit", (event) => {
   event.preventDefault();
   show();
 });
-$("category").addEventListener("change", () => show());
+$("category").addEventListener("change", () => {
+  window.sqiDashboard.categoryChosen = true;
+  show();
+});
 if (fromFragment() && $("key").value) show();

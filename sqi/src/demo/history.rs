@@ -42,6 +42,32 @@ fn weights(bins: usize, weight: impl Fn(usize) -> u32) -> Vec<u32> {
     (0..bins).map(weight).collect()
 }
 
+/// `n` spread evenly over `bins` bins, each bin's count (if any) handed to
+/// `emit`: every bin its whole share, the rest drawn one at a time.
+fn scatter_uniform(n: u32, bins: usize, rng: &mut StdRng, mut emit: impl FnMut(usize, u32)) {
+    if n == 0 || bins == 0 {
+        return;
+    }
+    let bins_u32 = u32::try_from(bins).unwrap_or(u32::MAX);
+    let (each, rest) = (n / bins_u32, n % bins_u32);
+    if each == 0 {
+        let mut drawn: HashMap<usize, u32> = HashMap::new();
+        for _ in 0..rest {
+            *drawn.entry(rng.random_range(0..bins)).or_default() += 1;
+        }
+        drawn.into_iter().for_each(|(bin, m)| emit(bin, m));
+        return;
+    }
+    let mut extra = vec![0u32; bins];
+    for _ in 0..rest {
+        extra[rng.random_range(0..bins)] += 1;
+    }
+    extra
+        .into_iter()
+        .enumerate()
+        .for_each(|(bin, more)| emit(bin, each + more));
+}
+
 /// `n` split over `weights`: each bin its whole share, the remainder drawn
 /// one at a time by weight. With `n` below the number of bins every event is
 /// drawn, which is what a few shares an hour need.
@@ -140,12 +166,7 @@ pub(super) async fn write_day(
                         .or_default() += i64::from(m);
                 }
                 // Pages (uniform) by channel (uniform) for `url_counts`.
-                let pages = PAGES as usize * channels;
-                for (bin, m) in split(in_hour, &weights(pages, |_| 1), &mut rng)
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(_, m)| *m > 0)
-                {
+                scatter_uniform(in_hour, PAGES as usize * channels, &mut rng, |bin, m| {
                     *urls
                         .entry((
                             hour,
@@ -155,7 +176,7 @@ pub(super) async fn write_day(
                             channel_of(bin),
                         ))
                         .or_default() += i64::from(m);
-                }
+                });
             }
         }
     }
@@ -271,5 +292,13 @@ mod tests {
         let parts = split(10_000, &[5, 0, 3, 2], &mut rng);
         assert!((4_990..=5_010).contains(&parts[0]), "{parts:?}");
         assert!(split(7, &[0, 0], &mut rng).iter().all(|p| *p == 0));
+        for (n, bins) in [(0, 40), (3, 480), (40, 40), (1_000, 40)] {
+            let mut total = 0;
+            scatter_uniform(n, bins, &mut rng, |bin, m| {
+                assert!(bin < bins && m > 0);
+                total += m;
+            });
+            assert_eq!(total, n);
+        }
     }
 }
