@@ -32,10 +32,10 @@ const HOURLY_WEIGHTS: [u32; 24] = [
 
 const EVENT_TYPES: [&str; 3] = ["pageview", "share", "clickback"];
 
-/// One hour's row of `aggregates`: publisher, channel, event type, device.
-type AggregateKey = (u8, u32, Option<u8>, u8, u8);
-/// One hour's row of `url_counts`: publisher, page, event type, channel.
-type UrlKey = (u8, u32, u32, u8, Option<u8>);
+/// A row of an hour's `aggregates`: publisher, channel, event type, device.
+type AggregateKey = (u32, Option<u8>, u8, u8);
+/// A row of an hour's `url_counts`: publisher, page, event type, channel.
+type UrlKey = (u32, u32, u8, Option<u8>);
 
 /// `bins` weights, bin `i` weighing `weight(i)`.
 fn weights(bins: usize, weight: impl Fn(usize) -> u32) -> Vec<u32> {
@@ -127,8 +127,9 @@ pub(super) async fn write_day(
         })
         .collect();
     let device_weights: Vec<u32> = DEVICES.iter().map(|(_, w)| *w).collect();
-    let mut aggregates: HashMap<AggregateKey, i64> = HashMap::new();
-    let mut urls: HashMap<UrlKey, i64> = HashMap::new();
+    // By hour: each hour's file is built from its own rows.
+    let mut aggregates: Vec<HashMap<AggregateKey, i64>> = vec![HashMap::new(); 24];
+    let mut urls: Vec<HashMap<UrlKey, i64>> = vec![HashMap::new(); 24];
     for (index, (_, day_counts)) in counts.iter().enumerate() {
         let publisher = u32::try_from(index).unwrap_or(u32::MAX);
         for (kind, n) in [
@@ -143,7 +144,6 @@ pub(super) async fn write_day(
             let channels = if kind == 0 { 1 } else { CHANNELS.len() };
             let channel_of = |bin: usize| (kind != 0).then_some((bin % channels) as u8);
             for (hour, in_hour) in split(n, &hour_weights, &mut rng).into_iter().enumerate() {
-                let hour = hour as u8;
                 // Devices (weighted) by channel (uniform) for `aggregates`.
                 let by_device = |bin: usize| device_weights[bin / channels];
                 for (bin, m) in split(
@@ -155,26 +155,14 @@ pub(super) async fn write_day(
                 .enumerate()
                 .filter(|(_, m)| *m > 0)
                 {
-                    *aggregates
-                        .entry((
-                            hour,
-                            publisher,
-                            channel_of(bin),
-                            kind,
-                            (bin / channels) as u8,
-                        ))
+                    *aggregates[hour]
+                        .entry((publisher, channel_of(bin), kind, (bin / channels) as u8))
                         .or_default() += i64::from(m);
                 }
                 // Pages (uniform) by channel (uniform) for `url_counts`.
                 scatter_uniform(in_hour, PAGES as usize * channels, &mut rng, |bin, m| {
-                    *urls
-                        .entry((
-                            hour,
-                            publisher,
-                            (bin / channels) as u32,
-                            kind,
-                            channel_of(bin),
-                        ))
+                    *urls[hour]
+                        .entry((publisher, (bin / channels) as u32, kind, channel_of(bin)))
                         .or_default() += i64::from(m);
                 });
             }
@@ -183,50 +171,42 @@ pub(super) async fn write_day(
     let day_number = i64::from(day.num_days_from_ce());
     let name = paths::hourly_file_name(SOURCE, 0, day_number, day_number);
     let mut puts = Vec::new();
-    for hour in 0..24u8 {
-        let window = midnight + i64::from(hour) * HOUR_MS;
-        let mut rows: Vec<(&AggregateKey, i64)> = aggregates
-            .iter()
-            .filter(|(k, _)| k.0 == hour)
-            .map(|(k, v)| (k, *v))
-            .collect();
+    for (hour, (aggregates, urls)) in aggregates.into_iter().zip(urls).enumerate() {
+        let window = midnight + hour as i64 * HOUR_MS;
+        let mut rows: Vec<(AggregateKey, i64)> = aggregates.into_iter().collect();
         rows.sort_unstable_by_key(|(k, _)| {
             (
-                counts[k.1 as usize].0,
-                k.2.map(|c| CHANNELS[c as usize]),
+                counts[k.0 as usize].0,
+                k.1.map(|c| CHANNELS[c as usize]),
+                k.2,
                 k.3,
-                k.4,
             )
         });
         let batch = RecordBatch::try_new(
             Table::Aggregates.schema(),
             vec![
                 hours_column(window, rows.len()),
-                strings(rows.iter().map(|(k, _)| Some(counts[k.1 as usize].0))),
-                strings(rows.iter().map(|(k, _)| k.2.map(|c| CHANNELS[c as usize]))),
-                strings(rows.iter().map(|(k, _)| Some(EVENT_TYPES[k.3 as usize]))),
-                strings(rows.iter().map(|(k, _)| Some(DEVICES[k.4 as usize].0))),
+                strings(rows.iter().map(|(k, _)| Some(counts[k.0 as usize].0))),
+                strings(rows.iter().map(|(k, _)| k.1.map(|c| CHANNELS[c as usize]))),
+                strings(rows.iter().map(|(k, _)| Some(EVENT_TYPES[k.2 as usize]))),
+                strings(rows.iter().map(|(k, _)| Some(DEVICES[k.3 as usize].0))),
                 Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, v)| *v))),
             ],
         )?;
         puts.push((Table::Aggregates, window, batch));
-        let mut rows: Vec<(&UrlKey, i64)> = urls
-            .iter()
-            .filter(|(k, _)| k.0 == hour)
-            .map(|(k, v)| (k, *v))
-            .collect();
-        rows.sort_unstable_by_key(|(k, _)| (counts[k.1 as usize].0, k.2, k.3, k.4));
+        let mut rows: Vec<(UrlKey, i64)> = urls.into_iter().collect();
+        rows.sort_unstable_by_key(|(k, _)| (counts[k.0 as usize].0, k.1, k.2, k.3));
         let batch = RecordBatch::try_new(
             Table::UrlCounts.schema(),
             vec![
                 hours_column(window, rows.len()),
-                strings(rows.iter().map(|(k, _)| Some(counts[k.1 as usize].0))),
+                strings(rows.iter().map(|(k, _)| Some(counts[k.0 as usize].0))),
                 Arc::new(StringArray::from_iter_values(
                     rows.iter()
-                        .map(|(k, _)| page_url(counts[k.1 as usize].0, k.2)),
+                        .map(|(k, _)| page_url(counts[k.0 as usize].0, k.1)),
                 )),
-                strings(rows.iter().map(|(k, _)| Some(EVENT_TYPES[k.3 as usize]))),
-                strings(rows.iter().map(|(k, _)| k.4.map(|c| CHANNELS[c as usize]))),
+                strings(rows.iter().map(|(k, _)| Some(EVENT_TYPES[k.2 as usize]))),
+                strings(rows.iter().map(|(k, _)| k.3.map(|c| CHANNELS[c as usize]))),
                 Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, v)| *v))),
             ],
         )?;

@@ -201,19 +201,29 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
         .iter()
         .map(|(p, c)| (*p, c.scaled(f64::from(cut_hour) / 24.0)))
         .collect();
+    // Each day of history is scored by the nightly batch (its hours are
+    // complete) as soon as it and the 27 days before it are written, and the
+    // months are merged after the last, as a month of `sqi batch` runs would
+    // leave them; all of it beside the live path.
     let written = Instant::now();
+    let (days_tx, days_rx) = tokio::sync::mpsc::unbounded_channel();
+    let history_batch = tokio::spawn(score_history(lake.clone(), days_rx));
     let mut history_events = 0;
     for date in &history {
         let counts = counts_on(*date, 1.0);
         history_events += counts.iter().map(|(_, c)| c.total()).sum::<u64>();
         history::write_day(&lake, *date, 0..24, &counts, args.seed).await?;
+        if let Some(closed) = date.succ_opt().and_then(midnight) {
+            history::mark_complete(&lake, topic, PARTITIONS, midnight_or(*date), closed).await?;
+        }
+        let _ = days_tx.send(*date);
     }
+    drop(days_tx);
     if cut_hour > 0 {
         history_events += early.iter().map(|(_, c)| c.total()).sum::<u64>();
         history::write_day(&lake, day, 0..cut_hour, &early, args.seed).await?;
     }
     if let Some(first) = history.first() {
-        history::mark_complete(&lake, topic, PARTITIONS, midnight_or(*first), day_start).await?;
         writeln!(
             out,
             "  history: {first} to {}{}, {history_events} events, written straight into the lake's hourly tables in {:.1}s",
@@ -226,10 +236,6 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
             written.elapsed().as_secs_f64()
         )?;
     }
-    // The nightly batch of every day of history (their hours are complete)
-    // and the month merge, as a month of `sqi batch` runs would leave them,
-    // while the live path runs.
-    let history_batch = tokio::spawn(score_history(lake.clone(), history.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -351,18 +357,23 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
     })
 }
 
-/// Runs the nightly batch over `history` (every hour marked complete) and
-/// merges the months it touched; the seconds it took.
-async fn score_history(lake: Lake, history: Vec<NaiveDate>) -> Result<f64> {
+/// Runs the nightly batch on each day of history `days` sends (every hour
+/// marked complete), then merges the months they touched; the seconds it took.
+async fn score_history(
+    lake: Lake,
+    mut days: tokio::sync::mpsc::UnboundedReceiver<NaiveDate>,
+) -> Result<f64> {
     let started = Instant::now();
     let strict = batch::Gate {
         topic: TOPIC.to_owned(),
         allow_incomplete: false,
     };
-    for date in &history {
-        let _ = batch::run_day(&lake, *date, &strict, batch::Shard::WHOLE).await?;
+    let mut scored = Vec::new();
+    while let Some(date) = days.recv().await {
+        let _ = batch::run_day(&lake, date, &strict, batch::Shard::WHOLE).await?;
+        scored.push(date);
     }
-    for month in batch::compact::months_of(history.iter().copied()) {
+    for month in batch::compact::months_of(scored) {
         for table in [Table::Daily, Table::DailyUrls, Table::DailyHours] {
             let _ = batch::compact::compact_month(&lake, table, month, batch::Shard::WHOLE).await?;
         }
