@@ -123,9 +123,11 @@ impl IngestConfig {
     /// ephemeral loopback port, no rate limit, no allowlist and no drain
     /// delay; every other setting at its flag's default.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        // Not a request path: tests and the demo call this once, at start.
         // No caller's value goes through the parser, so it cannot fail on
-        // one: it parses nothing but this type's own defaults, and
-        // `new_has_the_flags_defaults` runs it.
+        // one: it parses nothing but this type's own defaults, which fail
+        // only if the flag definitions are broken, and
+        // `new_has_the_flags_defaults` runs it on every test run.
         #[allow(clippy::expect_used)]
         let mut config: Self = defaults_with(&[]).expect("ingest's own defaults parse");
         config.kafka.brokers = brokers.into();

@@ -110,9 +110,11 @@ impl ProcessorConfig {
     /// setting at its flag's default.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>, lake: LakeArgs) -> Self {
         let topic = topic.into();
+        // Not a record path: tests and the demo call this once, at start.
         // The two required flags get fixed placeholders, replaced below: no
         // caller's value goes through the parser, so it can fail only if this
-        // type's own flags are broken, and `new_has_the_flags_defaults` runs it.
+        // type's own flags are broken, and `new_has_the_flags_defaults` runs
+        // it on every test run.
         #[allow(clippy::expect_used)]
         let mut config: Self = defaults_with(&["--topic", "unset", "--lake-url", "memory://"])
             .expect("the processor's own defaults parse");

@@ -40,7 +40,7 @@ use crate::metric::{self, Progress};
 use crate::partition::{
     Bounds, ClosedRange, Decision, PartitionCore, Reason, ResumePoint, resume_point,
 };
-use crate::range_log::{IdleMark, PartitionLog, RangeIntent};
+use crate::range_log::{IdleMark, PartitionLog};
 use crate::window::PartitionBuffer;
 use crate::writer::{Generations, Held, Job, Outcome, RangeJob, WriterContext};
 
@@ -53,8 +53,9 @@ async fn recover(log: PartitionLog, horizon_ms: i64) -> Result<(ResumePoint, Ded
     };
     let point = resume_point(&state, newest_written, horizon_ms);
     let mut dedup = Dedup::new(horizon_ms);
-    let reload: Vec<&RangeIntent> = point.reload.iter().collect();
-    let ids = log.reload_ids(&reload, point.floor, &mut dedup).await?;
+    let ids = log
+        .reload_ids(&point.reload, point.floor, &mut dedup)
+        .await?;
     tracing::info!(
         partition = log.partition,
         position = ?point.position,

@@ -313,11 +313,6 @@ impl PartitionCore {
         }
     }
 
-    /// Ids remembered.
-    pub fn remembered(&self) -> usize {
-        self.dedup.len()
-    }
-
     /// Takes the record at `offset` (the next in offset order): value
     /// `payload`, Kafka timestamp `broker_ms`.
     pub fn take(

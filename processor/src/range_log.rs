@@ -287,7 +287,7 @@ impl PartitionLog {
     /// Reloads into `dedup` the ids of `ranges` received at or after `floor`.
     pub async fn reload_ids(
         &self,
-        ranges: &[&RangeIntent],
+        ranges: &[RangeIntent],
         floor: i64,
         dedup: &mut Dedup,
     ) -> Result<usize> {

@@ -225,27 +225,33 @@ pub(super) async fn write_day(
     Ok(())
 }
 
-/// Marks every hour before `until` (UTC ms, an hour boundary) complete for
-/// `topic`'s `partitions`, as the processor does once its partitions'
-/// watermarks pass them, one day at a time from `from` so that every hour
-/// gets its marker (the processor backfills at most two days at once).
-pub(super) async fn mark_complete(
-    lake: &Lake,
-    topic: &str,
+/// The history's completeness markers, written with the processor's own
+/// [`Completeness`], as its partitions' watermarks would pass each day.
+pub(super) struct Markers {
+    markers: Completeness,
     partitions: i32,
-    from: i64,
-    until: i64,
-) -> Result<()> {
-    let markers = Completeness::new(lake.clone(), topic, partitions);
-    markers.publish_partition_count().await?;
-    let mut closed = from;
-    while closed < until {
-        closed = (closed + 24 * HOUR_MS).min(until);
-        for partition in 0..partitions {
-            let _ = markers.advance(partition, closed, 0).await?;
-        }
+}
+
+impl Markers {
+    /// Markers for `topic`'s `partitions`, its partition count published.
+    pub(super) async fn new(lake: &Lake, topic: &str, partitions: i32) -> Result<Self> {
+        let markers = Completeness::new(lake.clone(), topic, partitions);
+        markers.publish_partition_count().await?;
+        Ok(Self {
+            markers,
+            partitions,
+        })
     }
-    Ok(())
+
+    /// Marks every hour before `closed` (UTC ms, an hour boundary) complete.
+    /// Called a day at a time: each call marks the hours since the last
+    /// (the first backfills two days, as a starting processor does).
+    pub(super) async fn close_before(&self, closed: i64) -> Result<()> {
+        for partition in 0..self.partitions {
+            let _ = self.markers.advance(partition, closed, 0).await?;
+        }
+        Ok(())
+    }
 }
 
 fn hours_column(window: i64, rows: usize) -> ArrayRef {

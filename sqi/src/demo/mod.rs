@@ -208,13 +208,14 @@ pub async fn run(args: &DemoArgs, out: &mut impl Write) -> Result<DemoOutcome> {
     let written = Instant::now();
     let (days_tx, days_rx) = tokio::sync::mpsc::unbounded_channel();
     let history_batch = tokio::spawn(score_history(lake.clone(), days_rx));
+    let markers = history::Markers::new(&lake, topic, PARTITIONS).await?;
     let mut history_events = 0;
     for date in &history {
         let counts = counts_on(*date, 1.0);
         history_events += counts.iter().map(|(_, c)| c.total()).sum::<u64>();
         history::write_day(&lake, *date, 0..24, &counts, args.seed).await?;
         if let Some(closed) = date.succ_opt().and_then(midnight) {
-            history::mark_complete(&lake, topic, PARTITIONS, midnight_or(*date), closed).await?;
+            markers.close_before(closed).await?;
         }
         let _ = days_tx.send(*date);
     }
