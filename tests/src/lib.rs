@@ -642,10 +642,16 @@ pub async fn written_ends(lake: &Lake, topic: &str, partitions: i32) -> Vec<i64>
     for p in 0..partitions {
         let log = sqi_processor::range_log::PartitionLog::new(lake.clone(), topic, p);
         let state = log.read().await.expect("range log");
-        ends.push(match state.newest() {
-            Some(newest) if log.is_written(newest).await.expect("head") => newest.end,
-            _ => -1,
-        });
+        // The newest range is claimed before its files land, so it is often
+        // not written yet while the ones before it are.
+        let mut end = -1;
+        for range in state.ranges.values().rev() {
+            if log.is_written(range).await.expect("head") {
+                end = range.end;
+                break;
+            }
+        }
+        ends.push(end);
     }
     ends
 }
