@@ -19,6 +19,11 @@
 //!    records, as events per CPU-second relative to (1), plus files and bytes
 //!    per million events and the process's peak RSS.
 //!
+//! With `--lake-dir` it keeps the processor's lake there and names the topic
+//! in its figures: `scripts/bench-process` then runs the Flink peer
+//! (`bench/flink/`) on the same topic and compares the two lakes' totals
+//! before it reports either engine's speed.
+//!
 //! `sqi-bench backlog` starts processors on a topic that already holds a
 //! backlog, fresh and right after a `kill -9` crash loop (`backlog.rs`).
 

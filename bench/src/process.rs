@@ -1,4 +1,9 @@
 //! The processor benchmark: events per CPU-second against a bare consumer.
+//!
+//! With `--lake-dir` the processor's lake is kept there, and the figures name
+//! the topic and the lake, so that `scripts/bench-process` can run the Flink
+//! peer (`bench/flink/`) on the same topic and check its totals against the
+//! processor's before it reports either's speed.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -28,6 +33,10 @@ pub struct ProcessArgs {
     /// `perf record -p` when stderr says the processor starts.
     #[arg(long)]
     processor_only: bool,
+    /// Writes the processor's lake into this directory (created; it must not
+    /// hold a lake already) and keeps it, instead of a temporary one.
+    #[arg(long)]
+    lake_dir: Option<std::path::PathBuf>,
 }
 
 /// User plus system CPU seconds of this process so far.
@@ -167,8 +176,24 @@ struct ProcessorRun {
 }
 
 async fn processor(args: &ProcessArgs, topic: &str) -> anyhow::Result<ProcessorRun> {
-    let dir = tempfile::tempdir()?;
-    let url = format!("file://{}", dir.path().display());
+    // A kept lake, or a temporary one removed when this returns.
+    let (_temporary, path) = match &args.lake_dir {
+        Some(path) => {
+            std::fs::create_dir_all(path)?;
+            anyhow::ensure!(
+                std::fs::read_dir(path)?.next().is_none(),
+                "--lake-dir {} is not empty",
+                path.display()
+            );
+            (None, std::path::absolute(path)?)
+        }
+        None => {
+            let dir = tempfile::tempdir()?;
+            let path = dir.path().to_owned();
+            (Some(dir), path)
+        }
+    };
+    let url = format!("file://{}", path.display());
     let lake = Lake::open(&url, &LakeOptions::default())?;
     let mut config = ProcessorConfig::new(
         args.brokers.clone(),
@@ -226,6 +251,12 @@ pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {
     let per_core = |cpu: f64| events / cpu.max(0.01);
     let millions = events / 1e6;
     let out = json!({
+        "topic": topic,
+        "lake": args
+            .lake_dir
+            .as_ref()
+            .and_then(|p| std::path::absolute(p).ok())
+            .map(|p| p.display().to_string()),
         "events": args.events,
         "partitions": args.partitions,
         "bare_consumer_events_per_cpu_s": per_core(bare_cpu).round(),
@@ -238,6 +269,10 @@ pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {
         "files_per_million_events": (run.files as f64 / millions).round(),
         "bytes_per_million_events": (run.bytes as f64 / millions).round(),
         "peak_rss_mib": peak_rss_bytes() / (1024 * 1024),
+        "processor_cpu_s": (run.cpu * 100.0).round() / 100.0,
+        "processor_wall_s": (run.wall * 1000.0).round() / 1000.0,
+        "processor_files": run.files,
+        "processor_bytes": run.bytes,
     });
     let mut stdout = std::io::stdout().lock();
     std::io::Write::write_all(&mut stdout, format!("{out:#}\n").as_bytes())?;
