@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::channels;
@@ -196,6 +196,52 @@ struct Envelope<'a> {
     events: Vec<&'a RawValue>,
 }
 
+/// Whether a JSON object has an `events` key, found without decoding any
+/// value (values are skipped, though still checked as JSON) or allocating a key.
+struct EnvelopeKeys {
+    has_events: bool,
+}
+
+impl<'de> Deserialize<'de> for EnvelopeKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IsEvents(bool);
+        impl<'de> Deserialize<'de> for IsEvents {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Key;
+                impl serde::de::Visitor<'_> for Key {
+                    type Value = IsEvents;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a key")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<IsEvents, E> {
+                        Ok(IsEvents(key == "events"))
+                    }
+                }
+                d.deserialize_str(Key)
+            }
+        }
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = EnvelopeKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<EnvelopeKeys, A::Error> {
+                let mut has_events = false;
+                while let Some(IsEvents(is_events)) = map.next_key()? {
+                    has_events |= is_events;
+                    let _: serde::de::IgnoredAny = map.next_value()?;
+                }
+                Ok(EnvelopeKeys { has_events })
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
+}
+
 /// Splits a decompressed body into raw events: one object, an array, or
 /// `{"sent_at", "events"}`. Fails only when the body as a whole is unusable.
 pub fn parse_body<'a>(body: &'a [u8], limits: &Limits) -> Result<Batch<'a>, EventError> {
@@ -209,9 +255,10 @@ pub fn parse_body<'a>(body: &'a [u8], limits: &Limits) -> Result<Batch<'a>, Even
             events,
         }
     } else if trimmed.starts_with('{') {
-        let whole: &RawValue = serde_json::from_str(text).map_err(json_error)?;
-        let keys: Map<String, Value> = serde_json::from_str(whole.get()).map_err(json_error)?;
-        if keys.contains_key("events") {
+        // One pass that checks the JSON and looks at the top-level keys only:
+        // a single event is decoded once, by `validate_raw`, not here too.
+        let EnvelopeKeys { has_events } = serde_json::from_str(text).map_err(json_error)?;
+        if has_events {
             let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
                 EventError::new(
                     ErrorCode::InvalidBody,
@@ -231,6 +278,7 @@ pub fn parse_body<'a>(body: &'a [u8], limits: &Limits) -> Result<Batch<'a>, Even
                 events: envelope.events,
             }
         } else {
+            let whole: &RawValue = serde_json::from_str(text).map_err(json_error)?;
             Batch {
                 sent_at: None,
                 events: vec![whole],
@@ -612,6 +660,7 @@ pub fn json_schema() -> Value {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::Map;
     use serde_json::json;
 
     fn ok_event() -> Value {
@@ -751,6 +800,30 @@ mod tests {
         let batch = parse_body(envelope, &limits).unwrap();
         assert_eq!(batch.sent_at, Some(1_700_000_000_000));
         assert_eq!(batch.events.len(), 1);
+    }
+
+    #[test]
+    fn the_envelope_is_known_by_its_top_level_key_alone() {
+        let limits = Limits::default();
+        // An escaped key is still `events`.
+        let escaped = br#"{"\u0065vents":[{"a":1},{"b":2}]}"#;
+        assert_eq!(parse_body(escaped, &limits).unwrap().events.len(), 2);
+        // `events` deeper down is an event's property, not an envelope.
+        let nested = br#"{"type":"share","props":{"events":"3"},"x":[{"events":[]}]}"#;
+        let batch = parse_body(nested, &limits).unwrap();
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(batch.events[0].get(), std::str::from_utf8(nested).unwrap());
+        // Broken JSON after the keys is still a JSON error, not an event.
+        let code = |body: &[u8]| parse_body(body, &limits).expect_err("refused").code;
+        assert_eq!(code(br#"{"type":"share","url":"#), ErrorCode::InvalidJson);
+        assert_eq!(
+            code(br#"{"type":"share"} trailing"#),
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            code(br#"{"events":[{}],"events":[{}]}"#),
+            ErrorCode::InvalidBody
+        );
     }
 
     #[test]
