@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Runs the published SQL (sqi/batch/sql/, as docs/sqi-sql.md shows it) in DuckDB
 over a local lake, unchanged apart from its date placeholders: the day's
-totals, its totals per URL and per UTC hour, and the SQI, each written to a Parquet file as
-`sqi batch` does, so the two do the same work.
+totals, its totals per URL and per UTC hour, the first-seen table and the SQI,
+each written to a Parquet file as `sqi batch` does, so the two do the same work.
+
+Stage 1 and the first-seen table run in their stored form (reading the lake's
+`daily` and `first_seen`, which `sqi batch` wrote for the days before) unless
+--from-history asks for the form that reads every hourly row instead: the SQL
+someone starting from SQI.md and the hourly tables would run.
 
 Prints one JSON line: wall seconds, peak RSS of this process (DuckDB runs in
 it), rows and scored rows. With --rows FILE, also writes every row's
 publisher, sqi, peer_group and score_z as JSON, to compare with `sqi batch`.
 
-usage: bench/duckdb_sqi.py LAKE_DIR YYYY-MM-DD [--threads N] [--memory-limit 8GB] [--rows FILE]
+usage: bench/duckdb_sqi.py LAKE_DIR YYYY-MM-DD [--from-history] [--threads N] [--memory-limit 8GB] [--rows FILE]
 """
 
 import argparse
@@ -30,6 +35,7 @@ def render(template: str, day: datetime.date) -> str:
         template.replace("{{date}}", day.isoformat())
         .replace("{{window_from}}", (day - days(days=27)).isoformat())
         .replace("{{next_day}}", (day + days(days=1)).isoformat())
+        .replace("{{previous_day}}", (day - days(days=1)).isoformat())
         .replace("{{provisional_after}}", (day - days(days=28)).isoformat())
     )
 
@@ -38,13 +44,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("lake", type=pathlib.Path)
     parser.add_argument("date", type=datetime.date.fromisoformat)
+    parser.add_argument("--from-history", action="store_true", help="stage 1 and first_seen from the hourly history")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--memory-limit", default="8GB")
     parser.add_argument("--rows", type=pathlib.Path)
     parser.add_argument("--out", type=pathlib.Path, help="where the Parquet goes (default: a temporary directory)")
     args = parser.parse_args()
 
-    inputs_sql = render((ROOT / "sqi/batch/sql/sqi_inputs.sql").read_text(), args.date)
+    form = "_history" if args.from_history else ""
+    inputs_sql = render((ROOT / f"sqi/batch/sql/sqi_inputs{form}.sql").read_text(), args.date)
+    first_seen_sql = render((ROOT / f"sqi/batch/sql/first_seen{form}.sql").read_text(), args.date)
     score_sql = render((ROOT / "sqi/batch/sql/sqi_score.sql").read_text(), args.date)
     daily_sql = render((ROOT / "sqi/batch/sql/daily.sql").read_text(), args.date)
     daily_urls_sql = render((ROOT / "sqi/batch/sql/daily_urls.sql").read_text(), args.date)
@@ -71,12 +80,22 @@ def main() -> None:
     con.execute(
         f"CREATE VIEW publishers AS SELECT * FROM read_parquet('{lake}/publishers/*.parquet')"
     )
+    if not args.from_history:
+        for table in ("daily", "first_seen"):
+            con.execute(
+                f"""CREATE VIEW {table} AS SELECT * FROM read_parquet(
+                    '{lake}/{table}/*/*.parquet', hive_partitioning = true,
+                    hive_types = {{'dt': VARCHAR}})"""
+            )
     con.execute(f"COPY ({daily_sql}) TO '{out}/daily.parquet' (FORMAT parquet, COMPRESSION snappy)")
     con.execute(
         f"COPY ({daily_urls_sql}) TO '{out}/daily_urls.parquet' (FORMAT parquet, COMPRESSION snappy)"
     )
     con.execute(
         f"COPY ({daily_hours_sql}) TO '{out}/daily_hours.parquet' (FORMAT parquet, COMPRESSION snappy)"
+    )
+    con.execute(
+        f"COPY ({first_seen_sql}) TO '{out}/first_seen.parquet' (FORMAT parquet, COMPRESSION snappy)"
     )
     con.execute(f"CREATE TEMP TABLE inputs AS {inputs_sql}")
     con.execute(f"CREATE TEMP TABLE scored AS {score_sql}")
@@ -104,6 +123,7 @@ def main() -> None:
         json.dumps(
             {
                 "engine": f"duckdb {duckdb.__version__}",
+                "form": "history" if args.from_history else "stored",
                 "seconds": round(seconds, 2),
                 "peak_rss_mib": round(peak_kib / 1024),
                 "rows": count,

@@ -59,11 +59,15 @@ pub enum Table {
     DailyHours,
     /// A month of `daily_hours` rows, laid out as `monthly`; the batch job.
     MonthlyHours,
+    /// Every publisher seen in `aggregates` up to a day, with the first day
+    /// it was seen, sorted by publisher: the SQI's first day without
+    /// rereading the whole history; the batch job, one partition a day.
+    FirstSeen,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Events,
         Table::Aggregates,
         Table::UrlCounts,
@@ -75,6 +79,7 @@ impl Table {
         Table::MonthlyUrls,
         Table::DailyHours,
         Table::MonthlyHours,
+        Table::FirstSeen,
     ];
 
     /// The prefix under the lake root, without a trailing slash.
@@ -91,6 +96,7 @@ impl Table {
             Self::MonthlyUrls => "monthly_urls",
             Self::DailyHours => "daily_hours",
             Self::MonthlyHours => "monthly_hours",
+            Self::FirstSeen => "first_seen",
         }
     }
 
@@ -98,7 +104,9 @@ impl Table {
     pub fn partition_columns(self) -> &'static [&'static str] {
         match self {
             Self::Events | Self::Aggregates | Self::UrlCounts => &["dt", "hour"],
-            Self::Daily | Self::DailyUrls | Self::DailyHours | Self::Sqi => &["dt"],
+            Self::Daily | Self::DailyUrls | Self::DailyHours | Self::Sqi | Self::FirstSeen => {
+                &["dt"]
+            }
             Self::Monthly | Self::MonthlyUrls | Self::MonthlyHours => &["month"],
             Self::Publishers => &[],
         }
@@ -126,6 +134,7 @@ impl Table {
             Self::DailyUrls | Self::MonthlyUrls => DAILY_URLS.clone(),
             Self::DailyHours | Self::MonthlyHours => DAILY_HOURS.clone(),
             Self::Sqi => SQI.clone(),
+            Self::FirstSeen => FIRST_SEEN.clone(),
         }
     }
 }
@@ -243,6 +252,14 @@ static DAILY_HOURS: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("event_type", false),
         utf8("device", false),
         int64("events"),
+        Field::new("complete", DataType::Boolean, false),
+    ]))
+});
+
+static FIRST_SEEN: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("publisher", false),
+        Field::new("first_day", DataType::Date32, false),
         Field::new("complete", DataType::Boolean, false),
     ]))
 });

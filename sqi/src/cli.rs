@@ -155,6 +155,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     daily_url_rows = day.daily_url_rows,
                     daily_hour_rows = day.daily_hour_rows,
                     sqi_rows = day.sqi_rows,
+                    first_seen_rows = day.first_seen_rows,
+                    inputs = day.plan.inputs.name(),
                     scored = day.scored,
                     complete = day.complete,
                     "day computed"

@@ -20,3 +20,4 @@ mod published_sql;
 mod report_api;
 mod sharding;
 mod sqi_independent;
+mod stored_inputs;

@@ -1,5 +1,5 @@
 //! `sqi batch --shard i/N`: the N shards' files union to exactly the rows of
-//! one unsharded run, in both `sqi/` and `daily/`, and each run leaves only its
+//! one unsharded run, in `sqi/`, `daily/`, `daily_urls/` and `first_seen/`, and each run leaves only its
 //! own split's files in the day's partition.
 
 use crate::fixture;
@@ -90,6 +90,7 @@ async fn four_shards_union_to_exactly_the_unsharded_rows() {
     let (whole_sqi, _) = day_rows(&lake, Table::Sqi).await;
     let (whole_daily, _) = day_rows(&lake, Table::Daily).await;
     let (whole_urls, _) = day_rows(&lake, Table::DailyUrls).await;
+    let (whole_first_seen, _) = day_rows(&lake, Table::FirstSeen).await;
     assert_eq!(whole_sqi.len(), 5200);
 
     let mut sharded_rows = 0;
@@ -128,17 +129,20 @@ async fn four_shards_union_to_exactly_the_unsharded_rows() {
     let (sharded_sqi, sqi_files) = day_rows(&lake, Table::Sqi).await;
     let (sharded_daily, daily_files) = day_rows(&lake, Table::Daily).await;
     let (sharded_urls, url_files) = day_rows(&lake, Table::DailyUrls).await;
+    let (sharded_first_seen, first_seen_files) = day_rows(&lake, Table::FirstSeen).await;
     let expected_files: BTreeSet<String> = (0..4)
         .map(|index| Shard { index, count: 4 }.file_name())
         .collect();
     assert_eq!(sqi_files, expected_files);
     assert_eq!(daily_files, expected_files);
     assert_eq!(url_files, expected_files);
+    assert_eq!(first_seen_files, expected_files);
     // Bit-identical rows, network-scored small categories included.
     assert!(whole_sqi.iter().any(|row| row.contains("|network|")));
     assert_same_rows("sqi", &sharded_sqi, &whole_sqi);
     assert_same_rows("daily", &sharded_daily, &whole_daily);
     assert_same_rows("daily_urls", &sharded_urls, &whole_urls);
+    assert_same_rows("first_seen", &sharded_first_seen, &whole_first_seen);
 
     // Going back to one run removes the shards' files.
     let _ = sqi_batch::run_day(&lake, fixture::day(), &gate, Shard::WHOLE)

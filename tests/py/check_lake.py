@@ -16,7 +16,7 @@ import boto3
 import duckdb
 import pyarrow.parquet as pq
 
-TABLES = ["events", "aggregates", "url_counts", "publishers", "daily", "daily_urls", "sqi", "monthly", "monthly_urls", "daily_hours", "monthly_hours"]
+TABLES = ["events", "aggregates", "url_counts", "publishers", "daily", "daily_urls", "sqi", "monthly", "monthly_urls", "daily_hours", "monthly_hours", "first_seen"]
 
 
 def lake_args():

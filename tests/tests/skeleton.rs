@@ -431,6 +431,10 @@ async fn skeleton(services: Services, brokers: String) {
         ]
     );
     assert_eq!(
+        columns("first_seen"),
+        ["publisher", "first_day", "complete"]
+    );
+    assert_eq!(
         columns("publishers"),
         ["publisher", "domain", "category", "created_at"]
     );

@@ -97,6 +97,32 @@ pub fn every_row_complete(metadata: &ParquetMetaData) -> bool {
     })
 }
 
+/// The files of `table`'s partition for `date` when they are one run's whole
+/// output (see [`Shard::one_whole_run`](paths::Shard::one_whole_run)) and
+/// every row of every file is `complete`; `None` otherwise, including when
+/// the partition is empty or a footer cannot be read.
+pub async fn complete_day(
+    lake: &Lake,
+    table: super::Table,
+    date: chrono::NaiveDate,
+) -> Result<Option<Vec<ObjectMeta>>> {
+    let files = lake.list_parquet(&paths::day_dir(table, date)).await?;
+    let names: Vec<&str> = files
+        .iter()
+        .map(|m| m.location.filename().unwrap_or_default())
+        .collect();
+    if !paths::Shard::one_whole_run(&names) {
+        return Ok(None);
+    }
+    for meta in &files {
+        match read_footer(lake, meta).await {
+            Ok(footer) if every_row_complete(&footer) => {}
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(files))
+}
+
 /// The footer key under which a month file lists its sources (JSON).
 pub const SOURCES_KEY: &str = "sqi.sources";
 

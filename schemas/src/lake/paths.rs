@@ -141,6 +141,25 @@ impl Shard {
             .and_then(|rest| rest.strip_suffix(&suffix))
             .is_some_and(|index| index.len() == 5 && index.bytes().all(|b| b.is_ascii_digit()))
     }
+
+    /// Whether a day partition's file names are one run's whole output: the
+    /// unsharded file alone, or every shard's file of one split. A missing
+    /// shard, files of two splits (a re-split half done) or a name no run
+    /// writes are not.
+    pub fn one_whole_run<S: AsRef<str>>(names: &[S]) -> bool {
+        let mut count = None;
+        let mut indexes = std::collections::BTreeSet::new();
+        for name in names {
+            let Some(shard) = Self::of_file(name.as_ref()) else {
+                return false;
+            };
+            if *count.get_or_insert(shard.count) != shard.count {
+                return false;
+            }
+            let _ = indexes.insert(shard.index);
+        }
+        count.is_some_and(|n| indexes.len() == n as usize)
+    }
 }
 
 impl fmt::Display for Shard {
@@ -277,6 +296,20 @@ mod tests {
 
     fn day(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn a_day_is_whole_when_one_split_has_every_file() {
+        assert!(Shard::one_whole_run(&[DAY_FILE]));
+        let halves = ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"];
+        assert!(Shard::one_whole_run(&halves));
+        assert!(!Shard::one_whole_run(&halves[..1]), "a shard missing");
+        assert!(
+            !Shard::one_whole_run(&[halves[0], halves[1], "part-00000-of-00003.parquet"]),
+            "two splits"
+        );
+        assert!(!Shard::one_whole_run(&[DAY_FILE, "notes.parquet"]));
+        assert!(!Shard::one_whole_run::<&str>(&[]));
     }
 
     #[test]

@@ -2,40 +2,49 @@
 -- One row per publisher with any aggregate row in the 28-day window W ending on
 -- {{date}}: exact integer sums over W with bot rows excluded, its category, and
 -- its first day. Placeholders: {{date}}, {{window_from}} (date - 27 days),
--- {{next_day}} (date + 1 day).
--- One pass over the history up to {{date}} gives both the window's sums and
--- each publisher's first day.
-WITH totals AS (
+-- {{previous_day}} (date - 1 day).
+-- W's days before {{date}} are read from the batch's own `daily` totals and
+-- {{date}} from `aggregates`; the first day comes from `first_seen` as of
+-- {{previous_day}}, so no run rereads the hourly history. The batch runs this
+-- form when every day of W before {{date}} has complete `daily` files and
+-- `first_seen` is complete for {{previous_day}}; otherwise it runs
+-- sqi_inputs_history.sql, which gives the same rows.
+WITH window_rows AS (
+    SELECT publisher, event_type, device, events, date AS day
+    FROM daily
+    WHERE dt >= '{{window_from}}' AND dt <= '{{previous_day}}'
+    UNION ALL
+    SELECT publisher, event_type, device, events, DATE '{{date}}' AS day
+    FROM aggregates
+    WHERE dt = '{{date}}'
+),
+totals AS (
     SELECT publisher,
-           COALESCE(SUM(events) FILTER (WHERE counted AND event_type = 'pageview'), 0) AS pageviews,
-           COALESCE(SUM(events) FILTER (WHERE counted AND event_type = 'share'), 0) AS shares,
-           COALESCE(SUM(events) FILTER (WHERE counted AND event_type = 'clickback'), 0) AS clickbacks,
-           BOOL_OR(in_window) AS seen_in_window,
-           CAST(MIN(window_start) AS DATE) AS first_day
-    FROM (
-        SELECT publisher, event_type, events, window_start, in_window,
-               in_window AND device <> 'bot' AS counted
-        FROM (
-            SELECT publisher, event_type, device, events, window_start,
-                   window_start >= TIMESTAMP '{{window_from}}T00:00:00Z' AS in_window
-            FROM aggregates
-            WHERE dt <= '{{date}}' AND window_start < TIMESTAMP '{{next_day}}T00:00:00Z'
-        ) history
-    ) flagged
+           COALESCE(SUM(events) FILTER (WHERE device <> 'bot' AND event_type = 'pageview'), 0) AS pageviews,
+           COALESCE(SUM(events) FILTER (WHERE device <> 'bot' AND event_type = 'share'), 0) AS shares,
+           COALESCE(SUM(events) FILTER (WHERE device <> 'bot' AND event_type = 'clickback'), 0) AS clickbacks,
+           MIN(day) AS first_day_in_window
+    FROM window_rows
     GROUP BY publisher
+),
+seen AS (
+    SELECT t.*,
+           LEAST(COALESCE(f.first_day, t.first_day_in_window), t.first_day_in_window) AS first_day
+    FROM totals t
+    LEFT JOIN (SELECT publisher, first_day FROM first_seen WHERE dt = '{{previous_day}}') f
+        ON t.publisher = f.publisher
 ),
 dimension AS (
     SELECT publisher, MIN(category) AS category, MIN(CAST(created_at AS DATE)) AS created_day
     FROM publishers
     GROUP BY publisher
 )
-SELECT t.publisher,
+SELECT s.publisher,
        COALESCE(NULLIF(d.category, ''), 'uncategorized') AS category,
-       t.pageviews,
-       t.shares,
-       t.clickbacks,
-       LEAST(COALESCE(t.first_day, d.created_day), COALESCE(d.created_day, t.first_day)) AS first_day
-FROM totals t
-LEFT JOIN dimension d ON t.publisher = d.publisher
-WHERE t.seen_in_window
-ORDER BY t.publisher
+       s.pageviews,
+       s.shares,
+       s.clickbacks,
+       LEAST(COALESCE(s.first_day, d.created_day), COALESCE(d.created_day, s.first_day)) AS first_day
+FROM seen s
+LEFT JOIN dimension d ON s.publisher = d.publisher
+ORDER BY s.publisher

@@ -43,11 +43,21 @@ pub use error::{Error, Result};
 pub mod compact;
 pub mod error;
 pub mod publishers;
+pub mod stored;
+
+pub use stored::{DayPlan, Form};
 
 use sqi_query::{self as query, Workload};
 
-/// Stage 1: per-publisher inputs over the 28-day window.
+/// Stage 1: per-publisher inputs over the 28-day window, from the batch's
+/// own `daily` and `first_seen` ([`Form::Stored`]).
 pub const INPUTS_SQL: &str = include_str!("../sql/sqi_inputs.sql");
+/// Stage 1 from the whole hourly history ([`Form::History`]): the same rows.
+pub const INPUTS_FROM_HISTORY_SQL: &str = include_str!("../sql/sqi_inputs_history.sql");
+/// The day's `first_seen`, carried forward from the day before's.
+pub const FIRST_SEEN_SQL: &str = include_str!("../sql/first_seen.sql");
+/// The day's `first_seen` from the whole hourly history: the same rows.
+pub const FIRST_SEEN_FROM_HISTORY_SQL: &str = include_str!("../sql/first_seen_history.sql");
 /// Stage 2: shrinkage, score and flags over the inputs.
 pub const SCORE_SQL: &str = include_str!("../sql/sqi_score.sql");
 /// The day's totals.
@@ -206,6 +216,10 @@ pub struct DayOutcome {
     pub daily_hour_rows: usize,
     /// Rows in `sqi/dt=…/`.
     pub sqi_rows: usize,
+    /// Rows in `first_seen/dt=…/`.
+    pub first_seen_rows: usize,
+    /// The forms stage 1 and `first_seen` took.
+    pub plan: DayPlan,
     /// Publishers with a non-null SQI.
     pub scored: usize,
     /// Whether every hour of the day was marked complete by the processor.
@@ -220,6 +234,7 @@ pub fn render(template: &str, date: NaiveDate) -> String {
         .replace("{{date}}", &date.to_string())
         .replace("{{window_from}}", &minus(27).to_string())
         .replace("{{next_day}}", &plus(1).to_string())
+        .replace("{{previous_day}}", &minus(1).to_string())
         .replace("{{provisional_after}}", &minus(28).to_string())
 }
 
@@ -279,10 +294,16 @@ impl ShardScope {
         })
     }
 
-    /// A session whose `aggregates` and `url_counts` (those of `tables`) hold
-    /// only this shard's publishers' rows.
+    /// A session whose tables keyed by publisher (those of `tables`:
+    /// `aggregates`, `url_counts`, `daily`, `first_seen`) hold only this
+    /// shard's publishers' rows.
     async fn session(&self, lake: &Lake, tables: &[Table]) -> Result<SessionContext> {
-        let scoped = [Table::Aggregates, Table::UrlCounts];
+        let scoped = [
+            Table::Aggregates,
+            Table::UrlCounts,
+            Table::Daily,
+            Table::FirstSeen,
+        ];
         let others: Vec<Table> = tables
             .iter()
             .copied()
@@ -351,29 +372,78 @@ fn needs_network(inputs: &RecordBatch) -> Result<bool> {
 
 /// Computes one shard's SQI rows for `date` without writing them.
 pub async fn compute_sqi_shard(lake: &Lake, date: NaiveDate, shard: Shard) -> Result<RecordBatch> {
-    let (scope, inputs) = sqi_inputs(lake, date, shard).await?;
+    let plan = DayPlan::of(lake, date).await?;
+    let (scope, inputs) = sqi_inputs(lake, date, shard, plan.inputs).await?;
     score(lake, date, shard, scope.as_ref(), inputs).await
 }
 
-/// Stage 1: the shard's scope (none for a whole run) and its publishers' inputs.
+/// Computes stage 1's rows (every publisher's inputs) for `date` in `form`,
+/// without scoring them: the two forms give the same rows.
+pub async fn compute_inputs(lake: &Lake, date: NaiveDate, form: Form) -> Result<RecordBatch> {
+    Ok(sqi_inputs(lake, date, Shard::WHOLE, form).await?.1)
+}
+
+/// Computes one shard's `first_seen` rows for `date` in `form`, without
+/// writing them: the two forms give the same rows.
+pub async fn compute_first_seen(
+    lake: &Lake,
+    date: NaiveDate,
+    shard: Shard,
+    form: Form,
+) -> Result<RecordBatch> {
+    let (tables, sql): (&[Table], _) = match form {
+        Form::Stored => (&[Table::Aggregates, Table::FirstSeen], FIRST_SEEN_SQL),
+        Form::History => (&[Table::Aggregates], FIRST_SEEN_FROM_HISTORY_SQL),
+    };
+    let ctx = if shard.is_whole() {
+        query::session(lake, tables, num_cpus(), Workload::Batch).await?
+    } else {
+        ShardScope::load(lake, shard)
+            .await?
+            .session(lake, tables)
+            .await?
+    };
+    let started = std::time::Instant::now();
+    let rows = query::collect_one(&ctx, &render(sql, date)).await?;
+    tracing::info!(%date, %shard, form = form.name(), rows = rows.num_rows(), seconds = started.elapsed().as_secs_f64(), "first days carried");
+    conform_computed(&rows, Table::FirstSeen)
+}
+
+/// Stage 1 in `form`: the shard's scope (none for a whole run) and its
+/// publishers' inputs.
 async fn sqi_inputs(
     lake: &Lake,
     date: NaiveDate,
     shard: Shard,
+    form: Form,
 ) -> Result<(Option<ShardScope>, RecordBatch)> {
     require_publishers(lake).await?;
     let started = std::time::Instant::now();
-    let tables = [Table::Aggregates, Table::Publishers];
-    let inputs_sql = render(INPUTS_SQL, date);
+    let (tables, sql): (&[Table], _) = match form {
+        Form::Stored => (
+            &[
+                Table::Aggregates,
+                Table::Daily,
+                Table::FirstSeen,
+                Table::Publishers,
+            ],
+            INPUTS_SQL,
+        ),
+        Form::History => (
+            &[Table::Aggregates, Table::Publishers],
+            INPUTS_FROM_HISTORY_SQL,
+        ),
+    };
+    let inputs_sql = render(sql, date);
     let (scope, inputs) = if shard.is_whole() {
-        let ctx = query::session(lake, &tables, num_cpus(), Workload::Batch).await?;
+        let ctx = query::session(lake, tables, num_cpus(), Workload::Batch).await?;
         (None, query::collect_one(&ctx, &inputs_sql).await?)
     } else {
         let scope = ShardScope::load(lake, shard).await?;
-        let ctx = scope.session(lake, &tables).await?;
+        let ctx = scope.session(lake, tables).await?;
         let mut inputs = query::collect_one(&ctx, &inputs_sql).await?;
         if needs_network(&inputs)? {
-            let ctx = query::session(lake, &tables, num_cpus(), Workload::Batch).await?;
+            let ctx = query::session(lake, tables, num_cpus(), Workload::Batch).await?;
             inputs = query::collect_one(&ctx, &inputs_sql).await?;
         }
         (Some(scope), inputs)
@@ -381,6 +451,7 @@ async fn sqi_inputs(
     tracing::info!(
         %date,
         %shard,
+        form = form.name(),
         publishers = inputs.num_rows(),
         seconds = started.elapsed().as_secs_f64(),
         "stage 1: inputs summed"
@@ -531,7 +602,8 @@ pub async fn run_day(
     // Stage 2 scores on one core; the day's totals are summed and every file
     // encoded on the other meanwhile. Nothing is put before all three are
     // computed, so a failure leaves the day's earlier output whole.
-    let (scope, inputs) = sqi_inputs(lake, date, shard).await?;
+    let plan = DayPlan::of(lake, date).await?;
+    let (scope, inputs) = sqi_inputs(lake, date, shard, plan.inputs).await?;
     let scoring = {
         let lake = lake.clone();
         tokio::spawn(async move {
@@ -562,13 +634,19 @@ pub async fn run_day(
         );
         let daily = compute_daily_shard(lake, date, shard).await?;
         let daily = encoding(Table::Daily, with_complete(&daily, Table::Daily, complete)?);
+        let first_seen = compute_first_seen(lake, date, shard, plan.first_seen).await?;
+        let first_seen = encoding(
+            Table::FirstSeen,
+            with_complete(&first_seen, Table::FirstSeen, complete)?,
+        );
         Ok::<_, Error>((
             encoded(daily).await?,
             encoded(urls).await?,
             encoded(hours).await?,
+            encoded(first_seen).await?,
         ))
     };
-    let (daily, daily_urls, daily_hours) = match totals.await {
+    let (daily, daily_urls, daily_hours, first_seen) = match totals.await {
         Ok(files) => files,
         Err(error) => {
             scoring.abort();
@@ -580,12 +658,17 @@ pub async fn run_day(
     put_day(lake, Table::DailyUrls, date, shard, &daily_urls).await?;
     put_day(lake, Table::DailyHours, date, shard, &daily_hours).await?;
     put_day(lake, Table::Sqi, date, shard, &sqi).await?;
+    // Last: the next day's run takes the stored form only once this is
+    // here, and by then the day's `daily` is too.
+    put_day(lake, Table::FirstSeen, date, shard, &first_seen).await?;
     Ok(DayOutcome {
         date,
         daily_rows: daily.rows,
         daily_url_rows: daily_urls.rows,
         daily_hour_rows: daily_hours.rows,
         sqi_rows: sqi.rows,
+        first_seen_rows: first_seen.rows,
+        plan,
         scored,
         complete,
     })
@@ -733,6 +816,9 @@ mod tests {
         assert_eq!(sql, "2024-03-01 2024-03-28 2024-03-29 2024-02-29");
         for template in [
             INPUTS_SQL,
+            INPUTS_FROM_HISTORY_SQL,
+            FIRST_SEEN_SQL,
+            FIRST_SEEN_FROM_HISTORY_SQL,
             SCORE_SQL,
             DAILY_SQL,
             DAILY_URLS_SQL,
@@ -788,6 +874,8 @@ mod tests {
         assert!(SCORE_SQL.contains(&format!(
             "COALESCE(c.eligible_count, 0) >= {PEER_GROUP_MIN}"
         )));
-        assert!(INPUTS_SQL.contains(&format!("'{UNCATEGORIZED}'")));
+        for inputs in [INPUTS_SQL, INPUTS_FROM_HISTORY_SQL] {
+            assert!(inputs.contains(&format!("'{UNCATEGORIZED}'")));
+        }
     }
 }

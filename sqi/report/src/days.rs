@@ -183,7 +183,9 @@ pub(super) async fn read(
         }
         let answered = by_day
             .into_iter()
-            .filter(|(day, complete)| *complete && names.get(day).is_some_and(|n| one_whole_run(n)))
+            .filter(|(day, complete)| {
+                *complete && names.get(day).is_some_and(|n| Shard::one_whole_run(n))
+            })
             .map(|(day, _)| day)
             .collect();
         match table {
@@ -193,7 +195,7 @@ pub(super) async fn read(
             Table::Sqi => {
                 days.sqi = names
                     .into_iter()
-                    .filter(|(_, n)| one_whole_run(n))
+                    .filter(|(_, n)| Shard::one_whole_run(n))
                     .map(|(day, _)| day)
                     .collect();
             }
@@ -220,24 +222,6 @@ pub(super) async fn read(
     memo.complete.retain(|path, _| seen.contains(path));
     memo.sources.retain(|path, _| seen.contains(path));
     Ok((newest, days))
-}
-
-/// Whether a day's file names are one run's whole output: the unsharded
-/// file alone, or every shard's file of one split. A missing shard, files of
-/// two splits (a re-split half done) or a name no run writes are not.
-fn one_whole_run(names: &[String]) -> bool {
-    let mut count = None;
-    let mut indexes = BTreeSet::new();
-    for name in names {
-        let Some(shard) = Shard::of_file(name) else {
-            return false;
-        };
-        if *count.get_or_insert(shard.count) != shard.count {
-            return false;
-        }
-        let _ = indexes.insert(shard.index);
-    }
-    count.is_some_and(|n| indexes.len() == n as usize)
 }
 
 /// The complete days of `table` whose files are, one for one and version for
