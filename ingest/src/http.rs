@@ -21,7 +21,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -75,14 +75,33 @@ struct Inner {
     request_metrics: RequestMetrics,
 }
 
-/// Every route of [`router`], so that a metric label is a static string.
-const ROUTES: [&str; 6] = [
-    "/v1/events",
-    "/v1/pixel.gif",
-    "/widget.js",
-    "/livez",
-    "/readyz",
-    "/metrics",
+/// Where widgets post events.
+const EVENTS: &str = "/v1/events";
+/// One event from a query string, for pages where scripts cannot run.
+const PIXEL: &str = "/v1/pixel.gif";
+/// The share widget.
+const WIDGET: &str = "/widget.js";
+/// Liveness.
+const LIVEZ: &str = "/livez";
+/// Readiness.
+const READYZ: &str = "/readyz";
+/// The Prometheus scrape.
+const METRICS: &str = "/metrics";
+
+/// Makes what serves a route, when [`router`] is built.
+type Serve = fn() -> MethodRouter<AppState>;
+
+/// Every route, with what serves it. [`router`] serves exactly these, and a
+/// request's metric label is its route's path from here (a static string),
+/// so a route cannot be served without its label, nor labelled without
+/// being served.
+const ROUTES: [(&str, Serve); 6] = [
+    (EVENTS, || post(post_events).options(preflight)),
+    (PIXEL, || get(pixel).options(preflight)),
+    (WIDGET, || get(widget)),
+    (LIVEZ, || get(livez)),
+    (READYZ, || get(readyz)),
+    (METRICS, || get(render_metrics)),
 ];
 
 impl AppState {
@@ -124,13 +143,11 @@ impl AppState {
 
 /// The ingest router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/events", post(post_events).options(preflight))
-        .route("/v1/pixel.gif", get(pixel).options(preflight))
-        .route("/widget.js", get(widget))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
+    ROUTES
+        .into_iter()
+        .fold(Router::new(), |router, (path, serve)| {
+            router.route(path, serve())
+        })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             cors_and_metrics,
@@ -216,8 +233,12 @@ async fn cors_and_metrics(State(state): State<AppState>, request: Request, next:
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .and_then(|p| ROUTES.iter().find(|r| **r == p.as_str()))
-        .copied()
+        .and_then(|p| {
+            ROUTES
+                .iter()
+                .map(|(path, _)| *path)
+                .find(|path| *path == p.as_str())
+        })
         .unwrap_or("unmatched");
     let method = method_label(request.method());
     let origin = request.headers().get(header::ORIGIN).cloned();
