@@ -15,11 +15,13 @@
 
 pub mod allowlist;
 pub mod config;
+mod decode;
 pub mod enrich;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod limiter;
+pub mod metric;
 pub mod producer;
 pub mod serve;
 
@@ -45,7 +47,7 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    http::metric::register();
+    metric::register();
     let health = Health::new(config.unready_after, config.stall_after);
     let connection = sqi_kafka::Connection::new(&config.kafka)?;
     connection.ready().await?;

@@ -32,7 +32,7 @@ use sqi_schemas::record::EventRecord;
 use crate::config::IngestConfig;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthContext, STATS_INTERVAL};
-use crate::http::metric;
+use crate::metric;
 
 /// Why a batch was not acknowledged.
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use crate::http::metric;
+use crate::metric;
 
 /// The most a connection buffers while reading a request head; a longer head
 /// is refused (431) rather than buffered. The widget's heads are under 2 KiB.

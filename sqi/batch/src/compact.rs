@@ -93,7 +93,7 @@ pub async fn compact_month(
     } else {
         merge(lake, day_table, &inputs, &target).await?
     };
-    crate::remove_stale(lake, &dir, shard).await?;
+    crate::write::remove_stale(lake, &dir, shard).await?;
     Ok(Compacted {
         table,
         month,

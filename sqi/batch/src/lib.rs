@@ -15,37 +15,44 @@
 //! [`PEER_GROUP_MIN`] eligible publishers also reads the whole network's inputs
 //! to score it, so its rows match the unsharded run bit for bit.
 //!
+//! The crate root is a day's run: the completeness gate, the two stages, the
+//! day tables, and the order their files are put in. The flags and the days
+//! they name are in `args`, which categories a shard owns in `shard`,
+//! encoding and putting a day's files in `write`, the month merge in
+//! `compact`, and the publishers import in `publishers`.
+//!
 //! The crate owns the batch's prefixes of the lake (`daily/`, `daily_urls/`,
 //! `daily_hours/`, `sqi/`, their month files under `monthly*/`) and the
 //! publishers import (`publishers/`); it reads the processor's prefixes
 //! through the lake contract (`sqi-schemas`, `sqi-query`) and must never
 //! write them, serve reports, or depend on another stage's crate.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
-use arrow::compute::filter_record_batch;
-use arrow::datatypes::Int64Type;
+use arrow::array::{Array, BooleanArray, RecordBatch};
 use arrow::datatypes::Schema;
 use chrono::{Days, NaiveDate};
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
-use sqi_schemas::cli::LakeArgs;
-use sqi_schemas::lake::paths::{self, PUBLISHERS_FILE, completeness};
 pub use sqi_schemas::lake::paths::{DAY_FILE, Shard};
-use sqi_schemas::lake::{COMPLETE, Lake, Table, profile};
-
-use datafusion::prelude::SessionContext;
+use sqi_schemas::lake::paths::{PUBLISHERS_FILE, completeness};
+use sqi_schemas::lake::{COMPLETE, Lake, Table};
 
 pub use error::{Error, Result};
 
+mod args;
 pub mod compact;
 pub mod error;
 pub mod publishers;
+mod shard;
 pub mod stored;
+mod write;
 
+pub use args::{BatchArgs, parse_day};
+pub use shard::assign_shards;
+use shard::{ShardScope, needs_network};
 pub use stored::{DayPlan, Form};
+pub use write::write_day;
+use write::{encoded, encoding, put_day};
 
 use sqi_query::{self as query, Workload};
 
@@ -73,80 +80,6 @@ pub const ELIGIBLE_PAGEVIEWS: i64 = 1000;
 pub const PEER_GROUP_MIN: usize = 30;
 /// The category of a publisher the dimension does not name.
 pub const UNCATEGORIZED: &str = "uncategorized";
-
-/// Spreads categories over `count` shards: largest first, each onto the shard
-/// with the fewest publishers so far (ties to the lower index). Every shard
-/// derives the same assignment from the same dimension, with no coordination.
-pub fn assign_shards(
-    publishers_per_category: &BTreeMap<String, u64>,
-    count: u32,
-) -> BTreeMap<String, u32> {
-    let mut categories: Vec<(&String, u64)> = publishers_per_category
-        .iter()
-        .map(|(c, n)| (c, *n))
-        .collect();
-    categories.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let mut load = vec![0u64; count.max(1) as usize];
-    let mut assignment = BTreeMap::new();
-    for (category, publishers) in categories {
-        let (shard, _) = load
-            .iter()
-            .enumerate()
-            .min_by_key(|(i, l)| (**l, *i))
-            .unwrap_or((0, &0));
-        load[shard] += publishers;
-        let _ = assignment.insert(category.clone(), shard as u32);
-    }
-    assignment
-}
-
-/// `sqi batch` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BatchArgs {
-    /// The lake.
-    #[command(flatten)]
-    pub lake: LakeArgs,
-    /// Compute one day: YYYY-MM-DD (UTC), or `today`/`yesterday` by the UTC
-    /// clock, so that a CronJob needs no shell to name the day before.
-    #[arg(long, env = "SQI_DATE", value_parser = parse_day, conflicts_with_all = ["from", "to"], required_unless_present = "from")]
-    pub date: Option<NaiveDate>,
-    /// First day of a backfill, inclusive (same forms as `--date`).
-    #[arg(long, env = "SQI_FROM", value_parser = parse_day, requires = "to")]
-    pub from: Option<NaiveDate>,
-    /// Last day of a backfill, inclusive (same forms as `--date`).
-    #[arg(long, env = "SQI_TO", value_parser = parse_day, requires = "from")]
-    pub to: Option<NaiveDate>,
-    /// The events topic whose completeness markers gate each day.
-    #[arg(long, env = "SQI_TOPIC", default_value = "share-events")]
-    pub topic: String,
-    /// Compute days the processor has not marked complete; their rows get `complete = false`.
-    #[arg(long, env = "SQI_ALLOW_INCOMPLETE")]
-    pub allow_incomplete: bool,
-    /// Compute only shard INDEX of COUNT (categories spread by size), writing
-    /// `part-INDEX-of-COUNT.parquet`; `0/1` is the whole day.
-    #[arg(long, env = "SQI_SHARD", default_value = "0/1")]
-    pub shard: Shard,
-    /// Skip merging each touched month into `monthly/`, `monthly_urls/` and
-    /// `monthly_hours/` (the report then reads those days from the day tables).
-    #[arg(long, env = "SQI_NO_COMPACT")]
-    pub no_compact: bool,
-}
-
-/// Parses a `--date`: an ISO day, or `today`/`yesterday` in UTC.
-pub fn parse_day(text: &str) -> std::result::Result<NaiveDate, String> {
-    day_relative_to(text, chrono::Utc::now().date_naive())
-}
-
-fn day_relative_to(text: &str, today: NaiveDate) -> std::result::Result<NaiveDate, String> {
-    match text.trim() {
-        "today" => Ok(today),
-        "yesterday" => today
-            .checked_sub_days(Days::new(1))
-            .ok_or_else(|| "there is no day before the first one".to_owned()),
-        day => NaiveDate::parse_from_str(day, "%Y-%m-%d")
-            .map_err(|_| format!("`{day}` is not a day: give YYYY-MM-DD, `today` or `yesterday`")),
-    }
-}
 
 /// Whether a day may be computed before the processor has closed all its hours.
 #[derive(Debug, Clone)]
@@ -187,22 +120,6 @@ pub async fn missing_hours(lake: &Lake, topic: &str, date: NaiveDate) -> Result<
     Ok(missing)
 }
 
-impl BatchArgs {
-    /// The days to compute, in order.
-    pub fn days(&self) -> Result<Vec<NaiveDate>> {
-        match (self.date, self.from, self.to) {
-            (Some(d), _, _) => Ok(vec![d]),
-            (None, Some(from), Some(to)) if from <= to => {
-                Ok(from.iter_days().take_while(|d| *d <= to).collect())
-            }
-            (None, Some(from), Some(to)) => {
-                Err(Error::Invalid(format!("--from {from} is after --to {to}")))
-            }
-            _ => Err(Error::Invalid("give --date D or --from D1 --to D2".into())),
-        }
-    }
-}
-
 /// What one day's run wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayOutcome {
@@ -241,133 +158,6 @@ pub fn render(template: &str, date: NaiveDate) -> String {
 /// Computes the SQI rows for `date` without writing them.
 pub async fn compute_sqi(lake: &Lake, date: NaiveDate) -> Result<RecordBatch> {
     compute_sqi_shard(lake, date, Shard::WHOLE).await
-}
-
-/// The publishers one shard owns, and how the lake's `aggregates` are narrowed to them.
-struct ShardScope {
-    categories: BTreeSet<String>,
-    /// Publishers whose rows the shard reads (`keep = true`) or skips (`false`):
-    /// the shard owning `uncategorized` must also read publishers the dimension
-    /// does not know, so it lists the others' publishers to skip.
-    listed: RecordBatch,
-    keep: bool,
-}
-
-impl ShardScope {
-    async fn load(lake: &Lake, shard: Shard) -> Result<Self> {
-        let ctx = query::session(lake, &[Table::Publishers], num_cpus(), Workload::Batch).await?;
-        // The same normalisation as stage 1's `dimension` and category.
-        let dimension = query::collect_one(
-            &ctx,
-            &format!(
-                "SELECT publisher, COALESCE(NULLIF(MIN(category), ''), '{UNCATEGORIZED}') AS category \
-                 FROM publishers GROUP BY publisher"
-            ),
-        )
-        .await?;
-        let publishers = string_column(&dimension, "publisher")?;
-        let categories = string_column(&dimension, "category")?;
-        let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
-        *sizes.entry(UNCATEGORIZED.to_owned()).or_default() += 0;
-        for category in categories.iter().flatten() {
-            *sizes.entry(category.to_owned()).or_default() += 1;
-        }
-        let assignment = assign_shards(&sizes, shard.count);
-        let owned: BTreeSet<String> = assignment
-            .iter()
-            .filter(|(_, s)| **s == shard.index)
-            .map(|(c, _)| c.clone())
-            .collect();
-        let keep = !owned.contains(UNCATEGORIZED);
-        let mask: BooleanArray = categories
-            .iter()
-            .map(|c| Some(c.is_some_and(|c| owned.contains(c)) == keep))
-            .collect();
-        let listed = filter_record_batch(
-            &RecordBatch::try_from_iter([("publisher", Arc::new(publishers.clone()) as _)])?,
-            &mask,
-        )?;
-        Ok(Self {
-            categories: owned,
-            listed,
-            keep,
-        })
-    }
-
-    /// A session whose tables keyed by publisher (those of `tables`:
-    /// `aggregates`, `url_counts`, `daily`, `first_seen`) hold only this
-    /// shard's publishers' rows.
-    async fn session(&self, lake: &Lake, tables: &[Table]) -> Result<SessionContext> {
-        let scoped = [
-            Table::Aggregates,
-            Table::UrlCounts,
-            Table::Daily,
-            Table::FirstSeen,
-        ];
-        let others: Vec<Table> = tables
-            .iter()
-            .copied()
-            .filter(|t| !scoped.contains(t))
-            .collect();
-        let ctx = query::session(lake, &others, num_cpus(), Workload::Batch).await?;
-        let _ = ctx.register_batch("shard_listed", self.listed.clone())?;
-        let exists = if self.keep { "EXISTS" } else { "NOT EXISTS" };
-        for table in scoped.into_iter().filter(|t| tables.contains(t)) {
-            let name = table.prefix();
-            query::register_as(&ctx, lake, table, &format!("lake_{name}")).await?;
-            let _ = ctx
-                .sql(&format!(
-                    "CREATE VIEW {name} AS SELECT * FROM lake_{name} a WHERE {exists} \
-                     (SELECT 1 FROM shard_listed s WHERE s.publisher = a.publisher)"
-                ))
-                .await?
-                .collect()
-                .await?;
-        }
-        Ok(ctx)
-    }
-
-    /// The rows of `batch` whose `category` this shard owns.
-    fn retain(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let categories = string_column(batch, "category")?;
-        let mask: BooleanArray = categories
-            .iter()
-            .map(|c| Some(c.is_some_and(|c| self.categories.contains(c))))
-            .collect();
-        Ok(filter_record_batch(batch, &mask)?)
-    }
-}
-
-fn string_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| Error::Invalid(format!("query produced no column `{name}`")))?;
-    Ok(
-        arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?
-            .as_string::<i32>()
-            .clone(),
-    )
-}
-
-/// Whether any category among `inputs` has too few eligible publishers to be
-/// its own peer group, so that scoring needs the whole network.
-fn needs_network(inputs: &RecordBatch) -> Result<bool> {
-    let categories = string_column(inputs, "category")?;
-    let pageviews = inputs
-        .column_by_name("pageviews")
-        .ok_or_else(|| Error::Invalid("stage 1 produced no `pageviews`".into()))?;
-    let pageviews = arrow::compute::cast(pageviews, &arrow::datatypes::DataType::Int64)?;
-    let pageviews = pageviews.as_primitive::<Int64Type>();
-    let mut eligible: BTreeMap<&str, usize> = BTreeMap::new();
-    for (category, views) in categories.iter().zip(pageviews.iter()) {
-        let count = eligible
-            .entry(category.unwrap_or(UNCATEGORIZED))
-            .or_default();
-        if views.unwrap_or(0) >= ELIGIBLE_PAGEVIEWS {
-            *count += 1;
-        }
-    }
-    Ok(eligible.values().any(|n| *n < PEER_GROUP_MIN))
 }
 
 /// Computes one shard's SQI rows for `date` without writing them.
@@ -674,78 +464,6 @@ pub async fn run_day(
     })
 }
 
-/// A day table's file, encoded and not yet put.
-#[derive(Debug)]
-struct DayFile {
-    rows: usize,
-    bytes: bytes::Bytes,
-}
-
-impl DayFile {
-    fn encode(table: Table, batch: &RecordBatch) -> Result<Self> {
-        Ok(Self {
-            rows: batch.num_rows(),
-            bytes: profile::parquet_bytes_with(batch, profile::day(table))?,
-        })
-    }
-}
-
-/// Starts encoding a day table's rows off the async workers (encoding is
-/// CPU-bound); [`encoded`] waits for it.
-fn encoding(table: Table, batch: RecordBatch) -> tokio::task::JoinHandle<Result<DayFile>> {
-    tokio::task::spawn_blocking(move || DayFile::encode(table, &batch))
-}
-
-async fn encoded(encoding: tokio::task::JoinHandle<Result<DayFile>>) -> Result<DayFile> {
-    encoding.await?
-}
-
-/// Puts a day's output file for `shard`, then removes anything in its
-/// partition that is neither that file nor a sibling shard's of the same split.
-pub async fn write_day(
-    lake: &Lake,
-    table: Table,
-    date: NaiveDate,
-    shard: Shard,
-    batch: &RecordBatch,
-) -> Result<()> {
-    put_day(lake, table, date, shard, &DayFile::encode(table, batch)?).await
-}
-
-async fn put_day(
-    lake: &Lake,
-    table: Table,
-    date: NaiveDate,
-    shard: Shard,
-    file: &DayFile,
-) -> Result<()> {
-    lake.put(&paths::day_file(table, date, shard), file.bytes.clone())
-        .await?;
-    remove_stale(lake, &paths::day_dir(table, date), shard).await
-}
-
-/// Removes anything in the partition `dir` that is neither `shard`'s file nor
-/// a sibling shard's of the same split.
-pub(crate) async fn remove_stale(lake: &Lake, dir: &str, shard: Shard) -> Result<()> {
-    let prefix = lake.path(dir);
-    let stale: Vec<_> = lake
-        .store()
-        .list(Some(&prefix))
-        .try_filter(|meta| {
-            futures::future::ready(!meta.location.filename().is_some_and(|n| shard.keeps(n)))
-        })
-        .try_collect()
-        .await?;
-    for meta in stale {
-        // A concurrent run of the same day may have removed it first.
-        match lake.store().delete(&meta.location).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(())
-}
-
 /// Runs every requested day in order, reporting progress through `on_day`.
 pub async fn run(args: &BatchArgs, mut on_day: impl FnMut(&DayOutcome)) -> Result<Vec<DayOutcome>> {
     let lake = Lake::open(&args.lake.url, &args.lake.options())?;
@@ -781,7 +499,7 @@ pub async fn run(args: &BatchArgs, mut on_day: impl FnMut(&DayOutcome)) -> Resul
     Ok(outcomes)
 }
 
-fn num_cpus() -> usize {
+pub(crate) fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 
@@ -826,46 +544,6 @@ mod tests {
         ] {
             assert!(!render(template, date).contains("{{"));
         }
-    }
-
-    #[test]
-    fn days_are_iso_or_relative_to_the_utc_day() {
-        let today = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
-        let leap_day = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
-        assert_eq!(day_relative_to("yesterday", today), Ok(leap_day));
-        assert_eq!(day_relative_to("today", today), Ok(today));
-        assert_eq!(day_relative_to("2024-02-29", today), Ok(leap_day));
-        for bad in ["2024-02-30", "tomorrow", "", "1/3/2024"] {
-            let error = day_relative_to(bad, today).unwrap_err();
-            assert!(error.contains("YYYY-MM-DD"), "{bad}: {error}");
-        }
-    }
-
-    #[test]
-    fn categories_spread_largest_first_onto_the_least_loaded_shard() {
-        let sizes: BTreeMap<String, u64> = [
-            ("news", 100),
-            ("sports", 60),
-            ("food", 50),
-            ("pets", 10),
-            ("uncategorized", 0),
-        ]
-        .into_iter()
-        .map(|(c, n)| (c.to_owned(), n))
-        .collect();
-        let assignment = assign_shards(&sizes, 2);
-        let load = |shard: u32| -> u64 {
-            assignment
-                .iter()
-                .filter(|(_, s)| **s == shard)
-                .map(|(c, _)| sizes[c])
-                .sum()
-        };
-        // news | sports + food + pets (+ the empty uncategorized).
-        assert_eq!((load(0), load(1)), (110, 110));
-        assert_eq!(assignment.len(), sizes.len());
-        assert_eq!(assign_shards(&sizes, 2), assignment);
-        assert!(assign_shards(&sizes, 1).values().all(|s| *s == 0));
     }
 
     #[test]

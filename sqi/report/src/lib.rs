@@ -7,11 +7,12 @@
 //! internal failures are logged here and answered with a generic message.
 //!
 //! Inside, a request passes one layer each way: `guard` (rate limits, the
-//! answer cache) and `keys` (401/403), then `params` (every parameter
-//! parsed or refused, naming its field), `endpoints` (the handlers: sum and
-//! shape), `read` (which table answers which day, the rows), and back out
-//! as an `answer` type, JSON or CSV. `lake_state` refreshes the view of the
-//! lake that `read` plans by and the cache is keyed on.
+//! answer cache, kept in `cache`) and `keys` (401/403), then `params` (every
+//! parameter parsed or refused, naming its field), `endpoints` (the
+//! handlers), `read` (which table answers which day, the rows), `series`
+//! (the sums), and back out as an `answer` type, JSON or CSV (`shape`).
+//! `lake_state` refreshes the view of the lake that `read` plans by and the
+//! cache is keyed on.
 //!
 //! It reads the lake through the contract (`sqi-schemas`, `sqi-query`) and
 //! must never write it, compute the SQI, or depend on another stage's crate.
@@ -36,6 +37,7 @@ pub use error::{Error, Result};
 use sqi_query as query;
 
 pub mod answer;
+mod cache;
 mod dashboard;
 mod days;
 mod endpoints;
@@ -47,13 +49,15 @@ mod openapi;
 pub mod params;
 mod read;
 mod scan;
+mod series;
+mod shape;
 pub mod window;
 
 pub use guard::ReportOptions;
 pub use keys::{ApiKey, KeyRing, Scope};
 use keys::{Keys, authenticate, authorize};
 
-pub use endpoints::Totals;
+pub use series::Totals;
 
 /// `sqi report` flags.
 #[derive(Debug, Clone, clap::Args)]

@@ -4,6 +4,11 @@
 //! directory for S3, so nothing needs installing. Synthetic widget traffic goes
 //! through the real ingest HTTP API, the real processor writes the real lake,
 //! the real batch job scores it, and the real report API serves it.
+//!
+//! This module runs the whole and serves the report; the publishers and
+//! their traffic are `traffic`'s, the weeks written straight into the lake
+//! `history`'s, waiting for the processor `wait`'s, and the printed SQI
+//! table `table`'s.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,8 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use chrono::{NaiveDate, Utc};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -32,9 +35,14 @@ use sqi_batch::publishers;
 use sqi_report as report;
 
 mod history;
+mod table;
 mod traffic;
+mod wait;
 
+pub use table::ScoreRow;
+use table::{print_table, read_scores};
 use traffic::Counts;
+use wait::{STALLED_AFTER, await_committed, await_reader};
 
 /// `sqi demo` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,27 +79,6 @@ pub struct DemoArgs {
 /// A fresh directory under the system temp dir, named for now.
 pub fn default_lake_dir() -> PathBuf {
     std::env::temp_dir().join(format!("sqi-demo-{}", Utc::now().format("%Y%m%dT%H%M%S")))
-}
-
-/// One printed SQI row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScoreRow {
-    /// Publisher id.
-    pub publisher: String,
-    /// Category.
-    pub category: String,
-    /// Peer group.
-    pub peer_group: String,
-    /// Pageviews over the window.
-    pub pageviews: i64,
-    /// Shares over the window.
-    pub shares: i64,
-    /// Clickbacks over the window.
-    pub clickbacks: i64,
-    /// The SQI, when eligible.
-    pub sqi: Option<i32>,
-    /// The score z.
-    pub score_z: Option<f64>,
 }
 
 /// What a demo run produced.
@@ -399,101 +386,6 @@ fn midnight_or(day: NaiveDate) -> i64 {
     midnight(day).unwrap_or_default()
 }
 
-/// How many acknowledged events may wait unread in the mock cluster. It
-/// keeps only the newest 5 MB of each partition (`rdkafka_mock.c`), so a
-/// sender that ran ahead of the processor had records deleted before they
-/// were read: 20,000 events over 4 partitions stay far below that.
-const UNREAD_WINDOW: u64 = 20_000;
-
-/// How long the processor may make no progress at all before the demo
-/// gives up with the numbers, instead of waiting for a count it cannot reach.
-const STALLED_AFTER: Duration = Duration::from_secs(60);
-
-/// Tells when a counter has not moved for a while.
-struct Stall {
-    last: u64,
-    since: Instant,
-}
-
-impl Stall {
-    fn new(value: u64) -> Self {
-        Self {
-            last: value,
-            since: Instant::now(),
-        }
-    }
-
-    /// Whether `value` is still what it was `after` ago.
-    fn stalled(&mut self, value: u64, after: Duration) -> bool {
-        if value != self.last {
-            *self = Self::new(value);
-            return false;
-        }
-        self.since.elapsed() >= after
-    }
-}
-
-/// Waits until the processor has read all but [`UNREAD_WINDOW`] of the
-/// `acknowledged` events; an error if it reads nothing for `stalled_after`.
-async fn await_reader(
-    progress: &Progress,
-    acknowledged: u64,
-    stalled_after: Duration,
-) -> Result<()> {
-    let mut stall = Stall::new(progress.records_read.load(Ordering::Relaxed));
-    loop {
-        let read = progress.records_read.load(Ordering::Relaxed);
-        if acknowledged.saturating_sub(read) <= UNREAD_WINDOW {
-            return Ok(());
-        }
-        if stall.stalled(read, stalled_after) {
-            return Err(Error::Invalid(format!(
-                "ingest acknowledged {acknowledged} events but the processor has read only \
-                 {read}, and read nothing for {} s",
-                stalled_after.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Waits until every acknowledged event is committed to the lake. Any
-/// shortfall ends in an error naming both numbers: at once when records
-/// were deleted before the processor read them, or after `stalled_after`
-/// with no progress.
-async fn await_committed(
-    progress: &Progress,
-    acknowledged: u64,
-    stalled_after: Duration,
-) -> Result<()> {
-    let shortfall = |committed: u64, why: String| {
-        Error::Invalid(format!(
-            "ingest acknowledged {acknowledged} events but the processor committed {committed}: {why}"
-        ))
-    };
-    let mut stall = Stall::new(progress.committed_records.load(Ordering::Relaxed));
-    loop {
-        let committed = progress.committed_records.load(Ordering::Relaxed);
-        if committed >= acknowledged {
-            return Ok(());
-        }
-        let absent = progress.offsets_absent.load(Ordering::Relaxed);
-        if absent > 0 {
-            return Err(shortfall(
-                committed,
-                format!("{absent} records were gone from the broker before they were read"),
-            ));
-        }
-        if stall.stalled(committed, stalled_after) {
-            return Err(shortfall(
-                committed,
-                format!("no progress for {} s", stalled_after.as_secs()),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn send_all(
     addr: std::net::SocketAddr,
     bodies: Vec<(&'static str, serde_json::Value)>,
@@ -563,115 +455,6 @@ fn take_next<T>(queue: &Mutex<std::vec::IntoIter<T>>) -> Option<T> {
     queue.lock().ok()?.next()
 }
 
-async fn read_scores(lake: &Lake, day: NaiveDate) -> Result<Vec<ScoreRow>> {
-    let batch = batch::compute_sqi(lake, day).await?;
-    let text = |name: &str| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_string_opt::<i32>().cloned())
-    };
-    let int = |name: &str| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_primitive_opt::<Int64Type>().cloned())
-    };
-    let (Some(publisher), Some(category), Some(peer_group)) =
-        (text("publisher"), text("category"), text("peer_group"))
-    else {
-        return Err(Error::Invalid("sqi output lacks its text columns".into()));
-    };
-    let (Some(pageviews), Some(shares), Some(clickbacks)) =
-        (int("pageviews"), int("shares"), int("clickbacks"))
-    else {
-        return Err(Error::Invalid("sqi output lacks its count columns".into()));
-    };
-    let (Some(sqi), Some(z)) = (
-        batch
-            .column_by_name("sqi")
-            .and_then(|c| c.as_primitive_opt::<Int32Type>().cloned()),
-        batch
-            .column_by_name("score_z")
-            .and_then(|c| c.as_primitive_opt::<Float64Type>().cloned()),
-    ) else {
-        return Err(Error::Invalid("sqi output lacks sqi/score_z".into()));
-    };
-    let mut rows: Vec<ScoreRow> = (0..batch.num_rows())
-        .map(|i| ScoreRow {
-            publisher: publisher.value(i).to_owned(),
-            category: category.value(i).to_owned(),
-            peer_group: if peer_group.is_null(i) {
-                String::new()
-            } else {
-                peer_group.value(i).to_owned()
-            },
-            pageviews: pageviews.value(i),
-            shares: shares.value(i),
-            clickbacks: clickbacks.value(i),
-            sqi: (!sqi.is_null(i)).then(|| sqi.value(i)),
-            score_z: (!z.is_null(i)).then(|| z.value(i)),
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        b.sqi
-            .cmp(&a.sqi)
-            .then_with(|| {
-                b.score_z
-                    .partial_cmp(&a.score_z)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
-            .then_with(|| a.publisher.cmp(&b.publisher))
-    });
-    Ok(rows)
-}
-
-fn print_table(out: &mut impl Write, rows: &[ScoreRow]) -> Result<()> {
-    let header = format!(
-        "{:>4}  {:<18} {:<10} {:<10} {:>9} {:>7} {:>10} {:>7} {:>4}",
-        "rank", "publisher", "category", "peers", "pageviews", "shares", "clickbacks", "z", "SQI"
-    );
-    let line = |out: &mut dyn Write, rank: usize, r: &ScoreRow| {
-        writeln!(
-            out,
-            "{rank:>4}  {:<18} {:<10} {:<10} {:>9} {:>7} {:>10} {:>7} {:>4}",
-            r.publisher,
-            r.category,
-            r.peer_group,
-            r.pageviews,
-            r.shares,
-            r.clickbacks,
-            r.score_z.map_or("-".to_owned(), |z| format!("{z:+.3}")),
-            r.sqi.map_or("-".to_owned(), |s| s.to_string())
-        )
-    };
-    let scored: Vec<&ScoreRow> = rows.iter().filter(|r| r.sqi.is_some()).collect();
-    writeln!(
-        out,
-        "\nSQI for every publisher ({} scored, {} below 1000 pageviews):",
-        scored.len(),
-        rows.len() - scored.len()
-    )?;
-    writeln!(out, "{header}")?;
-    for (i, r) in rows.iter().enumerate() {
-        line(out, i + 1, r)?;
-    }
-    let mut scores: Vec<i32> = scored.iter().filter_map(|r| r.sqi).collect();
-    scores.sort_unstable();
-    if let (Some(min), Some(max)) = (scores.first(), scores.last()) {
-        let median = scores[scores.len() / 2];
-        writeln!(
-            out,
-            "\nscored {}: min {min}, median {median}, max {max} (100 = category median)",
-            scores.len()
-        )?;
-    }
-    writeln!(out, "\nTop 10 SQI:")?;
-    writeln!(out, "{header}")?;
-    for (i, r) in scored.iter().take(10).enumerate() {
-        line(out, i + 1, r)?;
-    }
-    Ok(())
-}
-
 async fn serve_report(
     args: &DemoArgs,
     lake: &Lake,
@@ -718,61 +501,4 @@ async fn serve_report(
     })
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SHORT: Duration = Duration::from_millis(300);
-
-    #[tokio::test]
-    async fn a_processor_that_stops_short_ends_the_demo_with_both_numbers() {
-        let progress = Progress::default();
-        progress.committed_records.store(900, Ordering::Relaxed);
-        let started = Instant::now();
-        let error = await_committed(&progress, 1_000, SHORT)
-            .await
-            .expect_err("a shortfall is an error");
-        let message = error.to_string();
-        assert!(
-            message.contains("acknowledged 1000") && message.contains("committed 900"),
-            "{message}"
-        );
-        assert!(started.elapsed() < SHORT * 10, "the wait was not bounded");
-    }
-
-    #[tokio::test]
-    async fn records_deleted_before_they_were_read_end_the_demo_at_once() {
-        let progress = Progress::default();
-        progress.committed_records.store(400, Ordering::Relaxed);
-        progress.offsets_absent.store(108_000, Ordering::Relaxed);
-        let error = await_committed(&progress, 1_000, Duration::from_secs(3600))
-            .await
-            .expect_err("lost records are an error");
-        assert!(
-            error.to_string().contains("108000 records were gone"),
-            "{error}"
-        );
-    }
-
-    #[tokio::test]
-    async fn every_event_committed_ends_the_wait() {
-        let progress = Progress::default();
-        progress.committed_records.store(1_000, Ordering::Relaxed);
-        await_committed(&progress, 1_000, SHORT).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_sender_waits_while_too_much_is_unread_and_gives_up_if_nothing_moves() {
-        let progress = Progress::default();
-        progress.records_read.store(5, Ordering::Relaxed);
-        await_reader(&progress, UNREAD_WINDOW + 5, SHORT)
-            .await
-            .unwrap();
-        let error = await_reader(&progress, UNREAD_WINDOW + 6, SHORT)
-            .await
-            .expect_err("an idle reader is an error");
-        assert!(error.to_string().contains("read only 5"), "{error}");
-    }
 }
