@@ -6,8 +6,6 @@ use crate::fixture;
 
 use std::collections::BTreeSet;
 
-use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -41,30 +39,11 @@ async fn day_rows(lake: &Lake, table: Table) -> (Vec<String>, BTreeSet<String>) 
             .build()
             .unwrap();
         for batch in reader {
-            rows.extend(render(&batch.unwrap()));
+            rows.extend(fixture::render_rows(&batch.unwrap()));
         }
     }
     rows.sort();
     (rows, names)
-}
-
-#[cfg(test)]
-fn render(batch: &RecordBatch) -> Vec<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let columns: Vec<_> = batch
-        .columns()
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-        .collect();
-    (0..batch.num_rows())
-        .map(|row| {
-            columns
-                .iter()
-                .map(|c| c.value(row).to_string())
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-        .collect()
 }
 
 /// Fails with the first few differing rows, not two 5,000-row dumps.
@@ -104,7 +83,7 @@ async fn four_shards_union_to_exactly_the_unsharded_rows() {
         let batch = sqi_batch::compute_sqi_shard(&lake, fixture::day(), shard)
             .await
             .unwrap();
-        let categories: BTreeSet<String> = render(&batch)
+        let categories: BTreeSet<String> = fixture::render_rows(&batch)
             .iter()
             .map(|row| row.split('|').nth(2).unwrap().to_owned())
             .collect();

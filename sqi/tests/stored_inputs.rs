@@ -8,9 +8,8 @@ use crate::fixture;
 
 use std::path::Path;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int32Type;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{Days, NaiveDate};
 use object_store::{ObjectStoreExt, PutPayload};
 use sqi_batch::{DayPlan, Form, Gate, Shard};
@@ -19,25 +18,6 @@ use sqi_schemas::lake::{HOUR_MS, Lake, LakeOptions, Table};
 use tokio::sync::OnceCell;
 
 const TOPIC: &str = "share-events";
-
-/// Every row, each rendered exactly (floats in shortest round-trip form).
-fn rows(batch: &RecordBatch) -> Vec<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let columns: Vec<_> = batch
-        .columns()
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-        .collect();
-    (0..batch.num_rows())
-        .map(|row| {
-            columns
-                .iter()
-                .map(|c| c.value(row).to_string())
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-        .collect()
-}
 
 /// Marks every hour of `day` complete, as the processor would.
 async fn mark_complete(lake: &Lake, day: NaiveDate) {
@@ -59,14 +39,22 @@ async fn assert_forms_agree(lake: &Lake, day: NaiveDate) {
         .await
         .unwrap();
     assert!(stored.num_rows() > 5000, "{}", stored.num_rows());
-    assert_eq!(rows(&stored), rows(&history), "stage 1 on {day}");
+    assert_eq!(
+        fixture::render_rows(&stored),
+        fixture::render_rows(&history),
+        "stage 1 on {day}"
+    );
     let stored = sqi_batch::compute_first_seen(lake, day, Shard::WHOLE, Form::Stored)
         .await
         .unwrap();
     let history = sqi_batch::compute_first_seen(lake, day, Shard::WHOLE, Form::History)
         .await
         .unwrap();
-    assert_eq!(rows(&stored), rows(&history), "first_seen on {day}");
+    assert_eq!(
+        fixture::render_rows(&stored),
+        fixture::render_rows(&history),
+        "first_seen on {day}"
+    );
 }
 
 /// The randomized lake after a daily run of every day of the window before
@@ -158,7 +146,7 @@ async fn the_stored_form_gives_the_historys_rows_and_is_taken_only_when_covered(
         .await
         .unwrap();
     assert_eq!(stored.plan.inputs, Form::Stored);
-    let stored_sqi = rows(&sqi_batch::compute_sqi(&lake, day).await.unwrap());
+    let stored_sqi = fixture::render_rows(&sqi_batch::compute_sqi(&lake, day).await.unwrap());
 
     // A window day computed without every hour: its `daily` cannot stand
     // in for its hours, so the day takes the history for stage 1.
@@ -193,7 +181,7 @@ async fn the_stored_form_gives_the_historys_rows_and_is_taken_only_when_covered(
         (history.sqi_rows, history.scored, history.first_seen_rows),
         (stored.sqi_rows, stored.scored, stored.first_seen_rows)
     );
-    let history_sqi = rows(&sqi_batch::compute_sqi(&lake, day).await.unwrap());
+    let history_sqi = fixture::render_rows(&sqi_batch::compute_sqi(&lake, day).await.unwrap());
     assert!(history_sqi == stored_sqi, "the scored rows differ");
 }
 
